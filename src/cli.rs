@@ -89,14 +89,24 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The CSV file; its header names the table columns it fills.
-    #[arg(short = 'c', long = "csv_path", visible_alias = "csv-path", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "csv_path",
+        visible_alias = "csv-path",
+        value_name = "FILE"
+    )]
     pub csv_path: PathBuf,
     /// Target table.
     #[arg(short = 't', long, value_name = "TABLE")]
     pub table: String,
     /// YAML validation schema: valid rows load, invalid ones go to the error table.
     /// Without it, the first bad value aborts the whole load.
-    #[arg(short = 'p', long = "schema_path", visible_alias = "schema-path", value_name = "YAML")]
+    #[arg(
+        short = 'p',
+        long = "schema_path",
+        visible_alias = "schema-path",
+        value_name = "YAML"
+    )]
     pub schema_path: Option<PathBuf>,
     /// Table for rejected rows (validated imports).
     #[arg(short = 'e', long = "error_table", visible_alias = "error-table", default_value = import::DEFAULT_ERROR_TABLE)]
@@ -132,11 +142,15 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLUE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("CLUE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -204,7 +218,9 @@ fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
 fn target(cli: &Cli) -> Result<DatabaseTarget, BoxError> {
     let target = DatabaseTarget::from_env(cli.database_url.as_deref())?;
     Ok(match (target, &cli.home) {
-        (DatabaseTarget::Embedded { .. }, Some(home)) => DatabaseTarget::Embedded { home: home.clone() },
+        (DatabaseTarget::Embedded { .. }, Some(home)) => {
+            DatabaseTarget::Embedded { home: home.clone() }
+        }
         (t, _) => t,
     })
 }
@@ -233,8 +249,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             })
             .await?;
             match source {
-                Some(path) => println!("Ran {n} statement(s) from {} in one transaction.", path.display()),
-                None => println!("Created table sales_report (partitioned by month of sales_date) with its default partition sales_report_other."),
+                Some(path) => println!(
+                    "Ran {n} statement(s) from {} in one transaction.",
+                    path.display()
+                ),
+                None => println!(
+                    "Created table sales_report (partitioned by month of sales_date) with its default partition sales_report_other."
+                ),
             }
         }
         Command::CreateMonthlyPartitions { table, start, end } => {
@@ -248,9 +269,15 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 table,
                 report.created.len(),
                 report.already_present,
-                report.default_created.map(|d| format!(", default partition {d}")).unwrap_or_default(),
+                report
+                    .default_created
+                    .map(|d| format!(", default partition {d}"))
+                    .unwrap_or_default(),
                 if report.rows_moved > 0 {
-                    format!(", moved {} row(s) out of the default partition", report.rows_moved)
+                    format!(
+                        ", moved {} row(s) out of the default partition",
+                        report.rows_moved
+                    )
                 } else {
                     String::new()
                 }
@@ -277,16 +304,27 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 r.import_id
             );
             if let Some(t) = &r.error_table {
-                println!("Rejected {} row(s); see {} where import_id = {}.", r.rows_rejected, t, r.import_id);
+                println!(
+                    "Rejected {} row(s); see {} where import_id = {}.",
+                    r.rows_rejected, t, r.import_id
+                );
             }
             if !r.partitions_created.is_empty() {
                 println!("Created partition(s): {}.", r.partitions_created.join(", "));
             }
             if r.rows_moved > 0 {
-                println!("Moved {} row(s) out of the default partition.", r.rows_moved);
+                println!(
+                    "Moved {} row(s) out of the default partition.",
+                    r.rows_moved
+                );
             }
         }
-        Command::GenerateSales { rows, out, seed, products } => {
+        Command::GenerateSales {
+            rows,
+            out,
+            seed,
+            products,
+        } => {
             let opts = GenerateOptions {
                 rows,
                 seed,
@@ -296,7 +334,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let summary = if out.as_os_str() == "-" {
                 generate::generate_sales(&opts, std::io::stdout().lock())?
             } else {
-                let file = std::fs::File::create(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+                let file = std::fs::File::create(&out)
+                    .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
                 if out.extension().is_some_and(|e| e == "gz") {
                     let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
                     let s = generate::generate_sales(&opts, &mut gz)?;
@@ -309,7 +348,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             eprintln!(
                 "Wrote {} rows ({} to {}), total quantity {}, total revenue {}.",
                 summary.rows,
-                summary.first_date.map(|d| d.to_string()).unwrap_or_default(),
+                summary
+                    .first_date
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
                 summary.last_date.map(|d| d.to_string()).unwrap_or_default(),
                 summary.total_quantity,
                 summary.total_revenue
@@ -320,7 +362,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 if matches!(action, DbAction::Status) {
                     let db = Database::open(&target).await?;
                     db.close().await?;
-                    println!("using the configured database {} (reachable); clue db manages only the embedded cluster", target.describe());
+                    println!(
+                        "using the configured database {} (reachable); clue db manages only the embedded cluster",
+                        target.describe()
+                    );
                     return Ok(());
                 }
                 return Err(format!(
@@ -338,7 +383,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     Database::open(&target).await?.close().await?;
                     println!(
                         "{} embedded PostgreSQL in {}; it keeps running until `clue db stop`.\nurl: {}",
-                        if started { "Started" } else { "Already running:" },
+                        if started {
+                            "Started"
+                        } else {
+                            "Already running:"
+                        },
                         cluster.home().display(),
                         cluster.url()
                     );
@@ -346,12 +395,26 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 DbAction::Stop => {
                     let c = cluster.clone();
                     let was_running = tokio::task::spawn_blocking(move || c.stop()).await??;
-                    println!("{}", if was_running { "Stopped the embedded cluster." } else { "The embedded cluster was not running." });
+                    println!(
+                        "{}",
+                        if was_running {
+                            "Stopped the embedded cluster."
+                        } else {
+                            "The embedded cluster was not running."
+                        }
+                    );
                 }
                 DbAction::Status => match cluster.status()? {
-                    Status::NotInitialized => println!("not initialized: no cluster in {} yet (any command creates it)", cluster.home().display()),
+                    Status::NotInitialized => println!(
+                        "not initialized: no cluster in {} yet (any command creates it)",
+                        cluster.home().display()
+                    ),
                     Status::Stopped => println!("stopped: cluster in {}", cluster.home().display()),
-                    Status::Running { pid } => println!("running: pid {pid}, cluster in {}\nurl: {}", cluster.home().display(), cluster.url()),
+                    Status::Running { pid } => println!(
+                        "running: pid {pid}, cluster in {}\nurl: {}",
+                        cluster.home().display(),
+                        cluster.url()
+                    ),
                 },
                 DbAction::Url => println!("{}", cluster.url()),
             }

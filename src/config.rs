@@ -31,7 +31,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
     /// A server the user configured.
-    Configured(tokio_postgres::Config),
+    Configured(Box<tokio_postgres::Config>),
     /// clue's own private cluster under `home`.
     Embedded { home: PathBuf },
 }
@@ -45,10 +45,12 @@ impl DatabaseTarget {
     ) -> Result<DatabaseTarget, ConfigError> {
         let nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         if let Some(url) = url_flag {
-            return parse_url(url, "--database-url").map(DatabaseTarget::Configured);
+            return parse_url(url, "--database-url")
+                .map(|c| DatabaseTarget::Configured(Box::new(c)));
         }
         if let Some(url) = nonempty("CLUE_DATABASE_URL") {
-            return parse_url(&url, "CLUE_DATABASE_URL").map(DatabaseTarget::Configured);
+            return parse_url(&url, "CLUE_DATABASE_URL")
+                .map(|c| DatabaseTarget::Configured(Box::new(c)));
         }
         const PROTOTYPE_VARS: [&str; 5] = [
             "CLUE_DB_HOST",
@@ -77,7 +79,7 @@ impl DatabaseTarget {
             if let Some(pwd) = env("CLUE_DB_PWD").filter(|p| !p.is_empty()) {
                 config.password(pwd);
             }
-            return Ok(DatabaseTarget::Configured(config));
+            return Ok(DatabaseTarget::Configured(Box::new(config)));
         }
         let home = nonempty("CLUE_HOME").unwrap_or_else(|| DEFAULT_HOME.to_owned());
         Ok(DatabaseTarget::Embedded {
@@ -94,7 +96,7 @@ impl DatabaseTarget {
     /// settings every clue connection gets.
     pub fn connection_config(&self) -> tokio_postgres::Config {
         let mut config = match self {
-            DatabaseTarget::Configured(config) => config.clone(),
+            DatabaseTarget::Configured(config) => (**config).clone(),
             DatabaseTarget::Embedded { home } => {
                 let cluster = cluster::Cluster::new(home.clone());
                 let mut config = tokio_postgres::Config::new();
@@ -187,7 +189,11 @@ mod tests {
     #[test]
     fn precedence_and_defaults() {
         check(None, &[], "clue's embedded cluster in .clue");
-        check(None, &[("CLUE_HOME", "/srv/clue")], "clue's embedded cluster in /srv/clue");
+        check(
+            None,
+            &[("CLUE_HOME", "/srv/clue")],
+            "clue's embedded cluster in /srv/clue",
+        );
         check(
             None,
             &[("CLUE_DB", "sales"), ("CLUE_DB_USER", "me")],
@@ -195,12 +201,19 @@ mod tests {
         );
         check(
             None,
-            &[("CLUE_DB_HOST", "db"), ("CLUE_DB_PORT", "6543"), ("CLUE_DB_USER", "me")],
+            &[
+                ("CLUE_DB_HOST", "db"),
+                ("CLUE_DB_PORT", "6543"),
+                ("CLUE_DB_USER", "me"),
+            ],
             "me@db:6543/me",
         );
         check(
             None,
-            &[("CLUE_DATABASE_URL", "postgresql://a@h:1/d"), ("CLUE_DB", "x")],
+            &[
+                ("CLUE_DATABASE_URL", "postgresql://a@h:1/d"),
+                ("CLUE_DB", "x"),
+            ],
             "a@h:1/d",
         );
         check(
@@ -209,7 +222,11 @@ mod tests {
             "b@h2:5432/d2",
         );
         // Empty variables count as unset, as a shell `export X=` user expects.
-        check(None, &[("CLUE_DATABASE_URL", ""), ("CLUE_DB", " ")], "clue's embedded cluster in .clue");
+        check(
+            None,
+            &[("CLUE_DATABASE_URL", ""), ("CLUE_DB", " ")],
+            "clue's embedded cluster in .clue",
+        );
     }
 
     #[test]
@@ -219,19 +236,33 @@ mod tests {
             &[("CLUE_DB", "d"), ("CLUE_DB_PORT", "54x")],
             "error: CLUE_DB_PORT must be a port number (1-65535), got \"54x\"",
         );
-        let err = resolve(None, &[("CLUE_DATABASE_URL", "postgresql://u:secret@h:notaport/d")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("CLUE_DATABASE_URL is not a valid PostgreSQL connection string"), "{err}");
+        let err = resolve(
+            None,
+            &[("CLUE_DATABASE_URL", "postgresql://u:secret@h:notaport/d")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("CLUE_DATABASE_URL is not a valid PostgreSQL connection string"),
+            "{err}"
+        );
         assert!(!err.contains("secret"), "password leaked: {err}");
     }
 
     #[test]
     fn sessions_turn_jit_off() {
         let t = resolve(Some("postgresql://u@h/d?options=-c%20work_mem%3D64MB"), &[]).unwrap();
-        assert_eq!(t.connection_config().get_options(), Some("-c work_mem=64MB -c jit=off"));
-        let embedded = resolve(None, &[("CLUE_HOME", "/tmp/x")]).unwrap().connection_config();
+        assert_eq!(
+            t.connection_config().get_options(),
+            Some("-c work_mem=64MB -c jit=off")
+        );
+        let embedded = resolve(None, &[("CLUE_HOME", "/tmp/x")])
+            .unwrap()
+            .connection_config();
         assert_eq!(embedded.get_user(), Some("clue"));
-        assert_eq!(embedded.get_hosts(), &[Host::Unix(PathBuf::from("/tmp/x/run"))]);
+        assert_eq!(
+            embedded.get_hosts(),
+            &[Host::Unix(PathBuf::from("/tmp/x/run"))]
+        );
     }
 }

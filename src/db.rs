@@ -145,11 +145,16 @@ impl Database {
 }
 
 /// Turns a failed connection attempt into the reason a user can act on.
-pub fn classify_connect_error(e: tokio_postgres::Error, config: &tokio_postgres::Config) -> DbError {
+pub fn classify_connect_error(
+    e: tokio_postgres::Error,
+    config: &tokio_postgres::Config,
+) -> DbError {
     let target = describe_config(config);
     if let Some(db) = e.as_db_error() {
         let code = db.code();
-        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
             return DbError::AuthFailed {
                 target,
                 reason: db.message().to_owned(),

@@ -14,16 +14,25 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Zipf};
 use rust_decimal::Decimal;
 
-pub const HEADER: &str = "product_id,product_name,region,sales_date,quantity_sold,sales_amount,unit_price";
-const REGIONS: [(&str, f64); 5] = [("North", 0.24), ("South", 0.20), ("East", 0.22), ("West", 0.18), ("Central", 0.16)];
+pub const HEADER: &str =
+    "product_id,product_name,region,sales_date,quantity_sold,sales_amount,unit_price";
+const REGIONS: [(&str, f64); 5] = [
+    ("North", 0.24),
+    ("South", 0.20),
+    ("East", 0.22),
+    ("West", 0.18),
+    ("Central", 0.16),
+];
 const ADJECTIVES: [&str; 24] = [
-    "Aero", "Bold", "Classic", "Compact", "Deluxe", "Eco", "Flex", "Grand", "Hyper", "Iron", "Jet", "Lumen", "Mega", "Nova", "Omni",
-    "Prime", "Quantum", "Rapid", "Smart", "Terra", "Ultra", "Vivid", "Zen", "Astro",
+    "Aero", "Bold", "Classic", "Compact", "Deluxe", "Eco", "Flex", "Grand", "Hyper", "Iron", "Jet",
+    "Lumen", "Mega", "Nova", "Omni", "Prime", "Quantum", "Rapid", "Smart", "Terra", "Ultra",
+    "Vivid", "Zen", "Astro",
 ];
 const NOUNS: [&str; 30] = [
-    "Widget", "Gadget", "Blender", "Kettle", "Lamp", "Backpack", "Speaker", "Headset", "Drill", "Mixer", "Toaster", "Router",
-    "Camera", "Monitor", "Keyboard", "Mouse", "Charger", "Bottle", "Jacket", "Sneaker", "Watch", "Tablet", "Printer", "Chair",
-    "Desk", "Grill", "Heater", "Fan", "Vacuum", "Scooter",
+    "Widget", "Gadget", "Blender", "Kettle", "Lamp", "Backpack", "Speaker", "Headset", "Drill",
+    "Mixer", "Toaster", "Router", "Camera", "Monitor", "Keyboard", "Mouse", "Charger", "Bottle",
+    "Jacket", "Sneaker", "Watch", "Tablet", "Printer", "Chair", "Desk", "Grill", "Heater", "Fan",
+    "Vacuum", "Scooter",
 ];
 
 /// What to generate.
@@ -131,7 +140,9 @@ fn make_products(n: u32, rng: &mut ChaCha8Rng) -> Vec<Product> {
             let adjective = ADJECTIVES[rng.random_range(0..ADJECTIVES.len())];
             let noun = NOUNS[rng.random_range(0..NOUNS.len())];
             // Log-uniform list prices from $2 to $900, ending in .99 or .00.
-            let dollars = (2f64.ln() + rng.random::<f64>() * (900f64.ln() - 2f64.ln())).exp().floor() as i64;
+            let dollars = (2f64.ln() + rng.random::<f64>() * (900f64.ln() - 2f64.ln()))
+                .exp()
+                .floor() as i64;
             let cents = if rng.random_bool(0.6) { 99 } else { 0 };
             Product {
                 id: 1001 + i,
@@ -175,7 +186,10 @@ fn rows_per_day(opts: &GenerateOptions) -> Vec<u64> {
         })
         .collect();
     let total: f64 = weights.iter().sum();
-    let exact: Vec<f64> = weights.iter().map(|w| w / total * opts.rows as f64).collect();
+    let exact: Vec<f64> = weights
+        .iter()
+        .map(|w| w / total * opts.rows as f64)
+        .collect();
     let mut counts: Vec<u64> = exact.iter().map(|e| e.floor() as u64).collect();
     let mut left = opts.rows - counts.iter().sum::<u64>();
     let mut order: Vec<usize> = (0..days).collect();
@@ -209,7 +223,10 @@ mod tests {
         let (a, summary) = run(&opts);
         let (b, _) = run(&opts);
         assert_eq!(a, b);
-        let (c, _) = run(&GenerateOptions { seed: 7, ..opts.clone() });
+        let (c, _) = run(&GenerateOptions {
+            seed: 7,
+            ..opts.clone()
+        });
         assert_ne!(a, c);
 
         let mut lines = a.lines();
@@ -227,7 +244,10 @@ mod tests {
             qty += q;
             revenue += amount;
         }
-        assert_eq!((rows, qty, revenue), (summary.rows, summary.total_quantity, summary.total_revenue));
+        assert_eq!(
+            (rows, qty, revenue),
+            (summary.rows, summary.total_quantity, summary.total_revenue)
+        );
         assert_eq!(summary.first_date, NaiveDate::from_ymd_opt(2024, 1, 1));
         assert_eq!(summary.last_date, NaiveDate::from_ymd_opt(2025, 12, 31));
     }
@@ -248,14 +268,22 @@ mod tests {
         let mut c: Vec<u32> = counts.into_values().collect();
         c.sort_unstable_by(|a, b| b.cmp(a));
         // The top product sells far more than the median one.
-        assert!(c[0] > 20 * c[c.len() / 2], "top {} median {}", c[0], c[c.len() / 2]);
+        assert!(
+            c[0] > 20 * c[c.len() / 2],
+            "top {} median {}",
+            c[0],
+            c[c.len() / 2]
+        );
         assert_eq!(regions.len(), 5);
     }
 
     #[test]
     fn rows_spread_exactly() {
         for rows in [0, 1, 730, 731, 99_999] {
-            let opts = GenerateOptions { rows, ..GenerateOptions::default() };
+            let opts = GenerateOptions {
+                rows,
+                ..GenerateOptions::default()
+            };
             assert_eq!(rows_per_day(&opts).iter().sum::<u64>(), rows);
         }
     }

@@ -177,8 +177,13 @@ enum PgKind {
     Int8,
     Float4,
     Float8,
-    Numeric { precision: Option<u32>, scale: Option<u32> },
-    Text { max_chars: Option<usize> },
+    Numeric {
+        precision: Option<u32>,
+        scale: Option<u32>,
+    },
+    Text {
+        max_chars: Option<usize>,
+    },
     Bool,
     Date,
     Timestamp,
@@ -241,11 +246,18 @@ struct FieldCodec {
 impl FieldCodec {
     /// Appends the field's binary COPY encoding (length word and bytes).
     fn encode(&self, raw: &str, out: &mut BytesMut) -> Result<(), Violation> {
-        let value = if matches!(self.kind, PgKind::Text { .. }) { raw } else { raw.trim() };
+        let value = if matches!(self.kind, PgKind::Text { .. }) {
+            raw
+        } else {
+            raw.trim()
+        };
         if value.is_empty() {
             let required = self.rule.as_ref().is_some_and(|r| r.required);
             if required || !self.nullable {
-                return Err(Violation::new("required", "is empty but a value is required"));
+                return Err(Violation::new(
+                    "required",
+                    "is empty but a value is required",
+                ));
             }
             out.put_i32(-1);
             return Ok(());
@@ -269,16 +281,24 @@ impl FieldCodec {
             PgKind::Float8 => float(value)
                 .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?
                 .to_sql(&ty, out),
-            PgKind::Numeric { precision, scale } => numeric(value, precision, scale)?.to_sql(&ty, out),
+            PgKind::Numeric { precision, scale } => {
+                numeric(value, precision, scale)?.to_sql(&ty, out)
+            }
             PgKind::Text { max_chars } => {
                 if let Some(max) = max_chars {
                     let len = value.chars().count();
                     if len > max {
-                        return Err(Violation::new("type", format!("is {len} characters long; the column holds at most {max}")));
+                        return Err(Violation::new(
+                            "type",
+                            format!("is {len} characters long; the column holds at most {max}"),
+                        ));
                     }
                 }
                 if value.contains('\0') {
-                    return Err(Violation::new("type", "contains a NUL character, which PostgreSQL text cannot hold"));
+                    return Err(Violation::new(
+                        "type",
+                        "contains a NUL character, which PostgreSQL text cannot hold",
+                    ));
                 }
                 value.to_sql(&ty, out)
             }
@@ -286,13 +306,31 @@ impl FieldCodec {
                 .ok_or_else(|| Violation::new("type", format!("{value:?} is not true or false")))?
                 .to_sql(&ty, out),
             PgKind::Date => model::parse_date(value, date_format)
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not a date in the form {}", date_format.unwrap_or("YYYY-MM-DD"))))?
+                .ok_or_else(|| {
+                    Violation::new(
+                        "type",
+                        format!(
+                            "{value:?} is not a date in the form {}",
+                            date_format.unwrap_or("YYYY-MM-DD")
+                        ),
+                    )
+                })?
                 .to_sql(&ty, out),
             PgKind::Timestamp => timestamp(value)
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not a timestamp such as 2025-04-01 13:45:00")))?
+                .ok_or_else(|| {
+                    Violation::new(
+                        "type",
+                        format!("{value:?} is not a timestamp such as 2025-04-01 13:45:00"),
+                    )
+                })?
                 .to_sql(&ty, out),
             PgKind::TimestampTz => timestamptz(value)
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not a timestamp such as 2025-04-01T13:45:00Z")))?
+                .ok_or_else(|| {
+                    Violation::new(
+                        "type",
+                        format!("{value:?} is not a timestamp such as 2025-04-01T13:45:00Z"),
+                    )
+                })?
                 .to_sql(&ty, out),
             PgKind::Uuid => uuid::Uuid::parse_str(value)
                 .map_err(|_| Violation::new("type", format!("{value:?} is not a UUID")))?
@@ -305,7 +343,10 @@ impl FieldCodec {
                 Ok(())
             }
             // No value above encodes as NULL; a driver refusal is a value it cannot send.
-            Ok(IsNull::Yes) | Err(_) => Err(Violation::new("type", format!("{value:?} cannot be stored in this column"))),
+            Ok(IsNull::Yes) | Err(_) => Err(Violation::new(
+                "type",
+                format!("{value:?} cannot be stored in this column"),
+            )),
         }
     }
 }
@@ -327,25 +368,44 @@ fn float(value: &str) -> Option<f64> {
 /// Parses and rounds a decimal as PostgreSQL would store it in numeric(p,s),
 /// refusing values that would overflow the column.
 fn numeric(value: &str, precision: Option<u32>, scale: Option<u32>) -> Result<Decimal, Violation> {
-    let mut d = model::parse_number(value).ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?;
+    let mut d = model::parse_number(value)
+        .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?;
     if let Some(s) = scale {
         d = d.round_dp_with_strategy(s, RoundingStrategy::MidpointAwayFromZero);
+        // Pad to the column's scale, as the stored value will be.
+        d.rescale(s);
     }
     if let (Some(p), Some(s)) = (precision, scale) {
         let int_digits = p.saturating_sub(s);
-        let limit = if int_digits >= 28 { None } else { Some(Decimal::from_i128_with_scale(10i128.pow(int_digits), 0)) };
+        let limit = if int_digits >= 28 {
+            None
+        } else {
+            Some(Decimal::from_i128_with_scale(10i128.pow(int_digits), 0))
+        };
         if limit.is_some_and(|l| d.abs() >= l) {
-            return Err(Violation::new("type", format!("{value} does not fit numeric({p},{s})")));
+            return Err(Violation::new(
+                "type",
+                format!("{value} does not fit numeric({p},{s})"),
+            ));
         }
     }
     Ok(d)
 }
 
 fn timestamp(value: &str) -> Option<NaiveDateTime> {
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
-        .or_else(|| NaiveDate::from_str(value).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
+    .or_else(|| {
+        NaiveDate::from_str(value)
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
 }
 
 fn timestamptz(value: &str) -> Option<DateTime<Utc>> {
@@ -359,16 +419,28 @@ fn timestamptz(value: &str) -> Option<DateTime<Utc>> {
 
 /// Opens the file for reading, transparently gunzipping `.gz` content, with
 /// every raw byte read reported to `on_read` (for hashing and progress).
-fn open_input(path: &Path, on_read: impl FnMut(&[u8]) + Send + 'static) -> Result<Box<dyn Read + Send>, ImportError> {
+fn open_input(
+    path: &Path,
+    on_read: impl FnMut(&[u8]) + Send + 'static,
+) -> Result<Box<dyn Read + Send>, ImportError> {
     let file_err = |e| ImportError::Read {
         file: path.display().to_string(),
         source: e,
     };
     let file = File::open(path).map_err(file_err)?;
-    let mut raw = BufReader::with_capacity(256 * 1024, Tap { inner: file, on_read });
+    let mut raw = BufReader::with_capacity(
+        256 * 1024,
+        Tap {
+            inner: file,
+            on_read,
+        },
+    );
     let gz = raw.fill_buf().map_err(file_err)?.starts_with(&[0x1f, 0x8b]);
     Ok(if gz {
-        Box::new(BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(raw)))
+        Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        ))
     } else {
         Box::new(raw)
     })
@@ -414,16 +486,22 @@ fn progress_bar(enabled: bool, path: &Path) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{msg:>9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar
 }
 
 /// First pass: content hash, text and encoding checks, header, and the
 /// months present in the partition key column.
-fn scan(path: &Path, month_field: impl Fn(&[String]) -> Option<(usize, Option<String>)>, bar: &ProgressBar) -> Result<Scan, ImportError> {
+fn scan(
+    path: &Path,
+    month_field: impl Fn(&[String]) -> Option<(usize, Option<String>)>,
+    bar: &ProgressBar,
+) -> Result<Scan, ImportError> {
     let file = path.display().to_string();
     let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
     let (h, b) = (hasher.clone(), bar.clone());
@@ -437,7 +515,10 @@ fn scan(path: &Path, month_field: impl Fn(&[String]) -> Option<(usize, Option<St
     let mut input = BufReader::new(input);
     // Look at the start of the (decompressed) content before parsing it.
     {
-        let start = input.fill_buf().map_err(|e| ImportError::Read { file: file.clone(), source: e })?;
+        let start = input.fill_buf().map_err(|e| ImportError::Read {
+            file: file.clone(),
+            source: e,
+        })?;
         head.extend_from_slice(&start[..start.len().min(8192)]);
     }
     if head.iter().all(|b| b.is_ascii_whitespace()) {
@@ -472,7 +553,8 @@ fn scan(path: &Path, month_field: impl Fn(&[String]) -> Option<(usize, Option<St
             return Err(ImportError::Malformed {
                 file,
                 line,
-                reason: "record is larger than 1 MiB; this does not look like a sales CSV file".into(),
+                reason: "record is larger than 1 MiB; this does not look like a sales CSV file"
+                    .into(),
             });
         }
         let fields = utf8_fields(&file, line, &record)?;
@@ -485,7 +567,9 @@ fn scan(path: &Path, month_field: impl Fn(&[String]) -> Option<(usize, Option<St
             Some(_) => {
                 records += 1;
                 if let Some((index, format)) = &key
-                    && let Some(d) = fields.get(*index).and_then(|v| model::parse_date(v.trim(), format.as_deref()))
+                    && let Some(d) = fields
+                        .get(*index)
+                        .and_then(|v| model::parse_date(v.trim(), format.as_deref()))
                 {
                     months.insert(Month::of(d));
                 }
@@ -493,7 +577,12 @@ fn scan(path: &Path, month_field: impl Fn(&[String]) -> Option<(usize, Option<St
         }
     }
     let header = header.ok_or_else(|| ImportError::Empty { file: file.clone() })?;
-    let sha256 = hex::encode(hasher.lock().map(|h| h.clone().finalize().to_vec()).unwrap_or_default());
+    let sha256 = hex::encode(
+        hasher
+            .lock()
+            .map(|h| h.clone().finalize().to_vec())
+            .unwrap_or_default(),
+    );
     let bytes = bar.position();
     Ok(Scan {
         sha256,
@@ -519,7 +608,11 @@ fn csv_error(file: &str, e: csv::Error) -> ImportError {
     }
 }
 
-fn utf8_fields<'r>(file: &str, line: u64, record: &'r csv::ByteRecord) -> Result<Vec<&'r str>, ImportError> {
+fn utf8_fields<'r>(
+    file: &str,
+    line: u64,
+    record: &'r csv::ByteRecord,
+) -> Result<Vec<&'r str>, ImportError> {
     record
         .iter()
         .enumerate()
@@ -535,13 +628,21 @@ fn utf8_fields<'r>(file: &str, line: u64, record: &'r csv::ByteRecord) -> Result
 
 /// Matches the header against the table (and the schema), giving the codec
 /// of every CSV field in order.
-fn plan_fields(file: &str, header: &[String], table: &Table, schema: Option<&ValidationSchema>) -> Result<Vec<FieldCodec>, ImportError> {
+fn plan_fields(
+    file: &str,
+    header: &[String],
+    table: &Table,
+    schema: Option<&ValidationSchema>,
+) -> Result<Vec<FieldCodec>, ImportError> {
     let header_err = |reason: String| ImportError::Header {
         file: file.to_owned(),
         reason,
     };
     if header.len() > MAX_COLUMNS {
-        return Err(header_err(format!("has {} columns; PostgreSQL tables hold at most {MAX_COLUMNS}", header.len())));
+        return Err(header_err(format!(
+            "has {} columns; PostgreSQL tables hold at most {MAX_COLUMNS}",
+            header.len()
+        )));
     }
     for (i, name) in header.iter().enumerate() {
         if name.is_empty() {
@@ -552,17 +653,32 @@ fn plan_fields(file: &str, header: &[String], table: &Table, schema: Option<&Val
         }
     }
     if let Some(schema) = schema {
-        let missing: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).filter(|n| !header.iter().any(|h| h == n)).collect();
-        let unexpected: Vec<&str> = header.iter().map(String::as_str).filter(|h| schema.column(h).is_none()).collect();
+        let missing: Vec<&str> = schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|n| !header.iter().any(|h| h == n))
+            .collect();
+        let unexpected: Vec<&str> = header
+            .iter()
+            .map(String::as_str)
+            .filter(|h| schema.column(h).is_none())
+            .collect();
         if !missing.is_empty() || !unexpected.is_empty() {
             let mut parts = Vec::new();
             if !missing.is_empty() {
                 parts.push(format!("lacks schema column(s) {}", missing.join(", ")));
             }
             if !unexpected.is_empty() {
-                parts.push(format!("has column(s) {} that the schema does not declare", unexpected.join(", ")));
+                parts.push(format!(
+                    "has column(s) {} that the schema does not declare",
+                    unexpected.join(", ")
+                ));
             }
-            return Err(header_err(format!("does not match the schema: it {}", parts.join(" and "))));
+            return Err(header_err(format!(
+                "does not match the schema: it {}",
+                parts.join(" and ")
+            )));
         }
     }
     let table_name = table.table.display();
@@ -572,11 +688,18 @@ fn plan_fields(file: &str, header: &[String], table: &Table, schema: Option<&Val
             header_err(format!(
                 "column {} ({name:?}) is not a column of table {table_name} (its columns: {})",
                 i + 1,
-                table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                table
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         if column.generated {
-            return Err(header_err(format!("column {name:?} is generated by table {table_name} and cannot be loaded")));
+            return Err(header_err(format!(
+                "column {name:?} is generated by table {table_name} and cannot be loaded"
+            )));
         }
         let kind = PgKind::of(column).ok_or_else(|| ImportError::UnsupportedColumn {
             table: table_name.clone(),
@@ -597,7 +720,10 @@ fn plan_fields(file: &str, header: &[String], table: &Table, schema: Option<&Val
         .map(|c| c.name.as_str())
         .collect();
     if !absent.is_empty() {
-        return Err(header_err(format!("lacks column(s) {} that table {table_name} requires", absent.join(", "))));
+        return Err(header_err(format!(
+            "lacks column(s) {} that table {table_name} requires",
+            absent.join(", ")
+        )));
     }
     Ok(codecs)
 }
@@ -656,7 +782,11 @@ fn parse_and_encode(
         }
         let fields = utf8_fields(&file, line, &record)?;
         if fields.len() != codecs.len() {
-            let reason = format!("expected {} fields as in the header, found {}", codecs.len(), fields.len());
+            let reason = format!(
+                "expected {} fields as in the header, found {}",
+                codecs.len(),
+                fields.len()
+            );
             if !validated {
                 return Err(ImportError::Malformed { file, line, reason });
             }
@@ -724,10 +854,14 @@ fn parse_and_encode(
 
 /// The record as one CSV line, for the error table.
 fn csv_line(fields: &[&str]) -> String {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
     let _ = w.write_record(fields);
     let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_owned()
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\n')
+        .to_owned()
 }
 
 /// Runs `clue import-data`.
@@ -735,8 +869,15 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let started = Instant::now();
     let started_at = Utc::now();
     let file = opts.csv_path.display().to_string();
-    let file_name = opts.csv_path.file_name().map_or(file.clone(), |n| n.to_string_lossy().into_owned());
-    let schema = opts.schema_path.as_deref().map(ValidationSchema::load).transpose()?;
+    let file_name = opts
+        .csv_path
+        .file_name()
+        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
+    let schema = opts
+        .schema_path
+        .as_deref()
+        .map(ValidationSchema::load)
+        .transpose()?;
     let mut client = db.client().await?;
     let table = schema::load_table(&**client, &opts.table).await?;
     let error_table = match schema {
@@ -747,13 +888,20 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let bar = progress_bar(opts.progress, &opts.csv_path);
     bar.set_message("checking");
     let key = table.date_partitioning.as_ref().map(|p| p.key.clone());
-    let date_format = key.as_ref().and_then(|k| schema.as_ref()?.column(k)?.date_format.clone());
+    let date_format = key
+        .as_ref()
+        .and_then(|k| schema.as_ref()?.column(k)?.date_format.clone());
     let path = opts.csv_path.clone();
     let scan_bar = bar.clone();
     let scan = tokio::task::spawn_blocking(move || {
         scan(
             &path,
-            |header| Some((header.iter().position(|h| Some(h) == key.as_ref())?, date_format.clone())),
+            |header| {
+                Some((
+                    header.iter().position(|h| Some(h) == key.as_ref())?,
+                    date_format.clone(),
+                ))
+            },
             &scan_bar,
         )
     })
@@ -849,7 +997,10 @@ struct Job<'a> {
 }
 
 /// The load transaction: job row, COPY of the rows, rejects, counts, commit.
-async fn load(client: &mut tokio_postgres::Client, job: Job<'_>) -> Result<(i64, ParseOutcome), ImportError> {
+async fn load(
+    client: &mut tokio_postgres::Client,
+    job: Job<'_>,
+) -> Result<(i64, ParseOutcome), ImportError> {
     let tx = client.transaction().await?;
     let import_id: i64 = tx
         .query_one(
@@ -874,9 +1025,18 @@ async fn load(client: &mut tokio_postgres::Client, job: Job<'_>) -> Result<(i64,
     let copy_sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         job.table.table.quoted(),
-        job.codecs.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ")
+        job.codecs
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let reject_sql = job.error_table.map(|t| format!("COPY {t} ({}) FROM STDIN (FORMAT binary)", ERROR_TABLE_COLUMNS.join(", ")));
+    let reject_sql = job.error_table.map(|t| {
+        format!(
+            "COPY {t} ({}) FROM STDIN (FORMAT binary)",
+            ERROR_TABLE_COLUMNS.join(", ")
+        )
+    });
 
     let (sender, mut receiver) = mpsc::channel::<Msg>(8);
     let path = job.opts.csv_path.clone();
@@ -945,7 +1105,9 @@ async fn load(client: &mut tokio_postgres::Client, job: Job<'_>) -> Result<(i64,
     }
     let copied = written.map_err(|e| ImportError::Load {
         file: job.file.to_owned(),
-        message: e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        message: e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
     })?;
     debug_assert_eq!(copied, outcome.rows_loaded);
     tx.execute(
@@ -1028,7 +1190,10 @@ async fn write_rejects(
 }
 
 /// Finds or creates the error table, returning its quoted name.
-async fn resolve_error_table(client: &tokio_postgres::Client, name: &str) -> Result<String, ImportError> {
+async fn resolve_error_table(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<String, ImportError> {
     let err = |reason: String| ImportError::ErrorTable {
         table: name.to_owned(),
         reason,
@@ -1038,19 +1203,29 @@ async fn resolve_error_table(client: &tokio_postgres::Client, name: &str) -> Res
         Ok(None) => {
             schema::parse_table_name(name)?;
             // Same shape as clue's validation_logs, with an identity of its own.
-            let quoted = name.split('.').map(quote_ident).collect::<Vec<_>>().join(".");
+            let quoted = name
+                .split('.')
+                .map(quote_ident)
+                .collect::<Vec<_>>()
+                .join(".");
             client
                 .batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {quoted} (LIKE public.validation_logs INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS)"
                 ))
                 .await
                 .map_err(|e| err(format!("cannot be created: {}", e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))))?;
-            schema::find_table(client, name).await?.ok_or_else(|| err("vanished after creation".into()))?
+            schema::find_table(client, name)
+                .await?
+                .ok_or_else(|| err("vanished after creation".into()))?
         }
         Err(e) => return Err(e.into()),
     };
     let loaded = schema::load_table(client, &table.display()).await?;
-    let missing: Vec<&str> = ERROR_TABLE_COLUMNS.iter().copied().filter(|c| loaded.column(c).is_none()).collect();
+    let missing: Vec<&str> = ERROR_TABLE_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| loaded.column(c).is_none())
+        .collect();
     if !missing.is_empty() {
         return Err(err(format!(
             "exists but is not a clue validation log (it lacks {}); name another table with --error_table",
@@ -1076,20 +1251,43 @@ mod tests {
     /// Encodes `raw` and returns the value bytes (without the length word), or the violation.
     fn check(kind: PgKind, raw: &str, expect: Result<&[u8], &str>) {
         let mut out = BytesMut::new();
-        let got = codec(kind, true).encode(raw, &mut out).map(|()| out[4..].to_vec()).map_err(|v| v.reason);
-        assert_eq!(got, expect.map(|b| b.to_vec()).map_err(str::to_owned), "{kind:?} {raw:?}");
+        let got = codec(kind, true)
+            .encode(raw, &mut out)
+            .map(|()| out[4..].to_vec())
+            .map_err(|v| v.reason);
+        assert_eq!(
+            got,
+            expect.map(|b| b.to_vec()).map_err(str::to_owned),
+            "{kind:?} {raw:?}"
+        );
     }
 
     #[test]
     fn encodes_values_and_names_bad_ones() {
         check(PgKind::Int4, "42", Ok(&[0, 0, 0, 42]));
         check(PgKind::Int4, " 7 ", Ok(&[0, 0, 0, 7]));
-        check(PgKind::Int4, "3000000000", Err("3000000000 is out of range for integer"));
+        check(
+            PgKind::Int4,
+            "3000000000",
+            Err("3000000000 is out of range for integer"),
+        );
         check(PgKind::Int4, "4x", Err("\"4x\" is not a whole number"));
-        check(PgKind::Int2, "70000", Err("70000 is out of range for smallint"));
+        check(
+            PgKind::Int2,
+            "70000",
+            Err("70000 is out of range for smallint"),
+        );
         check(PgKind::Date, "2000-01-02", Ok(&[0, 0, 0, 1]));
-        check(PgKind::Date, "2025-13-01", Err("\"2025-13-01\" is not a date in the form YYYY-MM-DD"));
-        check(PgKind::Text { max_chars: Some(3) }, "abcd", Err("is 4 characters long; the column holds at most 3"));
+        check(
+            PgKind::Date,
+            "2025-13-01",
+            Err("\"2025-13-01\" is not a date in the form YYYY-MM-DD"),
+        );
+        check(
+            PgKind::Text { max_chars: Some(3) },
+            "abcd",
+            Err("is 4 characters long; the column holds at most 3"),
+        );
         check(PgKind::Text { max_chars: None }, " a ", Ok(b" a "));
         check(PgKind::Bool, "t", Ok(&[1]));
         let num = PgKind::Numeric {
@@ -1097,17 +1295,28 @@ mod tests {
             scale: Some(2),
         };
         check(num, "xxxx", Err("\"xxxx\" is not a number"));
-        check(num, "123456789", Err("123456789 does not fit numeric(10,2)"));
+        check(
+            num,
+            "123456789",
+            Err("123456789 does not fit numeric(10,2)"),
+        );
         check(PgKind::Float8, "abc", Err("\"abc\" is not a number"));
     }
 
     #[test]
     fn numeric_rounds_like_postgres() {
-        let n = |v| numeric(v, Some(10), Some(2)).map(|d| d.to_string()).map_err(|v| v.reason);
+        let n = |v| {
+            numeric(v, Some(10), Some(2))
+                .map(|d| d.to_string())
+                .map_err(|v| v.reason)
+        };
         assert_eq!(n("5000.075"), Ok("5000.08".into()));
         assert_eq!(n("-0.005"), Ok("-0.01".into()));
         assert_eq!(n("99999999.994"), Ok("99999999.99".into()));
-        assert_eq!(n("99999999.995"), Err("99999999.995 does not fit numeric(10,2)".into()));
+        assert_eq!(
+            n("99999999.995"),
+            Err("99999999.995 does not fit numeric(10,2)".into())
+        );
         assert_eq!(n("1e3"), Ok("1000.00".into()));
     }
 
@@ -1116,12 +1325,17 @@ mod tests {
         let mut out = BytesMut::new();
         codec(PgKind::Int4, true).encode("", &mut out).unwrap();
         assert_eq!(&out[..], &(-1i32).to_be_bytes());
-        let err = codec(PgKind::Int4, false).encode("  ", &mut BytesMut::new()).unwrap_err();
+        let err = codec(PgKind::Int4, false)
+            .encode("  ", &mut BytesMut::new())
+            .unwrap_err();
         assert_eq!(err.rule, "required");
     }
 
     #[test]
     fn csv_lines_are_quoted_as_needed() {
-        assert_eq!(csv_line(&["1", "a,b", "say \"hi\""]), "1,\"a,b\",\"say \"\"hi\"\"\"");
+        assert_eq!(
+            csv_line(&["1", "a,b", "say \"hi\""]),
+            "1,\"a,b\",\"say \"\"hi\"\"\""
+        );
     }
 }

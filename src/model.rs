@@ -154,20 +154,28 @@ impl ValidationSchema {
             file: file.to_owned(),
             reason,
         };
-        let value: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| ModelError::Yaml {
-            file: file.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let value: yaml_serde::Value =
+            yaml_serde::from_str(text).map_err(|e| ModelError::Yaml {
+                file: file.to_owned(),
+                reason: e.to_string(),
+            })?;
         let map = match value {
             yaml_serde::Value::Mapping(m) => m,
-            yaml_serde::Value::Null => return Err(shape("is empty; expected `column: type` lines".into())),
+            yaml_serde::Value::Null => {
+                return Err(shape("is empty; expected `column: type` lines".into()));
+            }
             _ => return Err(shape("must be a mapping of column names to types".into())),
         };
         let mut columns: Vec<ColumnRule> = Vec::with_capacity(map.len());
         for (key, spec) in map {
             let name = match key {
                 yaml_serde::Value::String(s) if !s.trim().is_empty() => s,
-                other => return Err(shape(format!("column names must be text, found {}", describe(&other)))),
+                other => {
+                    return Err(shape(format!(
+                        "column names must be text, found {}",
+                        describe(&other)
+                    )));
+                }
             };
             let field_err = |field: &str, reason: String| ModelError::Field {
                 file: file.to_owned(),
@@ -176,35 +184,57 @@ impl ValidationSchema {
                 reason,
             };
             let rule = match spec {
-                yaml_serde::Value::String(ty) => ColumnRule::plain(&name, parse_type(&ty).map_err(|r| field_err("type", r))?),
+                yaml_serde::Value::String(ty) => {
+                    ColumnRule::plain(&name, parse_type(&ty).map_err(|r| field_err("type", r))?)
+                }
                 yaml_serde::Value::Mapping(fields) => {
                     let get = |k: &str| fields.get(k).cloned();
                     for k in fields.keys() {
                         let k = k.as_str().unwrap_or("");
                         if !FIELDS.contains(&k) {
-                            return Err(field_err(k, format!("unknown field; expected one of {}", FIELDS.join(", "))));
+                            return Err(field_err(
+                                k,
+                                format!("unknown field; expected one of {}", FIELDS.join(", ")),
+                            ));
                         }
                     }
                     let ty = match get("type") {
-                        Some(yaml_serde::Value::String(t)) => parse_type(&t).map_err(|r| field_err("type", r))?,
-                        Some(other) => return Err(field_err("type", format!("must be text, found {}", describe(&other)))),
+                        Some(yaml_serde::Value::String(t)) => {
+                            parse_type(&t).map_err(|r| field_err("type", r))?
+                        }
+                        Some(other) => {
+                            return Err(field_err(
+                                "type",
+                                format!("must be text, found {}", describe(&other)),
+                            ));
+                        }
                         None => return Err(field_err("type", "is missing".into())),
                     };
                     let mut rule = ColumnRule::plain(&name, ty);
                     if let Some(v) = get("required") {
-                        rule.required = v.as_bool().ok_or_else(|| field_err("required", format!("must be true or false, found {}", describe(&v))))?;
+                        rule.required = v.as_bool().ok_or_else(|| {
+                            field_err(
+                                "required",
+                                format!("must be true or false, found {}", describe(&v)),
+                            )
+                        })?;
                     }
                     if let Some(v) = get("format") {
                         if ty != ValueType::Date {
                             return Err(field_err("format", "applies only to date columns".into()));
                         }
-                        let f = v.as_str().ok_or_else(|| field_err("format", "must be text such as \"%d/%m/%Y\"".into()))?;
+                        let f = v.as_str().ok_or_else(|| {
+                            field_err("format", "must be text such as \"%d/%m/%Y\"".into())
+                        })?;
                         check_date_format(f).map_err(|r| field_err("format", r))?;
                         rule.date_format = Some(f.to_owned());
                     }
                     for (field, slot) in [("min", &mut rule.min), ("max", &mut rule.max)] {
                         if let Some(v) = get(field) {
-                            *slot = Some(parse_bound(&v, ty, rule.date_format.as_deref()).map_err(|r| field_err(field, r))?);
+                            *slot = Some(
+                                parse_bound(&v, ty, rule.date_format.as_deref())
+                                    .map_err(|r| field_err(field, r))?,
+                            );
                         }
                     }
                     if let (Some(lo), Some(hi)) = (&rule.min, &rule.max) {
@@ -218,27 +248,54 @@ impl ValidationSchema {
                         }
                     }
                     if let Some(v) = get("pattern") {
-                        let p = v.as_str().ok_or_else(|| field_err("pattern", "must be a regular expression in quotes".into()))?;
-                        rule.pattern = Some(Regex::new(p).map_err(|e| field_err("pattern", format!("is not a valid regular expression: {e}")))?);
+                        let p = v.as_str().ok_or_else(|| {
+                            field_err("pattern", "must be a regular expression in quotes".into())
+                        })?;
+                        rule.pattern = Some(Regex::new(p).map_err(|e| {
+                            field_err("pattern", format!("is not a valid regular expression: {e}"))
+                        })?);
                     }
                     if let Some(v) = get("allowed") {
-                        let items = v.as_sequence().ok_or_else(|| field_err("allowed", "must be a list such as [North, South]".into()))?;
+                        let items = v.as_sequence().ok_or_else(|| {
+                            field_err("allowed", "must be a list such as [North, South]".into())
+                        })?;
                         let mut allowed = Vec::with_capacity(items.len());
                         for item in items {
-                            allowed.push(scalar_text(item).ok_or_else(|| field_err("allowed", format!("items must be plain values, found {}", describe(item))))?);
+                            allowed.push(scalar_text(item).ok_or_else(|| {
+                                field_err(
+                                    "allowed",
+                                    format!("items must be plain values, found {}", describe(item)),
+                                )
+                            })?);
                         }
                         if allowed.is_empty() {
-                            return Err(field_err("allowed", "is empty, so no value could pass".into()));
+                            return Err(field_err(
+                                "allowed",
+                                "is empty, so no value could pass".into(),
+                            ));
                         }
                         rule.allowed = Some(allowed);
                     }
                     if let Some(v) = get("max_length") {
-                        let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| field_err("max_length", format!("must be a positive whole number, found {}", describe(&v))))?;
+                        let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                            field_err(
+                                "max_length",
+                                format!("must be a positive whole number, found {}", describe(&v)),
+                            )
+                        })?;
                         rule.max_length = Some(n as usize);
                     }
                     rule
                 }
-                other => return Err(field_err("type", format!("expected a type name or a mapping of rules, found {}", describe(&other)))),
+                other => {
+                    return Err(field_err(
+                        "type",
+                        format!(
+                            "expected a type name or a mapping of rules, found {}",
+                            describe(&other)
+                        ),
+                    ));
+                }
             };
             if columns.iter().any(|c| c.name == rule.name) {
                 return Err(shape(format!("column {:?} appears twice", rule.name)));
@@ -274,26 +331,42 @@ impl ColumnRule {
     /// Checks one raw CSV value against the column's rules. Empty values are
     /// the caller's business (they mean NULL unless the column is required).
     pub fn check(&self, raw: &str) -> Result<(), Violation> {
-        let value = if self.ty == ValueType::Str { raw } else { raw.trim() };
+        let value = if self.ty == ValueType::Str {
+            raw
+        } else {
+            raw.trim()
+        };
         let number = match self.ty {
-            ValueType::Int => Some(
-                value
-                    .parse::<i64>()
-                    .map(Decimal::from)
-                    .map_err(|_| Violation::new("type", format!("{value:?} is not a whole number")))?,
+            ValueType::Int => {
+                Some(value.parse::<i64>().map(Decimal::from).map_err(|_| {
+                    Violation::new("type", format!("{value:?} is not a whole number"))
+                })?)
+            }
+            ValueType::Float => Some(
+                parse_number(value)
+                    .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?,
             ),
-            ValueType::Float => Some(parse_number(value).ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?),
             _ => None,
         };
         let date = match self.ty {
-            ValueType::Date => Some(
-                parse_date(value, self.date_format.as_deref())
-                    .ok_or_else(|| Violation::new("type", format!("{value:?} is not a date in the form {}", self.date_format.as_deref().unwrap_or("YYYY-MM-DD"))))?,
-            ),
+            ValueType::Date => Some(parse_date(value, self.date_format.as_deref()).ok_or_else(
+                || {
+                    Violation::new(
+                        "type",
+                        format!(
+                            "{value:?} is not a date in the form {}",
+                            self.date_format.as_deref().unwrap_or("YYYY-MM-DD")
+                        ),
+                    )
+                },
+            )?),
             _ => None,
         };
         if self.ty == ValueType::Bool && parse_bool(value).is_none() {
-            return Err(Violation::new("type", format!("{value:?} is not true or false")));
+            return Err(Violation::new(
+                "type",
+                format!("{value:?} is not true or false"),
+            ));
         }
         for (bound, is_min) in [(&self.min, true), (&self.max, false)] {
             let Some(bound) = bound else { continue };
@@ -303,7 +376,11 @@ impl ColumnRule {
                 _ => false,
             };
             if out {
-                let (rule, word) = if is_min { ("min", "below the minimum") } else { ("max", "above the maximum") };
+                let (rule, word) = if is_min {
+                    ("min", "below the minimum")
+                } else {
+                    ("max", "above the maximum")
+                };
                 let shown = match bound {
                     Bound::Number(b) => b.to_string(),
                     Bound::Date(d) => d.to_string(),
@@ -314,18 +391,27 @@ impl ColumnRule {
         if let Some(allowed) = &self.allowed
             && !allowed.iter().any(|a| a == value)
         {
-            return Err(Violation::new("allowed", format!("{value:?} is not one of {}", allowed.join(", "))));
+            return Err(Violation::new(
+                "allowed",
+                format!("{value:?} is not one of {}", allowed.join(", ")),
+            ));
         }
         if let Some(max) = self.max_length {
             let len = value.chars().count();
             if len > max {
-                return Err(Violation::new("max_length", format!("is {len} characters long, more than {max}")));
+                return Err(Violation::new(
+                    "max_length",
+                    format!("is {len} characters long, more than {max}"),
+                ));
             }
         }
         if let Some(p) = &self.pattern
             && !p.is_match(value)
         {
-            return Err(Violation::new("pattern", format!("{value:?} does not match {}", p.as_str())));
+            return Err(Violation::new(
+                "pattern",
+                format!("{value:?} does not match {}", p.as_str()),
+            ));
         }
         Ok(())
     }
@@ -341,9 +427,13 @@ pub fn parse_number(s: &str) -> Option<Decimal> {
     if s.is_empty() {
         return None;
     }
-    Decimal::from_str(s)
-        .ok()
-        .or_else(|| if s.contains(['e', 'E']) { Decimal::from_scientific(s).ok() } else { None })
+    Decimal::from_str(s).ok().or_else(|| {
+        if s.contains(['e', 'E']) {
+            Decimal::from_scientific(s).ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// Parses a date in `format`, or ISO `YYYY-MM-DD` when none is given.
@@ -363,18 +453,25 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn parse_type(name: &str) -> Result<ValueType, String> {
-    ValueType::parse(name).ok_or_else(|| format!("unknown type {name:?}; expected int, float, str, date or bool"))
+    ValueType::parse(name)
+        .ok_or_else(|| format!("unknown type {name:?}; expected int, float, str, date or bool"))
 }
 
 fn check_date_format(f: &str) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
     if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
-        return Err(format!("{f:?} is not a valid date format (use strftime codes such as %Y-%m-%d)"));
+        return Err(format!(
+            "{f:?} is not a valid date format (use strftime codes such as %Y-%m-%d)"
+        ));
     }
     Ok(())
 }
 
-fn parse_bound(v: &yaml_serde::Value, ty: ValueType, date_format: Option<&str>) -> Result<Bound, String> {
+fn parse_bound(
+    v: &yaml_serde::Value,
+    ty: ValueType,
+    date_format: Option<&str>,
+) -> Result<Bound, String> {
     match ty {
         ValueType::Int | ValueType::Float => scalar_text(v)
             .as_deref()
@@ -386,7 +483,10 @@ fn parse_bound(v: &yaml_serde::Value, ty: ValueType, date_format: Option<&str>) 
             .and_then(|s| parse_date(s, None).or_else(|| parse_date(s, date_format)))
             .map(Bound::Date)
             .ok_or_else(|| format!("must be a date YYYY-MM-DD, found {}", describe(v))),
-        ValueType::Str | ValueType::Bool => Err(format!("does not apply to {} columns (use max_length, pattern or allowed)", ty.name())),
+        ValueType::Str | ValueType::Bool => Err(format!(
+            "does not apply to {} columns (use max_length, pattern or allowed)",
+            ty.name()
+        )),
     }
 }
 
@@ -420,7 +520,11 @@ mod tests {
     #[test]
     fn prototype_schema_parses_in_order() {
         let s = ValidationSchema::parse(PROTOTYPE, "sales_data.yaml").unwrap();
-        let names: Vec<_> = s.columns.iter().map(|c| (c.name.as_str(), c.type_name())).collect();
+        let names: Vec<_> = s
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_name()))
+            .collect();
         assert_eq!(
             names,
             [
@@ -436,25 +540,65 @@ mod tests {
     }
 
     fn check_schema_error(yaml: &str, expect: &str) {
-        let err = ValidationSchema::parse(yaml, "s.yaml").unwrap_err().to_string();
+        let err = ValidationSchema::parse(yaml, "s.yaml")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, expect, "for {yaml:?}");
     }
 
     #[test]
     fn malformed_schemas_name_file_and_field() {
         check_schema_error("", "s.yaml: is empty; expected `column: type` lines");
-        check_schema_error("- a\n- b\n", "s.yaml: must be a mapping of column names to types");
-        check_schema_error("a: integr\n", "s.yaml: column \"a\", field \"type\": unknown type \"integr\"; expected int, float, str, date or bool");
-        check_schema_error("a: {min: 1}\n", "s.yaml: column \"a\", field \"type\": is missing");
-        check_schema_error("a: {type: int, mni: 1}\n", "s.yaml: column \"a\", field \"mni\": unknown field; expected one of type, required, min, max, pattern, allowed, max_length, format");
-        check_schema_error("a: {type: int, min: 5, max: 1}\n", "s.yaml: column \"a\", field \"max\": is smaller than min");
-        check_schema_error("a: {type: str, pattern: \"(\"}\n", "s.yaml: column \"a\", field \"pattern\": is not a valid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group");
-        check_schema_error("a: {type: str, min: 3}\n", "s.yaml: column \"a\", field \"min\": does not apply to str columns (use max_length, pattern or allowed)");
-        check_schema_error("a: {type: int, format: \"%Y\"}\n", "s.yaml: column \"a\", field \"format\": applies only to date columns");
-        check_schema_error("a: {type: str, allowed: []}\n", "s.yaml: column \"a\", field \"allowed\": is empty, so no value could pass");
-        check_schema_error("a: {type: str, max_length: -2}\n", "s.yaml: column \"a\", field \"max_length\": must be a positive whole number, found -2");
-        check_schema_error("a: [1]\n", "s.yaml: column \"a\", field \"type\": expected a type name or a mapping of rules, found a list");
-        assert!(ValidationSchema::parse("a: int\n  b: : :\n", "s.yaml").unwrap_err().to_string().starts_with("s.yaml: not valid YAML"));
+        check_schema_error(
+            "- a\n- b\n",
+            "s.yaml: must be a mapping of column names to types",
+        );
+        check_schema_error(
+            "a: integr\n",
+            "s.yaml: column \"a\", field \"type\": unknown type \"integr\"; expected int, float, str, date or bool",
+        );
+        check_schema_error(
+            "a: {min: 1}\n",
+            "s.yaml: column \"a\", field \"type\": is missing",
+        );
+        check_schema_error(
+            "a: {type: int, mni: 1}\n",
+            "s.yaml: column \"a\", field \"mni\": unknown field; expected one of type, required, min, max, pattern, allowed, max_length, format",
+        );
+        check_schema_error(
+            "a: {type: int, min: 5, max: 1}\n",
+            "s.yaml: column \"a\", field \"max\": is smaller than min",
+        );
+        check_schema_error(
+            "a: {type: str, pattern: \"(\"}\n",
+            "s.yaml: column \"a\", field \"pattern\": is not a valid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group",
+        );
+        check_schema_error(
+            "a: {type: str, min: 3}\n",
+            "s.yaml: column \"a\", field \"min\": does not apply to str columns (use max_length, pattern or allowed)",
+        );
+        check_schema_error(
+            "a: {type: int, format: \"%Y\"}\n",
+            "s.yaml: column \"a\", field \"format\": applies only to date columns",
+        );
+        check_schema_error(
+            "a: {type: str, allowed: []}\n",
+            "s.yaml: column \"a\", field \"allowed\": is empty, so no value could pass",
+        );
+        check_schema_error(
+            "a: {type: str, max_length: -2}\n",
+            "s.yaml: column \"a\", field \"max_length\": must be a positive whole number, found -2",
+        );
+        check_schema_error(
+            "a: [1]\n",
+            "s.yaml: column \"a\", field \"type\": expected a type name or a mapping of rules, found a list",
+        );
+        assert!(
+            ValidationSchema::parse("a: int\n  b: : :\n", "s.yaml")
+                .unwrap_err()
+                .to_string()
+                .starts_with("s.yaml: not valid YAML")
+        );
     }
 
     fn check_value(rule_yaml: &str, raw: &str, expect: Result<(), (&str, &str)>) {
@@ -474,16 +618,51 @@ mod tests {
         check_value("float", "1e3", Ok(()));
         check_value("float", "NaN", Err(("type", "\"NaN\" is not a number")));
         check_value("date", "2025-04-01", Ok(()));
-        check_value("date", "2025-02-30", Err(("type", "\"2025-02-30\" is not a date in the form YYYY-MM-DD")));
+        check_value(
+            "date",
+            "2025-02-30",
+            Err((
+                "type",
+                "\"2025-02-30\" is not a date in the form YYYY-MM-DD",
+            )),
+        );
         check_value("{type: date, format: \"%d/%m/%Y\"}", "01/04/2025", Ok(()));
-        check_value("{type: date, min: 2020-01-01}", "2019-12-31", Err(("min", "2019-12-31 is below the minimum 2020-01-01")));
-        check_value("{type: float, min: 0}", "-0.01", Err(("min", "-0.01 is below the minimum 0")));
-        check_value("{type: int, max: 100}", "101", Err(("max", "101 is above the maximum 100")));
-        check_value("{type: str, allowed: [North, South]}", "East", Err(("allowed", "\"East\" is not one of North, South")));
-        check_value("{type: str, max_length: 3}", "Über", Err(("max_length", "is 4 characters long, more than 3")));
+        check_value(
+            "{type: date, min: 2020-01-01}",
+            "2019-12-31",
+            Err(("min", "2019-12-31 is below the minimum 2020-01-01")),
+        );
+        check_value(
+            "{type: float, min: 0}",
+            "-0.01",
+            Err(("min", "-0.01 is below the minimum 0")),
+        );
+        check_value(
+            "{type: int, max: 100}",
+            "101",
+            Err(("max", "101 is above the maximum 100")),
+        );
+        check_value(
+            "{type: str, allowed: [North, South]}",
+            "East",
+            Err(("allowed", "\"East\" is not one of North, South")),
+        );
+        check_value(
+            "{type: str, max_length: 3}",
+            "Über",
+            Err(("max_length", "is 4 characters long, more than 3")),
+        );
         check_value("{type: str, max_length: 4}", "Über", Ok(()));
-        check_value("{type: str, pattern: \"^W\"}", "Gadget", Err(("pattern", "\"Gadget\" does not match ^W")));
+        check_value(
+            "{type: str, pattern: \"^W\"}",
+            "Gadget",
+            Err(("pattern", "\"Gadget\" does not match ^W")),
+        );
         check_value("bool", "yes", Ok(()));
-        check_value("bool", "maybe", Err(("type", "\"maybe\" is not true or false")));
+        check_value(
+            "bool",
+            "maybe",
+            Err(("type", "\"maybe\" is not true or false")),
+        );
     }
 }

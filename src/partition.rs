@@ -29,11 +29,15 @@ pub enum PartitionError {
     YearOutOfRange(i32),
     #[error("{start}..{end} spans more than {MAX_YEARS} years; create them in smaller steps")]
     TooManyYears { start: i32, end: i32 },
-    #[error("table {table} is not partitioned, so it cannot have monthly partitions (create it with PARTITION BY RANGE on a date column)")]
+    #[error(
+        "table {table} is not partitioned, so it cannot have monthly partitions (create it with PARTITION BY RANGE on a date column)"
+    )]
     NotPartitioned { table: String },
     #[error("table {table} is {how}, so clue cannot add monthly partitions")]
     WrongPartitioning { table: String, how: String },
-    #[error("month {month} of {table} is partly covered by partition {partition} ({bounds}); clue will not create an overlapping {wanted}")]
+    #[error(
+        "month {month} of {table} is partly covered by partition {partition} ({bounds}); clue will not create an overlapping {wanted}"
+    )]
     Overlap {
         table: String,
         month: Month,
@@ -41,7 +45,9 @@ pub enum PartitionError {
         bounds: String,
         wanted: String,
     },
-    #[error("partition name {0:?} would exceed PostgreSQL's 63-byte limit; use a shorter table name")]
+    #[error(
+        "partition name {0:?} would exceed PostgreSQL's 63-byte limit; use a shorter table name"
+    )]
     NameTooLong(String),
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -268,11 +274,9 @@ pub async fn ensure_months(
 /// The partition (not the default one) whose range overlaps `month`.
 fn covering(existing: &[Existing], month: Month) -> Option<&Existing> {
     let (start, end) = (month.first_day(), month.next().first_day());
-    existing.iter().find(|p| {
-        !p.is_default
-            && p.from.is_none_or(|f| f < end)
-            && p.to.is_none_or(|t| t > start)
-    })
+    existing
+        .iter()
+        .find(|p| !p.is_default && p.from.is_none_or(|f| f < end) && p.to.is_none_or(|t| t > start))
 }
 
 /// Creates the missing month partitions inside an open transaction that
@@ -283,7 +287,10 @@ async fn ensure_in_tx(
     months: &BTreeSet<Month>,
 ) -> Result<PartitionReport, PartitionError> {
     let existing = existing_partitions(tx, table).await?;
-    let default = existing.iter().find(|p| p.is_default).map(|p| p.name.clone());
+    let default = existing
+        .iter()
+        .find(|p| p.is_default)
+        .map(|p| p.name.clone());
     let key = &table
         .date_partitioning
         .as_ref()
@@ -389,9 +396,18 @@ mod tests {
 
     #[test]
     fn names_and_months() {
-        let m = Month { year: 2025, month: 12 };
+        let m = Month {
+            year: 2025,
+            month: 12,
+        };
         assert_eq!(partition_name("sales_report", m), "sales_report_2025_12");
-        assert_eq!(m.next(), Month { year: 2026, month: 1 });
+        assert_eq!(
+            m.next(),
+            Month {
+                year: 2026,
+                month: 1
+            }
+        );
         assert_eq!(m.to_string(), "2025-12");
         assert_eq!(default_partition_name("t"), "t_other");
     }
@@ -407,8 +423,16 @@ mod tests {
             d("2025-04-01"),
             d("2025-05-01"),
         );
-        check("FOR VALUES FROM (MINVALUE) TO ('2020-01-01')", None, d("2020-01-01"));
-        check("FOR VALUES FROM ('2030-01-01') TO (MAXVALUE)", d("2030-01-01"), None);
+        check(
+            "FOR VALUES FROM (MINVALUE) TO ('2020-01-01')",
+            None,
+            d("2020-01-01"),
+        );
+        check(
+            "FOR VALUES FROM ('2030-01-01') TO (MAXVALUE)",
+            d("2030-01-01"),
+            None,
+        );
         check("DEFAULT", None, None);
     }
 
@@ -425,7 +449,8 @@ mod tests {
             part("q1", "2025-01-01", "2025-04-01"),
             part("half", "2025-06-15", "2025-07-01"),
         ];
-        let name_of = |y, m| covering(&existing, Month { year: y, month: m }).map(|p| p.name.clone());
+        let name_of =
+            |y, m| covering(&existing, Month { year: y, month: m }).map(|p| p.name.clone());
         assert_eq!(name_of(2025, 2), Some("q1".into()));
         assert_eq!(name_of(2025, 4), None);
         assert_eq!(name_of(2025, 6), Some("half".into()));

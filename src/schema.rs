@@ -209,7 +209,9 @@ pub async fn load_table(client: &impl GenericClient, name: &str) -> Result<Table
                     "l" => "list",
                     _ => "hash",
                 };
-                other_partitioning = Some(format!("partitioned by {how}, not by range of one date column"));
+                other_partitioning = Some(format!(
+                    "partitioned by {how}, not by range of one date column"
+                ));
             }
         }
     }
@@ -296,7 +298,10 @@ pub async fn create_schema(
                 path: path.display().to_string(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+                    format!(
+                        "not UTF-8 text (invalid byte at offset {})",
+                        e.utf8_error().valid_up_to()
+                    ),
                 ),
             })?;
             run_script(client, &script, &path.display().to_string()).await
@@ -314,8 +319,20 @@ mod tests {
         for ok in ["sales_report", "public.sales_report", "_t1", "Sales$2"] {
             assert!(parse_table_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1abc", "a.b.c", "sales; drop table x", "\"q\"", "a b", "x.", &"a".repeat(64)] {
-            assert!(matches!(parse_table_name(bad), Err(SchemaError::BadName(_))), "{bad}");
+        for bad in [
+            "",
+            "1abc",
+            "a.b.c",
+            "sales; drop table x",
+            "\"q\"",
+            "a b",
+            "x.",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(parse_table_name(bad), Err(SchemaError::BadName(_))),
+                "{bad}"
+            );
         }
     }
 

@@ -1,0 +1,233 @@
+//! Test harness: a uuid-named database per test on a real server, dropped
+//! afterwards, and a way to run the real `clue` binary against it.
+//!
+//! The server is `CLUE_TEST_DATABASE_URL` when set, else the local one on
+//! 127.0.0.1:5432, else a clue embedded cluster started for the tests (so a
+//! machine with only the server binaries installed can run them too).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use clue::config::DatabaseTarget;
+use clue::db::Database;
+use tokio_postgres::NoTls;
+
+/// Paths of the prototype-000 data files shipped beside the repository.
+pub fn peer_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/peers/000/data")
+        .join(name)
+}
+
+/// The admin connection string of the test server.
+fn admin_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("CLUE_TEST_DATABASE_URL") {
+            return url;
+        }
+        let local = "postgresql://postgres@127.0.0.1:5432/postgres";
+        let reachable = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { tokio_postgres::connect(local, NoTls).await.is_ok() })
+        })
+        .join()
+        .unwrap();
+        if reachable {
+            return local.to_owned();
+        }
+        // No server: run one of clue's own clusters for the whole test run.
+        let home = std::env::temp_dir().join("clue-test-cluster");
+        std::fs::create_dir_all(&home).unwrap();
+        let cluster = clue::cluster::Cluster::new(home);
+        cluster
+            .start_kept()
+            .expect("start the embedded test cluster");
+        cluster.url().replacen("/clue?", "/postgres?", 1)
+    })
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("clue_test_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(admin_url(), NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config.dbname(&name);
+        let url = config_to_url(&config);
+        TestDb { name, url }
+    }
+
+    pub fn target(&self) -> DatabaseTarget {
+        DatabaseTarget::resolve(Some(&self.url), |_| None).unwrap()
+    }
+
+    /// clue's own connection (migrations applied).
+    #[allow(dead_code)]
+    pub async fn open(&self) -> Database {
+        Database::open(&self.target())
+            .await
+            .expect("open test database")
+    }
+
+    /// A plain client for assertions.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// One value from a query.
+    pub async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// Runs the clue binary with this database configured.
+    pub fn clue(&self, args: &[&str]) -> Run {
+        clue_with(args, &[("CLUE_DATABASE_URL", &self.url)])
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok((client, conn)) = tokio_postgres::connect(admin_url(), NoTls).await {
+                        tokio::spawn(conn);
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+fn config_to_url(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(Host::Unix(dir)) => format!(
+            "postgresql://{user}@/{db}?host={}&port={port}",
+            dir.display()
+        ),
+        Some(Host::Tcp(h)) => format!("postgresql://{user}@{h}:{port}/{db}"),
+        None => format!("postgresql://{user}@127.0.0.1:{port}/{db}"),
+    }
+}
+
+/// The outcome of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "clue failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, code: i32, needle: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs the clue binary with a clean clue environment plus `env`.
+pub fn clue_with(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clue"));
+    cmd.args(args);
+    for var in [
+        "CLUE_DATABASE_URL",
+        "CLUE_DB",
+        "CLUE_DB_HOST",
+        "CLUE_DB_PORT",
+        "CLUE_DB_USER",
+        "CLUE_DB_PWD",
+        "CLUE_HOME",
+        "CLUE_PG_BIN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CLUE_FAST_INIT", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run clue");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// A scratch directory the PostgreSQL server account can reach too (clue
+/// runs the server unprivileged when tests run as root).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("clue-it-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Writes `content` to a file in `dir`.
+pub fn write_file(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}

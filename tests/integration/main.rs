@@ -1,0 +1,8 @@
+//! Integration tests: every command against a real PostgreSQL, each test in
+//! a fresh database of its own (see `helpers`).
+
+mod cli;
+mod cluster;
+mod helpers;
+mod import;
+mod schema;
