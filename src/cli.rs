@@ -9,9 +9,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api;
 use crate::cluster::{self, Cluster, Status};
 use crate::config::DatabaseTarget;
 use crate::db::{Database, DbError};
+use crate::demo;
 use crate::generate::{self, GenerateOptions};
 use crate::import::{self, ImportError, ImportOptions};
 use crate::partition;
@@ -37,8 +39,28 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
 
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +101,19 @@ pub enum Command {
         #[arg(long, default_value_t = 5_000)]
         products: u32,
     },
+    /// Serve the report API (with OpenAPI docs at /docs) until Ctrl-C.
+    Serve(ServeArgs),
+    /// The one-command demo: embedded database, realistic data (generated and
+    /// imported on first run), then the API with URLs to try.
+    Demo {
+        /// Rows to generate on first run.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Print the OpenAPI document (YAML) that `clue serve` serves as /openapi.json.
+    Openapi,
     /// Manage clue's embedded PostgreSQL cluster.
     Db {
         #[command(subcommand)]
@@ -131,6 +166,59 @@ pub enum DbAction {
     Url,
 }
 
+/// The OpenAPI document as YAML, as committed in `docs/openapi.yaml`.
+pub fn openapi_yaml() -> Result<String, BoxError> {
+    Ok(api::openapi().to_yaml()?)
+}
+
+/// Serves until SIGINT/SIGTERM, printing where to look.
+async fn serve(
+    db: std::sync::Arc<Database>,
+    args: &ServeArgs,
+    demo: Option<&demo::DemoData>,
+) -> Result<(), BoxError> {
+    let app = api::Application::build(db, &args.host, args.port)
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let addr = app.local_addr()?;
+    let base = format!("http://{addr}");
+    println!("clue is serving on {base}  (Ctrl-C stops it)");
+    println!("  API docs:      {base}/docs");
+    println!("  OpenAPI:       {base}/openapi.json");
+    let (from, to) = match demo {
+        Some(d) => (
+            d.first_date
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "2024-01-01".into()),
+            d.last_date
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "2025-12-31".into()),
+        ),
+        None => ("2024-01-01".into(), "2025-12-31".into()),
+    };
+    println!(
+        "  summary:       {base}/reports/monthly-sales-summary?start_date={from}&end_date={to}"
+    );
+    println!(
+        "  breakdown:     {base}/reports/monthly-sales-breakdown?start_date={from}&end_date={to}&region=North"
+    );
+    println!("  top 5:         {base}/reports/top-5-by-revenue?start_date={from}&end_date={to}");
+    println!(
+        "  as CSV:        {base}/reports/top-5-by-revenue?start_date={from}&end_date={to}&format=csv"
+    );
+    app.run_until(api::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Closes a database shared with a server that has stopped.
+async fn close_shared(db: std::sync::Arc<Database>) -> Result<(), BoxError> {
+    match std::sync::Arc::try_unwrap(db) {
+        Ok(db) => Ok(db.close().await?),
+        // Still referenced: dropping releases the lease on a best-effort basis.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Parses the arguments, runs the command and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -140,13 +228,24 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLUE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Servers log every request; one-shot commands only warnings.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Demo { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLUE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default_level},tokio_postgres=warn,refinery_core=warn"
+        ))
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -356,6 +455,36 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 summary.total_quantity,
                 summary.total_revenue
             );
+        }
+        Command::Serve(args) => {
+            let db = std::sync::Arc::new(Database::open(&target).await?);
+            let result = serve(db.clone(), &args, None).await;
+            close_shared(db).await?;
+            result?;
+        }
+        Command::Demo { rows, serve: args } => {
+            let db = std::sync::Arc::new(Database::open(&target).await?);
+            let work_dir = match &target {
+                DatabaseTarget::Embedded { home } => home.clone(),
+                DatabaseTarget::Configured(_) => std::env::temp_dir(),
+            };
+            let result = async {
+                let data =
+                    demo::prepare(&db, rows, &work_dir, std::io::stderr().is_terminal()).await?;
+                if !data.loaded_now {
+                    eprintln!(
+                        "Reusing the {} rows already loaded (empty the table to generate again).",
+                        data.rows
+                    );
+                }
+                serve(db.clone(), &args, Some(&data)).await
+            }
+            .await;
+            close_shared(db).await?;
+            result?;
+        }
+        Command::Openapi => {
+            print!("{}", openapi_yaml()?);
         }
         Command::Db { action } => {
             let DatabaseTarget::Embedded { home } = &target else {

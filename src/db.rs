@@ -41,7 +41,10 @@ impl DbError {
     /// True when the failure is the database being away, not a bad request.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            DbError::Unreachable { .. } | DbError::Pool(_) | DbError::Cluster(_) => true,
+            DbError::Unreachable { .. }
+            | DbError::Pool(_)
+            | DbError::Cluster(_)
+            | DbError::Migration(_) => true,
             DbError::Query(e) => e.is_closed() || e.as_db_error().is_none(),
             _ => false,
         }
@@ -113,6 +116,27 @@ impl Database {
             tokio::task::spawn_blocking(move || lease.release())
                 .await
                 .map_err(|e| DbError::Pool(format!("cluster stop task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Ready to serve: the database answers and every migration this build
+    /// knows is applied.
+    pub async fn check_ready(&self) -> Result<(), DbError> {
+        let client = self.client().await?;
+        let applied: Option<i32> = client
+            .query_one("SELECT max(version) FROM clue.schema_history", &[])
+            .await?
+            .get(0);
+        let expected = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version())
+            .max();
+        if applied < expected {
+            return Err(DbError::Migration(format!(
+                "database is at migration {applied:?}, this build needs {expected:?}"
+            )));
         }
         Ok(())
     }

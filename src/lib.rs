@@ -3,13 +3,16 @@
 //! The binary (`main.rs`) only calls [`cli::main`]; everything else lives here
 //! so tests and other surfaces use the same services.
 
+pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod generate;
 pub mod import;
 pub mod model;
 pub mod partition;
+pub mod report;
 pub mod schema;
 pub mod sqlscript;

@@ -1,0 +1,741 @@
+//! The HTTP API: routes, query parameters, JSON/CSV responses, RFC 9457
+//! problem details, health checks, OpenAPI document and docs page.
+//!
+//! Architecture Invariant: every error a client sees goes through
+//! [`ApiError`]'s one `IntoResponse`, as `application/problem+json`; no SQL or
+//! driver text ever reaches a client (it is logged instead).
+//! Architecture Invariant: handlers only parse parameters, call a service and
+//! shape its answer; [`router`] works without a socket.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::db::{Database, DbError};
+use crate::report::{
+    self, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, TopProductByRevenue,
+};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Arc<Database>,
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// A problem a client caused or can wait out; rendered as RFC 9457 JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{name}: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbError),
+    #[error("internal error")]
+    Internal(#[source] DbError),
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:clue:problem:invalid-parameter",
+    "title": "Invalid request parameter",
+    "status": 400,
+    "detail": "start_date: \"2025-13-01\" is not a date in the form YYYY-MM-DD",
+    "invalid_params": [{"name": "start_date", "reason": "\"2025-13-01\" is not a date in the form YYYY-MM-DD"}]
+}))]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The parameters at fault, each with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = match &self {
+            ApiError::InvalidParameter { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid request parameter",
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        };
+        let detail = match &self {
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                "The database cannot be reached right now; retry shortly.".to_owned()
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "request failed");
+                "The request failed on the server; the error was logged.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let invalid_params = match self {
+            ApiError::InvalidParameter { name, reason } => vec![InvalidParam { name, reason }],
+            _ => Vec::new(),
+        };
+        let problem = Problem {
+            problem_type: format!("urn:clue:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            invalid_params,
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parameters
+
+/// Response format of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// Parameters of every report (documentation; parsing is [`parse_params`]).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ReportParams {
+    /// First day included, `YYYY-MM-DD`.
+    #[param(example = "2024-01-01")]
+    start_date: Option<NaiveDate>,
+    /// Last day included, `YYYY-MM-DD`.
+    #[param(example = "2025-12-31")]
+    end_date: Option<NaiveDate>,
+    /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
+    format: Option<Format>,
+}
+
+/// Parameters of the breakdown report (documentation).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct BreakdownParams {
+    /// First day included, `YYYY-MM-DD`.
+    #[param(example = "2024-01-01")]
+    start_date: Option<NaiveDate>,
+    /// Last day included, `YYYY-MM-DD`.
+    #[param(example = "2025-12-31")]
+    end_date: Option<NaiveDate>,
+    /// Only this product name (exact match).
+    #[param(example = "WidgetA")]
+    product: Option<String>,
+    /// Only this region (exact match).
+    #[param(example = "North")]
+    region: Option<String>,
+    /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
+    format: Option<Format>,
+}
+
+const MAX_TEXT_PARAM: usize = 255;
+
+/// Parses a report's query string: known names only, each at most once.
+fn parse_params(
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    report: Report,
+) -> Result<(ReportFilter, Format), ApiError> {
+    let allowed: &[&str] = match report {
+        Report::MonthlyBreakdown => &["start_date", "end_date", "product", "region", "format"],
+        _ => &["start_date", "end_date", "format"],
+    };
+    let invalid = |name: &str, reason: String| ApiError::InvalidParameter {
+        name: name.to_owned(),
+        reason,
+    };
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| invalid("query", "is not a valid URL query string".into()))?;
+    let mut values = BTreeMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(invalid(
+                &shown,
+                format!(
+                    "is not a parameter of this report (expected {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if values.insert(name.clone(), value).is_some() {
+            return Err(invalid(&name, "is given more than once".into()));
+        }
+    }
+    let date = |name: &str| -> Result<Option<NaiveDate>, ApiError> {
+        match values.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(v) => crate::model::parse_date(v, None).map(Some).ok_or_else(|| {
+                invalid(
+                    name,
+                    format!(
+                        "{:?} is not a date in the form YYYY-MM-DD",
+                        v.chars().take(64).collect::<String>()
+                    ),
+                )
+            }),
+        }
+    };
+    let text = |name: &str| -> Result<Option<String>, ApiError> {
+        match values.get(name) {
+            None => Ok(None),
+            Some(v) if v.chars().count() > MAX_TEXT_PARAM => Err(invalid(
+                name,
+                format!("is longer than {MAX_TEXT_PARAM} characters"),
+            )),
+            Some(v) if v.contains('\0') => Err(invalid(name, "contains a NUL character".into())),
+            Some(v) => Ok(Some(v.clone())),
+        }
+    };
+    let filter = ReportFilter {
+        start_date: date("start_date")?,
+        end_date: date("end_date")?,
+        product: text("product")?,
+        region: text("region")?,
+    };
+    if let (Some(s), Some(e)) = (filter.start_date, filter.end_date)
+        && s > e
+    {
+        return Err(invalid("start_date", format!("{s} is after end_date {e}")));
+    }
+    let format = match values.get("format").map(|f| f.to_ascii_lowercase()) {
+        Some(f) if f == "csv" => Format::Csv,
+        Some(f) if f == "json" => Format::Json,
+        Some(f) => {
+            return Err(invalid(
+                "format",
+                format!(
+                    "{:?} is not json or csv",
+                    f.chars().take(32).collect::<String>()
+                ),
+            ));
+        }
+        None => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if accept.split(',').any(|m| m.trim().starts_with("text/csv")) {
+                Format::Csv
+            } else {
+                Format::Json
+            }
+        }
+    };
+    Ok((filter, format))
+}
+
+// ---------------------------------------------------------------------------
+// Report responses
+
+/// A report row as CSV.
+trait CsvRow {
+    const HEADER: &'static [&'static str];
+    fn record(&self) -> Vec<String>;
+}
+
+impl CsvRow for MonthlySalesSummary {
+    const HEADER: &'static [&'static str] = &["month", "quantity", "revenue"];
+    fn record(&self) -> Vec<String> {
+        vec![
+            self.month.clone(),
+            self.quantity.to_string(),
+            self.revenue.to_string(),
+        ]
+    }
+}
+
+impl CsvRow for MonthlySalesBreakdown {
+    const HEADER: &'static [&'static str] =
+        &["month", "product_name", "region", "revenue", "quantity"];
+    fn record(&self) -> Vec<String> {
+        vec![
+            self.month.clone(),
+            self.product_name.clone(),
+            self.region.clone(),
+            self.revenue.to_string(),
+            self.quantity.to_string(),
+        ]
+    }
+}
+
+impl CsvRow for TopProductByRevenue {
+    const HEADER: &'static [&'static str] = &["rank", "product_id", "product_name", "revenue"];
+    fn record(&self) -> Vec<String> {
+        vec![
+            self.rank.to_string(),
+            self.product_id.to_string(),
+            self.product_name.clone(),
+            self.revenue.to_string(),
+        ]
+    }
+}
+
+fn respond<T: Serialize + CsvRow>(
+    rows: Vec<T>,
+    format: Format,
+    report: Report,
+    filter: &ReportFilter,
+) -> Response {
+    match format {
+        Format::Json => Json(rows).into_response(),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let mut write = || -> Result<Vec<u8>, csv::Error> {
+                w.write_record(T::HEADER)?;
+                for row in &rows {
+                    w.write_record(row.record())?;
+                }
+                w.flush()?;
+                Ok(w.get_ref().clone())
+            };
+            let body = match write() {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "csv encoding failed");
+                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                }
+            };
+            let range = match (filter.start_date, filter.end_date) {
+                (Some(s), Some(e)) => format!("_{s}_{e}"),
+                (Some(s), None) => format!("_from_{s}"),
+                (None, Some(e)) => format!("_to_{e}"),
+                (None, None) => String::new(),
+            };
+            let disposition = format!("attachment; filename=\"{}{range}.csv\"", report.slug());
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/csv; charset=utf-8"),
+                    ),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        HeaderValue::from_str(&disposition)
+                            .unwrap_or(HeaderValue::from_static("attachment")),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Monthly totals of quantity and revenue.
+#[utoipa::path(
+    get,
+    path = "/reports/monthly-sales-summary",
+    tag = "reports",
+    params(ReportParams),
+    responses(
+        (status = 200, description = "One row per month with sales, ordered by month.", content(
+            (Vec<MonthlySalesSummary> = "application/json", example = json!([{"month": "2025-04", "quantity": 845, "revenue": 70575.00}])),
+            (String = "text/csv", example = "month,quantity,revenue\n2025-04,845,70575.00\n")
+        )),
+        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn monthly_sales_summary(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (filter, format) = parse_params(q.as_deref(), &headers, Report::MonthlySummary)?;
+    let rows = report::monthly_summary(&state.db, &filter).await?;
+    Ok(respond(rows, format, Report::MonthlySummary, &filter))
+}
+
+/// Monthly totals per product and region.
+#[utoipa::path(
+    get,
+    path = "/reports/monthly-sales-breakdown",
+    tag = "reports",
+    params(BreakdownParams),
+    responses(
+        (status = 200, description = "One row per month, product and region, ordered by them.", content(
+            (Vec<MonthlySalesBreakdown> = "application/json", example = json!([{"month": "2025-04", "product_name": "WidgetA", "region": "North", "revenue": 10500.00, "quantity": 105}])),
+            (String = "text/csv", example = "month,product_name,region,revenue,quantity\n2025-04,WidgetA,North,10500.00,105\n")
+        )),
+        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn monthly_sales_breakdown(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (filter, format) = parse_params(q.as_deref(), &headers, Report::MonthlyBreakdown)?;
+    let rows = report::monthly_breakdown(&state.db, &filter).await?;
+    Ok(respond(rows, format, Report::MonthlyBreakdown, &filter))
+}
+
+/// The five products with the highest revenue.
+#[utoipa::path(
+    get,
+    path = "/reports/top-5-by-revenue",
+    tag = "reports",
+    params(ReportParams),
+    responses(
+        (status = 200, description = "At most five products by revenue, highest first; ties share a rank as SQL RANK() gives it.", content(
+            (Vec<TopProductByRevenue> = "application/json", example = json!([{"rank": 1, "product_id": 1001, "product_name": "WidgetA", "revenue": 30000.00}])),
+            (String = "text/csv", example = "rank,product_id,product_name,revenue\n1,1001,WidgetA,30000.00\n")
+        )),
+        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn top_5_by_revenue(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (filter, format) = parse_params(q.as_deref(), &headers, Report::Top5ByRevenue)?;
+    let rows = report::top_5_by_revenue(&state.db, &filter).await?;
+    Ok(respond(rows, format, Report::Top5ByRevenue, &filter))
+}
+
+// ---------------------------------------------------------------------------
+// Health
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up.", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database is reachable and clue's migrations are applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve reports.", body = Health, example = json!({"status": "ready"})),
+        (status = 503, description = "The database is unreachable or not migrated.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.db.check_ready().await?;
+    Ok(Json(Health { status: "ready" }))
+}
+
+// ---------------------------------------------------------------------------
+// Router
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "clue API",
+        description = "Sales reports over PostgreSQL: prototype 000's report API, exact and fast. \
+                       Money is a JSON number with exactly two decimals, computed in the database. \
+                       Errors are RFC 9457 problem details (application/problem+json).",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
+        (name = "health", description = "Liveness and readiness."),
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(monthly_sales_summary))
+        .routes(routes!(monthly_sales_breakdown))
+        .routes(routes!(top_5_by_revenue))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The OpenAPI document the server serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api_router().into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The whole application, testable without a socket.
+pub fn router(state: AppState) -> axum::Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .fallback(
+            |uri: Uri| async move { ApiError::NotFound(uri.path().chars().take(200).collect()) },
+        )
+        .method_not_allowed_fallback(|req: Request| async move {
+            ApiError::MethodNotAllowed(req.method().to_string())
+        })
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// One log line per request: method, path, status, latency.
+async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "clue::access",
+        %method,
+        path,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// A bound server, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `host:port` (port 0 picks a free one).
+    pub async fn build(db: Arc<Database>, host: &str, port: u16) -> std::io::Result<Application> {
+        let listener = TcpListener::bind((host, port)).await?;
+        Ok(Application {
+            listener,
+            state: AppState { db },
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(query: &str, report: Report, expect: Result<(&str, Format), (&str, &str)>) {
+        let got = parse_params(Some(query), &HeaderMap::new(), report);
+        match (got, expect) {
+            (Ok((filter, format)), Ok((debug, f))) => {
+                assert_eq!(format, f, "{query}");
+                let shown = format!(
+                    "{:?} {:?} {:?} {:?}",
+                    filter.start_date.map(|d| d.to_string()),
+                    filter.end_date.map(|d| d.to_string()),
+                    filter.product,
+                    filter.region
+                );
+                assert_eq!(shown, debug, "{query}");
+            }
+            (Err(ApiError::InvalidParameter { name, reason }), Err((n, r))) => {
+                assert_eq!((name.as_str(), reason.as_str()), (n, r), "{query}");
+            }
+            (got, expect) => panic!("{query}: got {got:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn report_parameters() {
+        use Report::*;
+        check(
+            "",
+            MonthlySummary,
+            Ok(("None None None None", Format::Json)),
+        );
+        check(
+            "start_date=2024-01-01&end_date=2025-12-12",
+            MonthlySummary,
+            Ok((
+                "Some(\"2024-01-01\") Some(\"2025-12-12\") None None",
+                Format::Json,
+            )),
+        );
+        check(
+            "start_date=&format=CSV",
+            Top5ByRevenue,
+            Ok(("None None None None", Format::Csv)),
+        );
+        check(
+            "product=Widget%20A&region=North",
+            MonthlyBreakdown,
+            Ok(("None None Some(\"Widget A\") Some(\"North\")", Format::Json)),
+        );
+        check(
+            "start_date=2025-13-01",
+            MonthlySummary,
+            Err((
+                "start_date",
+                "\"2025-13-01\" is not a date in the form YYYY-MM-DD",
+            )),
+        );
+        check(
+            "end_date=yesterday",
+            MonthlySummary,
+            Err((
+                "end_date",
+                "\"yesterday\" is not a date in the form YYYY-MM-DD",
+            )),
+        );
+        check(
+            "start_date=2025-02-01&end_date=2025-01-31",
+            MonthlySummary,
+            Err(("start_date", "2025-02-01 is after end_date 2025-01-31")),
+        );
+        // Compared as dates, not strings (prototype 000 compared strings).
+        check(
+            "start_date=2025-9-01",
+            MonthlySummary,
+            Err((
+                "start_date",
+                "\"2025-9-01\" is not a date in the form YYYY-MM-DD",
+            )),
+        );
+        check(
+            "product=x",
+            MonthlySummary,
+            Err((
+                "product",
+                "is not a parameter of this report (expected start_date, end_date, format)",
+            )),
+        );
+        check(
+            "start_date=2025-01-01&start_date=2025-02-01",
+            MonthlySummary,
+            Err(("start_date", "is given more than once")),
+        );
+        check(
+            "format=xml",
+            MonthlySummary,
+            Err(("format", "\"xml\" is not json or csv")),
+        );
+        check(
+            &format!("region={}", "r".repeat(300)),
+            MonthlyBreakdown,
+            Err(("region", "is longer than 255 characters")),
+        );
+    }
+
+    #[test]
+    fn accept_header_selects_csv() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/csv;q=0.9, */*;q=0.1"),
+        );
+        let (_, format) = parse_params(None, &headers, Report::MonthlySummary).unwrap();
+        assert_eq!(format, Format::Csv);
+    }
+}

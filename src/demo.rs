@@ -1,0 +1,98 @@
+//! `clue demo`: make sure the database holds a realistic data set (schema,
+//! generated sales, validated import), reusing what an earlier run loaded.
+
+use std::path::Path;
+
+use chrono::NaiveDate;
+
+use crate::db::Database;
+use crate::generate::{self, GenerateOptions};
+use crate::import::{self, ImportOptions};
+use crate::schema;
+
+/// The validation rules of the built-in table, shipped with the binary.
+pub const SALES_REPORT_RULES: &str = include_str!("../models/sales_report.yaml");
+
+/// What the demo data looks like once loaded.
+#[derive(Debug, Clone)]
+pub struct DemoData {
+    pub rows: i64,
+    pub first_date: Option<NaiveDate>,
+    pub last_date: Option<NaiveDate>,
+    /// True when this run generated and imported it.
+    pub loaded_now: bool,
+}
+
+/// Creates `sales_report` if missing and, when it is empty, generates `rows`
+/// rows into `work_dir` and imports them with validation.
+pub async fn prepare(
+    db: &Database,
+    rows: u64,
+    work_dir: &Path,
+    progress: bool,
+) -> Result<DemoData, Box<dyn std::error::Error + Send + Sync>> {
+    let mut client = db.client().await?;
+    if schema::find_table(&**client, "sales_report")
+        .await?
+        .is_none()
+    {
+        eprintln!("Creating table sales_report...");
+        schema::create_schema(&mut client, None).await?;
+    }
+    let has_rows: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM sales_report)", &[])
+        .await?
+        .get(0);
+    let mut loaded_now = false;
+    if !has_rows {
+        std::fs::create_dir_all(work_dir)?;
+        let csv = work_dir.join("demo-sales.csv");
+        let rules = work_dir.join("demo-sales.yaml");
+        std::fs::write(&rules, SALES_REPORT_RULES)?;
+        eprintln!("Generating {rows} sales rows...");
+        let opts = GenerateOptions {
+            rows,
+            ..GenerateOptions::default()
+        };
+        let path = csv.clone();
+        tokio::task::spawn_blocking(move || {
+            generate::generate_sales(&opts, std::fs::File::create(&path)?)
+        })
+        .await??;
+        eprintln!("Importing them with validation...");
+        let report = import::import(
+            db,
+            &ImportOptions {
+                csv_path: csv.clone(),
+                table: "sales_report".into(),
+                schema_path: Some(rules.clone()),
+                error_table: import::DEFAULT_ERROR_TABLE.into(),
+                force: false,
+                progress,
+            },
+        )
+        .await;
+        let _ = std::fs::remove_file(&csv);
+        let _ = std::fs::remove_file(&rules);
+        let report = report?;
+        eprintln!(
+            "Imported {} rows in {:.1} s ({:.0} rows/s).",
+            report.rows_loaded,
+            report.elapsed.as_secs_f64(),
+            report.rows_loaded as f64 / report.elapsed.as_secs_f64().max(1e-9)
+        );
+        loaded_now = true;
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*), min(sales_date), max(sales_date) FROM sales_report",
+            &[],
+        )
+        .await?;
+    Ok(DemoData {
+        rows: row.get(0),
+        first_date: row.get(1),
+        last_date: row.get(2),
+        loaded_now,
+    })
+}

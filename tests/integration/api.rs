@@ -1,0 +1,641 @@
+//! The report API over a real server bound to port 0 and a real database:
+//! known answers for prototype 000's data, CSV, errors, docs, health, and a
+//! database restart during the server's life.
+
+use std::sync::Arc;
+
+use clue::api::Application;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestDb, peer_file};
+
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path_and_query}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A server on port 0 over a fresh database holding `sales_data.csv`.
+async fn spawn_app() -> TestApp {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        peer_file("sales_data.csv").to_str().unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    serve(db).await
+}
+
+async fn serve(db: TestDb) -> TestApp {
+    let database = Arc::new(clue::db::Database::open(&db.target()).await.unwrap());
+    let app = Application::build(database, "127.0.0.1", 0).await.unwrap();
+    let address = format!("http://{}", app.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        db,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+async fn text(r: reqwest::Response) -> String {
+    r.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn reports_answer_prototype_data_exactly() {
+    let app = spawn_app().await;
+    let r = app.get("/reports/monthly-sales-summary").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    // Exact money: two decimals in the JSON text itself.
+    assert_eq!(
+        text(r).await,
+        r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#
+    );
+
+    let top = text(
+        app.get("/reports/top-5-by-revenue?start_date=2024-01-01&end_date=2025-12-12")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        top,
+        concat!(
+            r#"[{"rank":1,"product_id":1001,"product_name":"WidgetA","revenue":30000.00},"#,
+            r#"{"rank":2,"product_id":1003,"product_name":"WidgetC","revenue":14400.00},"#,
+            r#"{"rank":3,"product_id":1002,"product_name":"WidgetB","revenue":12300.00},"#,
+            r#"{"rank":4,"product_id":1004,"product_name":"WidgetD","revenue":7500.00},"#,
+            r#"{"rank":5,"product_id":1005,"product_name":"WidgetE","revenue":6375.00}]"#
+        )
+    );
+
+    let breakdown: Value = app
+        .get("/reports/monthly-sales-breakdown?product=WidgetA&region=North")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        breakdown,
+        json!([{"month": "2025-04", "product_name": "WidgetA", "region": "North", "revenue": 10500.00, "quantity": 105}])
+    );
+    let all: Value = app
+        .get("/reports/monthly-sales-breakdown")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        17,
+        "distinct product x region pairs in April"
+    );
+    let sum: f64 = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["quantity"].as_f64().unwrap())
+        .sum();
+    assert_eq!(sum, 845.0);
+
+    // Date filters are inclusive and compare dates.
+    let first_week: Value = app
+        .get("/reports/monthly-sales-summary?start_date=2025-04-01&end_date=2025-04-07")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        first_week,
+        json!([{"month": "2025-04", "quantity": 240, "revenue": 20625.00}])
+    );
+    let none: Value = app
+        .get("/reports/monthly-sales-summary?start_date=2026-01-01")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!([]));
+}
+
+#[tokio::test]
+async fn ties_are_ranked_like_sql_rank() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO sales_report (product_id, product_name, region, sales_date, quantity_sold, sales_amount, unit_price) VALUES
+             (1, 'A', 'North', '2025-01-05', 1, 100.00, 100.00), (2, 'B', 'North', '2025-01-05', 1, 100.00, 100.00),
+             (3, 'C', 'North', '2025-01-05', 1, 50.00, 50.00), (4, 'D', 'North', '2025-01-05', 1, 50.00, 50.00),
+             (5, 'E', 'North', '2025-01-05', 1, 10.00, 10.00), (6, 'F', 'North', '2025-01-05', 1, 1.00, 1.00)",
+        )
+        .await
+        .unwrap();
+    let app = serve(db).await;
+    let top: Value = app
+        .get("/reports/top-5-by-revenue")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ranks: Vec<(i64, i64)> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rank"].as_i64().unwrap(),
+                r["product_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranks, [(1, 1), (1, 2), (3, 3), (3, 4), (5, 5)]);
+}
+
+#[tokio::test]
+async fn csv_by_parameter_or_accept_header() {
+    let app = spawn_app().await;
+    let r = app
+        .get("/reports/top-5-by-revenue?start_date=2025-04-01&end_date=2025-04-30&format=csv")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"top-5-by-revenue_2025-04-01_2025-04-30.csv\""
+    );
+    assert_eq!(
+        text(r).await,
+        "rank,product_id,product_name,revenue\n1,1001,WidgetA,30000.00\n2,1003,WidgetC,14400.00\n3,1002,WidgetB,12300.00\n4,1004,WidgetD,7500.00\n5,1005,WidgetE,6375.00\n"
+    );
+    let r = app
+        .http
+        .get(format!("{}/reports/monthly-sales-summary", app.address))
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"monthly-sales-summary.csv\""
+    );
+    assert_eq!(
+        text(r).await,
+        "month,quantity,revenue\n2025-04,845,70575.00\n"
+    );
+    let r = app
+        .get("/reports/monthly-sales-breakdown?region=North&format=csv")
+        .await;
+    let body = text(r).await;
+    assert!(
+        body.starts_with(
+            "month,product_name,region,revenue,quantity\n2025-04,WidgetA,North,10500.00,105\n"
+        ),
+        "{body}"
+    );
+}
+
+async fn problem(app: &TestApp, method: reqwest::Method, path: &str, status: StatusCode) -> Value {
+    let r = app
+        .http
+        .request(method, format!("{}{path}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), status, "{path}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "{path}"
+    );
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn bad_requests_are_problem_details_naming_the_parameter() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "/reports/monthly-sales-summary?start_date=2025-02-30",
+            "start_date",
+            "\"2025-02-30\" is not a date in the form YYYY-MM-DD",
+        ),
+        (
+            "/reports/top-5-by-revenue?end_date=12/31/2025",
+            "end_date",
+            "\"12/31/2025\" is not a date in the form YYYY-MM-DD",
+        ),
+        (
+            "/reports/monthly-sales-breakdown?start_date=2025-05-01&end_date=2025-04-01",
+            "start_date",
+            "2025-05-01 is after end_date 2025-04-01",
+        ),
+        (
+            "/reports/monthly-sales-summary?product=WidgetA",
+            "product",
+            "is not a parameter of this report (expected start_date, end_date, format)",
+        ),
+        (
+            "/reports/monthly-sales-summary?format=xlsx",
+            "format",
+            "\"xlsx\" is not json or csv",
+        ),
+        (
+            "/reports/top-5-by-revenue?start_date=2025-01-01&start_date=2025-02-01",
+            "start_date",
+            "is given more than once",
+        ),
+        (
+            "/reports/monthly-sales-breakdown?product='%3B%20DROP%20TABLE%20sales_report%3B--",
+            "",
+            "",
+        ),
+    ];
+    for (path, name, reason) in cases {
+        if name.is_empty() {
+            // Hostile text is a value like any other: bound, matched, nothing found.
+            let r = app.get(path).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(text(r).await, "[]");
+            continue;
+        }
+        let p = problem(&app, reqwest::Method::GET, path, StatusCode::BAD_REQUEST).await;
+        assert_eq!(p["type"], "urn:clue:problem:invalid-parameter", "{path}");
+        assert_eq!(p["status"], 400);
+        assert_eq!(
+            p["invalid_params"],
+            json!([{"name": name, "reason": reason}]),
+            "{path}"
+        );
+        assert_eq!(p["detail"], format!("{name}: {reason}"));
+    }
+    let p = problem(
+        &app,
+        reqwest::Method::GET,
+        "/reports/monthly-sales",
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(p["detail"], "no such resource: /reports/monthly-sales");
+    let p = problem(
+        &app,
+        reqwest::Method::POST,
+        "/reports/top-5-by-revenue",
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+    assert_eq!(p["detail"], "method POST is not allowed here");
+    assert_eq!(
+        app.db
+            .value::<i64>("SELECT count(*) FROM sales_report")
+            .await,
+        20
+    );
+}
+
+#[tokio::test]
+async fn a_one_month_report_reads_only_that_months_partition() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.clue(&[
+        "create-monthly-partitions",
+        "-t",
+        "sales_report",
+        "-s",
+        "2025",
+        "-e",
+        "2025",
+    ])
+    .ok();
+    let filter = clue::report::ReportFilter {
+        start_date: Some("2025-04-01".parse().unwrap()),
+        end_date: Some("2025-04-30".parse().unwrap()),
+        ..Default::default()
+    };
+    for report in [
+        clue::report::Report::MonthlySummary,
+        clue::report::Report::MonthlyBreakdown,
+        clue::report::Report::Top5ByRevenue,
+    ] {
+        let sql = clue::report::sql(report, &filter);
+        let explain = format!(
+            "EXPLAIN {}",
+            sql.text.replacen("$1", "'2025-04-01'::date", 1).replacen(
+                "$2",
+                "'2025-04-30'::date",
+                1
+            )
+        );
+        let plan: Vec<String> = db
+            .client()
+            .await
+            .query(&explain, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let scanned: Vec<&str> = plan
+            .iter()
+            .filter_map(|l| l.split(" on ").nth(1))
+            .map(|s| s.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            scanned,
+            ["sales_report_2025_04"],
+            "{report:?}:\n{}",
+            plan.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_covers_every_route_and_matches_the_committed_file() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/reports/monthly-sales-summary",
+        "/reports/monthly-sales-breakdown",
+        "/reports/top-5-by-revenue",
+        "/healthz",
+        "/readyz",
+    ] {
+        let op = &paths[route]["get"];
+        assert!(op.is_object(), "{route} missing");
+        // Every response is described, and served routes answer.
+        for (code, resp) in op["responses"].as_object().unwrap() {
+            assert!(
+                resp["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{route} {code} lacks a description"
+            );
+        }
+        assert_ne!(
+            app.get(route).await.status(),
+            StatusCode::NOT_FOUND,
+            "{route}"
+        );
+    }
+    let summary = &paths["/reports/monthly-sales-summary"]["get"];
+    let params: Vec<&str> = summary["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["start_date", "end_date", "format"]);
+    assert!(summary["responses"]["200"]["content"]["text/csv"].is_object());
+    assert!(summary["responses"]["400"]["content"]["application/problem+json"].is_object());
+    let breakdown = &paths["/reports/monthly-sales-breakdown"]["get"];
+    assert_eq!(breakdown["parameters"].as_array().unwrap().len(), 5);
+
+    // docs/openapi.yaml is this same document (regenerate: cargo run -- openapi > docs/openapi.yaml).
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap();
+    assert_eq!(
+        committed,
+        clue::cli::openapi_yaml().unwrap(),
+        "docs/openapi.yaml is stale: run `cargo run -- openapi > docs/openapi.yaml`"
+    );
+    let from_yaml: Value = yaml_serde::from_str(&committed).unwrap();
+    assert_eq!(from_yaml, doc);
+
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    let html = text(docs).await;
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "the docs page must work offline"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.get("/healthz").await.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    assert_eq!(
+        app.get("/readyz").await.json::<Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
+}
+
+#[tokio::test]
+async fn the_server_survives_a_database_restart() {
+    // A private cluster, so stopping it disturbs nothing else.
+    let dir = crate::helpers::scratch_dir();
+    let home = dir.path().join("home");
+    let cluster = clue::cluster::Cluster::new(home.clone());
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_kept())
+        .await
+        .unwrap()
+        .unwrap();
+    let target = clue::config::DatabaseTarget::Embedded { home: home.clone() };
+    let database = Arc::new(clue::db::Database::open(&target).await.unwrap());
+    crate::helpers::clue_with(&["create-schema"], &[("CLUE_HOME", home.to_str().unwrap())]).ok();
+    crate::helpers::clue_with(
+        &[
+            "import-data",
+            "-c",
+            peer_file("sales_data.csv").to_str().unwrap(),
+            "-t",
+            "sales_report",
+        ],
+        &[("CLUE_HOME", home.to_str().unwrap())],
+    )
+    .ok();
+    let app = Application::build(database, "127.0.0.1", 0).await.unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let summary = || {
+        http.get(format!("{base}/reports/monthly-sales-summary"))
+            .send()
+    };
+    assert_eq!(summary().await.unwrap().status(), StatusCode::OK);
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop())
+        .await
+        .unwrap()
+        .unwrap();
+    let down = summary().await.unwrap();
+    assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.headers()["retry-after"], "5");
+    let body = text(down).await;
+    assert!(
+        body.contains("urn:clue:problem:database-unavailable"),
+        "{body}"
+    );
+    assert!(
+        !body.to_lowercase().contains("postgres") && !body.contains("connection"),
+        "driver text leaked: {body}"
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_kept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut recovered = None;
+    for _ in 0..50 {
+        let r = summary().await.unwrap();
+        if r.status() == StatusCode::OK {
+            recovered = Some(text(r).await);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        recovered.as_deref(),
+        Some(r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#)
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Runs `clue demo` until it prints its address, returning the child and the base URL.
+fn start_demo(
+    home: &std::path::Path,
+    rows: &str,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args(["demo", "--rows", rows, "--port", "0"])
+        .env_remove("CLUE_DATABASE_URL")
+        .env("CLUE_HOME", home)
+        .env("CLUE_FAST_INIT", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("demo printed nothing").unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address")
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (child, base, errors)
+}
+
+fn interrupt(child: &mut std::process::Child) -> i32 {
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn the_demo_loads_once_serves_and_stops_cleanly() {
+    let dir = crate::helpers::scratch_dir();
+    let home = dir.path().join("home");
+    let (mut child, base, errors) = start_demo(&home, "3000");
+    let summary: Value = reqwest::get(format!("{base}/reports/monthly-sales-summary"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected = clue::generate::generate_sales(
+        &clue::generate::GenerateOptions {
+            rows: 3000,
+            ..Default::default()
+        },
+        std::io::sink(),
+    )
+    .unwrap();
+    let months = summary.as_array().unwrap();
+    assert_eq!(months.len(), 24);
+    let quantity: i64 = months.iter().map(|m| m["quantity"].as_i64().unwrap()).sum();
+    assert_eq!(quantity, expected.total_quantity);
+    let revenue: rust_decimal::Decimal = months
+        .iter()
+        .map(|m| {
+            m["revenue"]
+                .to_string()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(revenue, expected.total_revenue);
+    assert_eq!(interrupt(&mut child), 0);
+    let log = errors.join().unwrap();
+    assert!(log.contains("Generating 3000 sales rows"), "{log}");
+    let status =
+        crate::helpers::clue_with(&["db", "status"], &[("CLUE_HOME", home.to_str().unwrap())]).ok();
+    assert!(
+        status.stdout.starts_with("stopped"),
+        "Ctrl-C stops the private cluster: {}",
+        status.stdout
+    );
+
+    // A second run reuses the data.
+    let (mut child, base, errors) = start_demo(&home, "3000");
+    let top = reqwest::get(format!("{base}/reports/top-5-by-revenue"))
+        .await
+        .unwrap();
+    assert_eq!(top.status(), StatusCode::OK);
+    assert_eq!(interrupt(&mut child), 0);
+    let log = errors.join().unwrap();
+    assert!(
+        log.contains("Reusing the 3000 rows already loaded"),
+        "{log}"
+    );
+    assert!(!log.contains("Generating"), "{log}");
+}
