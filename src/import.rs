@@ -136,6 +136,10 @@ pub enum ImportError {
         import_id: i64,
         at: String,
     },
+    #[error(
+        "{file} was just imported into {table} by a concurrent load (same content); pass --force to load it again"
+    )]
+    ImportedConcurrently { file: String, table: String },
     #[error("error table {table}: {reason}")]
     ErrorTable { table: String, reason: String },
     #[error("{file}: the load failed in the database, nothing was loaded: {message}")]
@@ -1123,11 +1127,9 @@ async fn load(
 /// file first.
 fn already_imported(e: tokio_postgres::Error, job: &Job<'_>) -> ImportError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        return ImportError::AlreadyImported {
+        return ImportError::ImportedConcurrently {
             file: job.file.to_owned(),
             table: job.table.table.display(),
-            import_id: 0,
-            at: "a concurrent load".into(),
         };
     }
     e.into()
