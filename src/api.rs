@@ -18,6 +18,7 @@ use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::NaiveDate;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -26,15 +27,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::dataset::Catalog;
 use crate::db::{Database, DbError};
+use crate::planner::Served;
+use crate::query::{self, Cache, Cached, QueryError, QueryRequest, QueryResponse, etag};
 use crate::report::{
-    self, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, TopProductByRevenue,
+    self, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, ReportRows,
+    TopProductByRevenue,
 };
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Arc<Database>,
+    pub catalog: Arc<Catalog>,
+    pub cache: Arc<Cache>,
 }
 
 // ---------------------------------------------------------------------------
@@ -61,6 +68,29 @@ impl From<DbError> for ApiError {
             ApiError::Unavailable(e)
         } else {
             ApiError::Internal(e)
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        // Client mistakes read `field: reason`; the field names the parameter.
+        let invalid = |text: String| match text.split_once(": ") {
+            Some((name, reason)) => ApiError::InvalidParameter {
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+            },
+            None => ApiError::InvalidParameter {
+                name: "query".to_owned(),
+                reason: text,
+            },
+        };
+        match e {
+            QueryError::Invalid(text) => invalid(text),
+            QueryError::Plan(p) => invalid(p.to_string()),
+            QueryError::Dataset(d) => invalid(format!("dataset: {d}")),
+            QueryError::Db(d) => d.into(),
+            QueryError::Rollup(r) => ApiError::Internal(DbError::Migration(r.to_string())),
         }
     }
 }
@@ -342,55 +372,157 @@ impl CsvRow for TopProductByRevenue {
     }
 }
 
-fn respond<T: Serialize + CsvRow>(
+/// A report's body and content type.
+fn render<T: Serialize + CsvRow>(
     rows: Vec<T>,
     format: Format,
-    report: Report,
-    filter: &ReportFilter,
-) -> Response {
+) -> Result<(Bytes, &'static str), ApiError> {
+    let internal = |e: String| ApiError::Internal(DbError::Migration(e));
     match format {
-        Format::Json => Json(rows).into_response(),
+        Format::Json => Ok((
+            Bytes::from(serde_json::to_vec(&rows).map_err(|e| internal(e.to_string()))?),
+            "application/json",
+        )),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            let mut write = || -> Result<Vec<u8>, csv::Error> {
-                w.write_record(T::HEADER)?;
-                for row in &rows {
-                    w.write_record(row.record())?;
-                }
-                w.flush()?;
-                Ok(w.get_ref().clone())
-            };
-            let body = match write() {
-                Ok(body) => body,
-                Err(e) => {
-                    tracing::error!(error = %e, "csv encoding failed");
-                    return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-                }
-            };
-            let range = match (filter.start_date, filter.end_date) {
-                (Some(s), Some(e)) => format!("_{s}_{e}"),
-                (Some(s), None) => format!("_from_{s}"),
-                (None, Some(e)) => format!("_to_{e}"),
-                (None, None) => String::new(),
-            };
-            let disposition = format!("attachment; filename=\"{}{range}.csv\"", report.slug());
-            (
-                [
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/csv; charset=utf-8"),
-                    ),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        HeaderValue::from_str(&disposition)
-                            .unwrap_or(HeaderValue::from_static("attachment")),
-                    ),
-                ],
-                body,
-            )
-                .into_response()
+            w.write_record(T::HEADER)
+                .map_err(|e| internal(e.to_string()))?;
+            for row in &rows {
+                w.write_record(row.record())
+                    .map_err(|e| internal(e.to_string()))?;
+            }
+            let body = w.into_inner().map_err(|e| internal(e.to_string()))?;
+            Ok((Bytes::from(body), "text/csv; charset=utf-8"))
         }
     }
+}
+
+/// The CSV download name of a report over a range.
+fn csv_filename(report: Report, filter: &ReportFilter) -> String {
+    let range = match (filter.start_date, filter.end_date) {
+        (Some(s), Some(e)) => format!("_{s}_{e}"),
+        (Some(s), None) => format!("_from_{s}"),
+        (None, Some(e)) => format!("_to_{e}"),
+        (None, None) => String::new(),
+    };
+    format!("{}{range}.csv", report.slug())
+}
+
+/// `rollup sales_report_month 2024-04-01..2025-08-31, fact sales_report ..` for a header.
+fn describe_sources(served: &[Served]) -> String {
+    let day = |d: Option<NaiveDate>| d.map_or(String::new(), |d| d.to_string());
+    served
+        .iter()
+        .map(|s| format!("{} {} {}..{}", s.source, s.name, day(s.from), day(s.to)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Answers from the cache when it may, else computes (and caches a closed
+/// past range); sets ETag (304 on a match), `Clue-Cache` and `Clue-Served-From`.
+/// `Cache-Control: no-cache` computes afresh.
+async fn cached<F, Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: String,
+    dataset: &str,
+    range: (Option<NaiveDate>, Option<NaiveDate>),
+    compute: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(Bytes, &'static str, String), ApiError>>,
+{
+    let bypass = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
+    let (hit, value) = match state.cache.get(&key).filter(|_| !bypass) {
+        Some(v) => (true, v),
+        None => {
+            let generation = state.cache.generation();
+            let (body, content_type, served_from) = compute().await?;
+            let value = Cached {
+                etag: etag(&body),
+                body,
+                content_type,
+                served_from,
+            };
+            if let Some(end) = range.1
+                && state
+                    .cache
+                    .cacheable(range.1, chrono::Utc::now().date_naive())
+            {
+                state
+                    .cache
+                    .store(key, dataset, range.0, end, generation, value.clone());
+            }
+            (false, value)
+        }
+    };
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == value.etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, value.content_type)], value.body).into_response()
+    };
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&value.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        "clue-cache",
+        HeaderValue::from_static(if hit { "hit" } else { "miss" }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&value.served_from) {
+        h.insert("clue-served-from", v);
+    }
+    Ok(response)
+}
+
+/// A prototype-000 report, through the planner and the cache.
+async fn report_response(
+    state: AppState,
+    report: Report,
+    query: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (filter, format) = parse_params(query.as_deref(), &headers, report)?;
+    let key = format!("{}|{filter:?}|{format:?}", report.slug());
+    let range = (filter.start_date, filter.end_date);
+    let f = filter.clone();
+    let s = state.clone();
+    let mut response = cached(
+        &state,
+        &headers,
+        key,
+        report::DATASET,
+        range,
+        || async move {
+            let (rows, served) = report::run(&s.db, &s.catalog, report, &f).await?;
+            let (body, content_type) = match rows {
+                ReportRows::Summary(r) => render(r, format)?,
+                ReportRows::Breakdown(r) => render(r, format)?,
+                ReportRows::Top5(r) => render(r, format)?,
+            };
+            Ok((body, content_type, describe_sources(&served)))
+        },
+    )
+    .await?;
+    if format == Format::Csv
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            csv_filename(report, &filter)
+        ))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
 }
 
 /// Monthly totals of quantity and revenue.
@@ -414,9 +546,7 @@ async fn monthly_sales_summary(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (filter, format) = parse_params(q.as_deref(), &headers, Report::MonthlySummary)?;
-    let rows = report::monthly_summary(&state.db, &filter).await?;
-    Ok(respond(rows, format, Report::MonthlySummary, &filter))
+    report_response(state, Report::MonthlySummary, q, headers).await
 }
 
 /// Monthly totals per product and region.
@@ -440,9 +570,7 @@ async fn monthly_sales_breakdown(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (filter, format) = parse_params(q.as_deref(), &headers, Report::MonthlyBreakdown)?;
-    let rows = report::monthly_breakdown(&state.db, &filter).await?;
-    Ok(respond(rows, format, Report::MonthlyBreakdown, &filter))
+    report_response(state, Report::MonthlyBreakdown, q, headers).await
 }
 
 /// The five products with the highest revenue.
@@ -466,9 +594,49 @@ async fn top_5_by_revenue(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (filter, format) = parse_params(q.as_deref(), &headers, Report::Top5ByRevenue)?;
-    let rows = report::top_5_by_revenue(&state.db, &filter).await?;
-    Ok(respond(rows, format, Report::Top5ByRevenue, &filter))
+    report_response(state, Report::Top5ByRevenue, q, headers).await
+}
+
+/// Any aggregate of a declared dataset, answered from the smallest rollups that cover it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/query",
+    tag = "query",
+    request_body(content = QueryRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The rows, and which rollups or fact table served which days.", body = QueryResponse, example = json!({
+            "dataset": "sales_report",
+            "served_from": [{"source": "rollup", "name": "sales_report_month", "from": "2024-04-01", "to": "2024-08-31"}],
+            "rows": [{"period": "2024-04-01", "revenue": 20625184.33, "quantity": 135215}]
+        })),
+        (status = 304, description = "Not modified: If-None-Match matched the ETag."),
+        (status = 400, description = "The body is not a valid query; the field at fault is named.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn query_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: QueryRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidParameter {
+            name: "body".into(),
+            reason: format!("is not a valid query: {e}"),
+        })?;
+    let key = format!("query|{}", serde_json::to_string(&req).unwrap_or_default());
+    let range = (req.start_date, req.end_date);
+    let dataset = req.dataset.clone();
+    let s = state.clone();
+    cached(&state, &headers, key, &dataset, range, || async move {
+        let answer = query::execute(&s.db, &s.catalog, &req, false).await?;
+        let served = describe_sources(&answer.served_from);
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| ApiError::Internal(DbError::Migration(e.to_string())))?;
+        Ok((Bytes::from(body), "application/json", served))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -515,6 +683,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     ),
     tags(
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
+        (name = "query", description = "The generic query over declared datasets."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -525,6 +694,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(monthly_sales_summary))
         .routes(routes!(monthly_sales_breakdown))
         .routes(routes!(top_5_by_revenue))
+        .routes(routes!(query_endpoint))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
 }
@@ -576,11 +746,26 @@ pub struct Application {
 
 impl Application {
     /// Binds `host:port` (port 0 picks a free one).
-    pub async fn build(db: Arc<Database>, host: &str, port: u16) -> std::io::Result<Application> {
+    /// Binds `host:port` (port 0 picks a free one), loads the datasets,
+    /// brings their rollups up to date and starts the cache's write listener.
+    pub async fn build(
+        db: Arc<Database>,
+        host: &str,
+        port: u16,
+    ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
+        let catalog = Arc::new(Catalog::from_env()?);
+        {
+            let mut client = db.client().await?;
+            for d in &catalog.datasets {
+                crate::rollup::ensure(&mut client, d, false).await?;
+            }
+        }
+        let cache = Arc::new(Cache::default());
+        query::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         Ok(Application {
             listener,
-            state: AppState { db },
+            state: AppState { db, catalog, cache },
         })
     }
 

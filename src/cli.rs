@@ -12,11 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use crate::api;
 use crate::cluster::{self, Cluster, Status};
 use crate::config::DatabaseTarget;
+use crate::dataset::{Catalog, Dataset};
 use crate::db::{Database, DbError};
 use crate::demo;
 use crate::generate::{self, GenerateOptions};
 use crate::import::{self, ImportError, ImportOptions};
 use crate::partition;
+use crate::rollup;
 use crate::schema;
 
 /// Exit codes, so scripts can tell a bad file from a missing database.
@@ -114,6 +116,21 @@ pub enum Command {
     },
     /// Print the OpenAPI document (YAML) that `clue serve` serves as /openapi.json.
     Openapi,
+    /// List the declared datasets (built-in and in CLUE_MODELS, default ./models).
+    Datasets,
+    /// Run a query (the JSON of POST /api/v1/query) and print the answer as JSON.
+    Query {
+        /// The query JSON, or '-' to read it from standard input.
+        json: String,
+        /// Answer from the fact table only, ignoring rollups (for checking).
+        #[arg(long)]
+        fact: bool,
+    },
+    /// Rebuild or verify the rollups that imports keep exact.
+    Rollups {
+        #[command(subcommand)]
+        action: RollupAction,
+    },
     /// Manage clue's embedded PostgreSQL cluster.
     Db {
         #[command(subcommand)]
@@ -152,6 +169,20 @@ pub struct ImportArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupAction {
+    /// Recompute rollups from the fact table (after changing facts with plain SQL).
+    Rebuild {
+        /// Only this dataset (default: all).
+        dataset: Option<String>,
+    },
+    /// Compare every rollup with the fact table and report differences (exit 1 if any).
+    Verify {
+        /// Only this dataset (default: all).
+        dataset: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,7 +306,8 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let msg = s.to_string();
-        if !last.contains(&msg) {
+        // tokio-postgres wraps server errors in a bare "db error".
+        if !last.contains(&msg) && msg != "db error" {
             text.push_str(&format!("\n  caused by: {msg}"));
         }
         last = msg;
@@ -485,6 +517,94 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Openapi => {
             print!("{}", openapi_yaml()?);
+        }
+        Command::Query { json, fact } => {
+            let text = if json == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                json
+            };
+            let req: crate::query::QueryRequest = serde_json::from_str(&text)
+                .map_err(|e| format!("the query is not valid JSON for a query: {e}"))?;
+            let catalog = Catalog::from_env()?;
+            let answer = with_db(&target, async |db| {
+                Ok(crate::query::execute(db, &catalog, &req, fact).await?)
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        }
+        Command::Datasets => {
+            let catalog = Catalog::from_env()?;
+            for d in &catalog.datasets {
+                println!(
+                    "{} (table {}, time column {}, from {})",
+                    d.name, d.table, d.time_column, d.source
+                );
+                println!("  dimensions: {}", d.dimensions.join(", "));
+                let measures: Vec<String> = d
+                    .measures
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} = {:?}({})",
+                            m.name,
+                            m.agg,
+                            m.column.as_deref().unwrap_or("*")
+                        )
+                        .to_lowercase()
+                    })
+                    .collect();
+                println!("  measures:   {}", measures.join(", "));
+                for r in &d.rollups {
+                    println!(
+                        "  rollup {}: by {}{}",
+                        r.name,
+                        r.grain,
+                        r.dimensions
+                            .iter()
+                            .map(|x| format!(", {x}"))
+                            .collect::<String>()
+                    );
+                }
+            }
+        }
+        Command::Rollups { action } => {
+            let catalog = Catalog::from_env()?;
+            let (only, verify) = match &action {
+                RollupAction::Rebuild { dataset } => (dataset.clone(), false),
+                RollupAction::Verify { dataset } => (dataset.clone(), true),
+            };
+            let datasets: Vec<&Dataset> = match &only {
+                Some(name) => vec![catalog.get(name)?],
+                None => catalog.datasets.iter().collect(),
+            };
+            let differences = with_db(&target, async |db| {
+                let mut client = db.client().await?;
+                let mut differences = 0;
+                for d in &datasets {
+                    if verify {
+                        for v in rollup::verify(&mut client, d).await? {
+                            let verdict = if v.differences == 0 {
+                                "ok".to_owned()
+                            } else {
+                                format!("{} row(s) differ", v.differences)
+                            };
+                            println!("{}: {} ({} rows): {verdict}", d.name, v.rollup, v.rows);
+                            differences += v.differences;
+                        }
+                    } else {
+                        let report = rollup::ensure(&mut client, d, true).await?;
+                        for (name, rows) in report.built {
+                            println!("{}: rebuilt {name} ({rows} rows)", d.name);
+                        }
+                    }
+                }
+                Ok(differences)
+            })
+            .await?;
+            if differences > 0 {
+                return Err(format!("{differences} rollup row(s) differ from the fact table; run `clue rollups rebuild`").into());
+            }
         }
         Command::Db { action } => {
             let DatabaseTarget::Embedded { home } = &target else {

@@ -31,7 +31,7 @@ pub enum DbError {
     Unreachable { target: String, reason: String },
     #[error("applying clue's schema migrations failed: {0}")]
     Migration(String),
-    #[error("database error: {0}")]
+    #[error("database error: {}", pg_message(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("no database connection available: {0}")]
     Pool(String),
@@ -108,6 +108,11 @@ impl Database {
         &self.pool
     }
 
+    /// The connection settings (for connections outside the pool, such as LISTEN).
+    pub fn connection_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
     /// Closes the pool and releases the embedded cluster (stopping it when this
     /// was its last user and `clue db start` did not ask to keep it).
     pub async fn close(mut self) -> Result<(), DbError> {
@@ -165,6 +170,14 @@ impl Database {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
         result
+    }
+}
+
+/// The server's own message when there is one (the driver's Display says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
     }
 }
 

@@ -32,9 +32,11 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::dataset::{Catalog, DatasetError};
 use crate::db::{Database, DbError};
 use crate::model::{self, ColumnRule, ModelError, ValidationSchema, Violation};
 use crate::partition::{self, Month, PartitionError};
+use crate::rollup::{self, Accumulator, FieldReader, ReadKind, RollupError, RollupInfo, Scalar};
 use crate::schema::{self, Column, SchemaError, Table, quote_ident};
 
 /// The default error table of prototype 000.
@@ -151,6 +153,10 @@ pub enum ImportError {
     #[error(transparent)]
     Partition(#[from] PartitionError),
     #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Rollup(#[from] RollupError),
+    #[error(transparent)]
     Db(#[from] DbError),
 }
 
@@ -218,6 +224,18 @@ impl PgKind {
             Type::UUID => PgKind::Uuid,
             _ => return None,
         })
+    }
+
+    /// How rollups read a value of this kind.
+    fn read_kind(self) -> ReadKind {
+        match self {
+            PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => ReadKind::Int,
+            PgKind::Numeric { scale, .. } => ReadKind::Num(scale),
+            PgKind::Float4 | PgKind::Float8 => ReadKind::Float,
+            PgKind::Date => ReadKind::Date,
+            PgKind::Bool => ReadKind::Bool,
+            _ => ReadKind::Text,
+        }
     }
 
     fn pg_type(self) -> Type {
@@ -394,6 +412,19 @@ fn numeric(value: &str, precision: Option<u32>, scale: Option<u32>) -> Result<De
         }
     }
     Ok(d)
+}
+
+/// Reads an accepted value as the table stores it (rollup deltas use this,
+/// so their sums match the stored, rounded values to the cent).
+fn parse_scalar(kind: ReadKind, value: &str, date_format: Option<&str>) -> Option<Scalar> {
+    Some(match kind {
+        ReadKind::Int => Scalar::Int(value.parse().ok()?),
+        ReadKind::Num(scale) => Scalar::Num(numeric(value, None, scale).ok()?),
+        ReadKind::Float => Scalar::Float(float(value)?),
+        ReadKind::Text => Scalar::Text(value.to_owned()),
+        ReadKind::Date => Scalar::Date(model::parse_date(value, date_format)?),
+        ReadKind::Bool => Scalar::Bool(model::parse_bool(value)?),
+    })
 }
 
 fn timestamp(value: &str) -> Option<NaiveDateTime> {
@@ -742,6 +773,14 @@ enum Msg {
 struct ParseOutcome {
     rows_loaded: u64,
     rows_rejected: u64,
+    /// Rollup deltas of the loaded rows, when the table has rollups.
+    rollups: Option<Accumulator>,
+}
+
+impl std::fmt::Debug for Accumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accumulator")
+    }
 }
 
 /// Second pass (on its own thread): parse, validate and encode every record,
@@ -750,6 +789,7 @@ fn parse_and_encode(
     path: &Path,
     codecs: &[FieldCodec],
     validated: bool,
+    rollups: Option<Accumulator>,
     bar: &ProgressBar,
     tx: mpsc::Sender<Msg>,
 ) -> Result<ParseOutcome, ImportError> {
@@ -760,7 +800,10 @@ fn parse_and_encode(
     let mut record = csv::ByteRecord::new();
     let mut out = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
     let mut rejects = Vec::new();
-    let mut outcome = ParseOutcome::default();
+    let mut outcome = ParseOutcome {
+        rollups,
+        ..ParseOutcome::default()
+    };
     let mut record_number = 0u64;
     let mut first = true;
     // A closed channel means the writer failed; it reports why.
@@ -838,6 +881,9 @@ fn parse_and_encode(
                 outcome.rows_rejected += 1;
             } else {
                 outcome.rows_loaded += 1;
+                if let Some(acc) = outcome.rollups.as_mut() {
+                    acc.add(&fields);
+                }
             }
         }
         if out.len() >= CHUNK_BYTES && !send(Msg::Data(out.split().freeze())) {
@@ -884,6 +930,18 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
         .transpose()?;
     let mut client = db.client().await?;
     let table = schema::load_table(&**client, &opts.table).await?;
+    // A table with a dataset keeps its rollups exact through this load.
+    let catalog = Catalog::from_env()?;
+    let rollups = match catalog.for_table(&table.table.schema, &table.table.name) {
+        Some(dataset) if !dataset.rollups.is_empty() => {
+            rollup::ensure(&mut client, dataset, false).await?;
+            Some((
+                rollup::current(&**client, dataset).await?,
+                dataset.time_column.clone(),
+            ))
+        }
+        _ => None,
+    };
     let error_table = match schema {
         Some(_) => Some(resolve_error_table(&client, &opts.error_table).await?),
         None => None,
@@ -949,6 +1007,7 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
         opts,
         started_at,
         bar: &bar,
+        rollups,
     };
     let result = load(&mut client, job).await;
     bar.finish_and_clear();
@@ -998,6 +1057,8 @@ struct Job<'a> {
     opts: &'a ImportOptions,
     started_at: DateTime<Utc>,
     bar: &'a ProgressBar,
+    /// The table's rollups and its dataset's time column, when it has any.
+    rollups: Option<(Vec<RollupInfo>, String)>,
 }
 
 /// The load transaction: job row, COPY of the rows, rejects, counts, commit.
@@ -1047,9 +1108,43 @@ async fn load(
     let codecs = job.codecs.clone();
     let validated = job.error_table.is_some();
     let bar = job.bar.clone();
+    let accumulator = job.rollups.as_ref().map(|(infos, time_column)| {
+        let time_column = time_column.clone();
+        let date_format = job
+            .codecs
+            .iter()
+            .find(|c| c.name == time_column)
+            .and_then(|c| c.rule.as_ref()?.date_format.clone());
+        Accumulator::new(
+            infos,
+            &time_column,
+            date_format,
+            |column| {
+                let index = job.codecs.iter().position(|c| c.name == column)?;
+                Some(FieldReader {
+                    index,
+                    kind: job.codecs[index].kind.read_kind(),
+                })
+            },
+            parse_scalar,
+        )
+    });
+    let accumulator = match accumulator {
+        Some(None) => {
+            return Err(ImportError::Header {
+                file: job.file.to_owned(),
+                reason: format!(
+                    "lacks a column that the rollups of table {} aggregate; include every column the dataset's dimensions and measures use",
+                    job.table.table.display()
+                ),
+            });
+        }
+        Some(Some(acc)) => Some(acc),
+        None => None,
+    };
     let parser = std::thread::Builder::new()
         .name("clue-import-parse".into())
-        .spawn(move || parse_and_encode(&path, &codecs, validated, &bar, sender))
+        .spawn(move || parse_and_encode(&path, &codecs, validated, accumulator, &bar, sender))
         .map_err(|e| ImportError::Read {
             file: job.file.to_owned(),
             source: e,
@@ -1114,6 +1209,9 @@ async fn load(
             .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
     })?;
     debug_assert_eq!(copied, outcome.rows_loaded);
+    if let Some(acc) = &outcome.rollups {
+        acc.apply(&tx, job.table).await?;
+    }
     tx.execute(
         "UPDATE clue.imports SET rows_loaded = $2, rows_rejected = $3, finished_at = clock_timestamp() WHERE import_id = $1",
         &[&import_id, &(outcome.rows_loaded as i64), &(outcome.rows_rejected as i64)],

@@ -150,15 +150,24 @@ impl ValidationSchema {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<ValidationSchema, ModelError> {
-        let shape = |reason: String| ModelError::Shape {
-            file: file.to_owned(),
-            reason,
-        };
         let value: yaml_serde::Value =
             yaml_serde::from_str(text).map_err(|e| ModelError::Yaml {
                 file: file.to_owned(),
                 reason: e.to_string(),
             })?;
+        // A dataset definition carries its import schema as `columns`.
+        if let Some(columns) = value.get("dataset").and(value.get("columns")) {
+            return ValidationSchema::from_yaml(columns.clone(), file);
+        }
+        ValidationSchema::from_yaml(value, file)
+    }
+
+    /// Parses the `column: rules` mapping of a schema or dataset file.
+    pub fn from_yaml(value: yaml_serde::Value, file: &str) -> Result<ValidationSchema, ModelError> {
+        let shape = |reason: String| ModelError::Shape {
+            file: file.to_owned(),
+            reason,
+        };
         let map = match value {
             yaml_serde::Value::Mapping(m) => m,
             yaml_serde::Value::Null => {

@@ -11,9 +11,11 @@ use std::fmt;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tokio_postgres::types::ToSql;
 
-use crate::db::{Database, DbError};
+use crate::dataset::{Catalog, Grain};
+use crate::db::Database;
+use crate::planner::{RawFilter, Served};
+use crate::query::{self, Cell, OrderRequest, QueryError, QueryRequest, Row};
 
 /// An exact amount of money: serialized as a JSON number with exactly two
 /// decimals (`70575.00`), never passed through a float.
@@ -130,141 +132,171 @@ impl Report {
     }
 }
 
-/// SQL text and the parameters to bind, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sql {
-    pub text: String,
-    pub params: Vec<Param>,
-}
-
-/// A bound parameter value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Date(NaiveDate),
-    Text(String),
-}
-
-impl Param {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Param::Date(d) => d,
-            Param::Text(t) => t,
+impl Report {
+    /// The report as a query over the `sales_report` dataset.
+    pub fn query(self, filter: &ReportFilter) -> QueryRequest {
+        let mut filters = Vec::new();
+        let mut equals = |dimension: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                filters.push(RawFilter {
+                    dimension: dimension.to_owned(),
+                    equals: Some(serde_json::Value::String(v.clone())),
+                    in_: None,
+                    min: None,
+                    max: None,
+                });
+            }
+        };
+        let (measures, dimensions, granularity, order, limit): (
+            &[&str],
+            &[&str],
+            _,
+            Vec<OrderRequest>,
+            _,
+        ) = match self {
+            Report::MonthlySummary => (
+                &["quantity", "revenue"],
+                &[],
+                Some(Grain::Month),
+                vec![],
+                None,
+            ),
+            Report::MonthlyBreakdown => {
+                equals("product_name", &filter.product);
+                equals("region", &filter.region);
+                (
+                    &["revenue", "quantity"],
+                    &["product_name", "region"],
+                    Some(Grain::Month),
+                    vec![],
+                    None,
+                )
+            }
+            Report::Top5ByRevenue => (
+                &["revenue"],
+                &["product_id", "product_name"],
+                None,
+                vec![
+                    OrderRequest {
+                        field: "revenue".into(),
+                        desc: true,
+                    },
+                    OrderRequest {
+                        field: "product_id".into(),
+                        desc: false,
+                    },
+                ],
+                Some(5),
+            ),
+        };
+        QueryRequest {
+            dataset: DATASET.to_owned(),
+            measures: measures.iter().map(|s| s.to_string()).collect(),
+            dimensions: dimensions.iter().map(|s| s.to_string()).collect(),
+            granularity,
+            start_date: filter.start_date,
+            end_date: filter.end_date,
+            filters,
+            order,
+            limit,
+            gap_fill: false,
+            time_zone: None,
         }
     }
 }
 
-/// The WHERE clause for `filter`, numbering parameters from 1.
-fn where_clause(filter: &ReportFilter, report: Report) -> (String, Vec<Param>) {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    let mut add = |cond: &str, p: Param| {
-        params.push(p);
-        conditions.push(format!("{cond} ${}", params.len()));
-    };
-    if let Some(d) = filter.start_date {
-        add("sales_date >=", Param::Date(d));
-    }
-    if let Some(d) = filter.end_date {
-        add("sales_date <=", Param::Date(d));
-    }
-    if report == Report::MonthlyBreakdown {
-        if let Some(p) = &filter.product {
-            add("product_name =", Param::Text(p.clone()));
-        }
-        if let Some(r) = &filter.region {
-            add("region =", Param::Text(r.clone()));
-        }
-    }
-    if conditions.is_empty() {
-        (String::new(), params)
-    } else {
-        (format!(" WHERE {}", conditions.join(" AND ")), params)
+/// The dataset prototype 000's reports read.
+pub const DATASET: &str = "sales_report";
+
+/// A report's rows, shaped as prototype 000 answered them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRows {
+    Summary(Vec<MonthlySalesSummary>),
+    Breakdown(Vec<MonthlySalesBreakdown>),
+    Top5(Vec<TopProductByRevenue>),
+}
+
+fn text(row: &Row, key: &str) -> String {
+    match row.get(key) {
+        Some(Cell::Text(t)) => t.clone(),
+        _ => String::new(),
     }
 }
 
-/// The SQL of a report (prototype 000's queries, with exact sums).
-pub fn sql(report: Report, filter: &ReportFilter) -> Sql {
-    let (filter_sql, params) = where_clause(filter, report);
-    let text = match report {
-        Report::MonthlySummary => format!(
-            "SELECT to_char(date_trunc('month', sales_date), 'YYYY-MM') AS month,
-                    sum(quantity_sold)::int8 AS quantity, sum(sales_amount) AS revenue
-               FROM sales_report{filter_sql}
-              GROUP BY 1 ORDER BY 1"
-        ),
-        Report::MonthlyBreakdown => format!(
-            "SELECT to_char(date_trunc('month', sales_date), 'YYYY-MM') AS month, product_name, region,
-                    sum(sales_amount) AS revenue, sum(quantity_sold)::int8 AS quantity
-               FROM sales_report{filter_sql}
-              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        ),
-        Report::Top5ByRevenue => format!(
-            "SELECT rank() OVER (ORDER BY sum(sales_amount) DESC) AS rank, product_id, product_name,
-                    sum(sales_amount) AS revenue
-               FROM sales_report{filter_sql}
-              GROUP BY product_id, product_name
-              ORDER BY revenue DESC, product_id LIMIT 5"
-        ),
-    };
-    Sql { text, params }
+fn int(row: &Row, key: &str) -> i64 {
+    match row.get(key) {
+        Some(Cell::Int(i)) => *i,
+        _ => 0,
+    }
 }
 
-/// Runs a report's SQL and maps its rows with `f`.
-async fn run<T>(
+fn money(row: &Row, key: &str) -> Money {
+    match row.get(key) {
+        Some(Cell::Decimal(d)) => Money::new(*d),
+        Some(Cell::Int(i)) => Money::new(Decimal::from(*i)),
+        _ => Money::new(Decimal::ZERO),
+    }
+}
+
+/// `YYYY-MM` of a row's period.
+fn month(row: &Row) -> String {
+    match row.get("period") {
+        Some(Cell::Date(d)) => d.format("%Y-%m").to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Runs a report through the planner, returning its rows and where they came from.
+pub async fn run(
     db: &Database,
+    catalog: &Catalog,
     report: Report,
     filter: &ReportFilter,
-    f: impl Fn(&tokio_postgres::Row) -> T,
-) -> Result<Vec<T>, DbError> {
-    let sql = sql(report, filter);
-    let client = db.client().await?;
-    let statement = client.prepare_cached(&sql.text).await?;
-    let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(Param::as_sql).collect();
-    let rows = client.query(&statement, &params).await?;
-    Ok(rows.iter().map(f).collect())
-}
-
-pub async fn monthly_summary(
-    db: &Database,
-    filter: &ReportFilter,
-) -> Result<Vec<MonthlySalesSummary>, DbError> {
-    run(db, Report::MonthlySummary, filter, |r| {
-        MonthlySalesSummary {
-            month: r.get(0),
-            quantity: r.get(1),
-            revenue: Money::new(r.get(2)),
+) -> Result<(ReportRows, Vec<Served>), QueryError> {
+    let answer = query::execute(db, catalog, &report.query(filter), false).await?;
+    let rows = &answer.rows;
+    let shaped = match report {
+        Report::MonthlySummary => ReportRows::Summary(
+            rows.iter()
+                .map(|r| MonthlySalesSummary {
+                    month: month(r),
+                    quantity: int(r, "quantity"),
+                    revenue: money(r, "revenue"),
+                })
+                .collect(),
+        ),
+        Report::MonthlyBreakdown => ReportRows::Breakdown(
+            rows.iter()
+                .map(|r| MonthlySalesBreakdown {
+                    month: month(r),
+                    product_name: text(r, "product_name"),
+                    region: text(r, "region"),
+                    revenue: money(r, "revenue"),
+                    quantity: int(r, "quantity"),
+                })
+                .collect(),
+        ),
+        Report::Top5ByRevenue => {
+            // RANK(): one more than the number of rows with a strictly higher
+            // revenue; rows arrive sorted by revenue, highest first.
+            let mut out: Vec<TopProductByRevenue> = Vec::with_capacity(rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                let revenue = money(r, "revenue");
+                let rank = match out.last() {
+                    Some(prev) if prev.revenue == revenue => prev.rank,
+                    _ => i as i64 + 1,
+                };
+                out.push(TopProductByRevenue {
+                    rank,
+                    product_id: int(r, "product_id") as i32,
+                    product_name: text(r, "product_name"),
+                    revenue,
+                });
+            }
+            ReportRows::Top5(out)
         }
-    })
-    .await
-}
-
-pub async fn monthly_breakdown(
-    db: &Database,
-    filter: &ReportFilter,
-) -> Result<Vec<MonthlySalesBreakdown>, DbError> {
-    run(db, Report::MonthlyBreakdown, filter, |r| {
-        MonthlySalesBreakdown {
-            month: r.get(0),
-            product_name: r.get(1),
-            region: r.get(2),
-            revenue: Money::new(r.get(3)),
-            quantity: r.get(4),
-        }
-    })
-    .await
-}
-
-pub async fn top_5_by_revenue(
-    db: &Database,
-    filter: &ReportFilter,
-) -> Result<Vec<TopProductByRevenue>, DbError> {
-    run(db, Report::Top5ByRevenue, filter, |r| TopProductByRevenue {
-        rank: r.get(0),
-        product_id: r.get(1),
-        product_name: r.get(2),
-        revenue: Money::new(r.get(3)),
-    })
-    .await
+    };
+    Ok((shaped, answer.served_from))
 }
 
 #[cfg(test)]
@@ -275,57 +307,41 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn check(report: Report, filter: ReportFilter, expect_where: &str, expect_params: &[Param]) {
-        let sql = sql(report, &filter);
-        let squashed = sql.text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let got_where = squashed
-            .split(" FROM sales_report")
-            .nth(1)
-            .and_then(|rest| rest.split(" GROUP BY").next())
-            .unwrap_or("")
-            .trim();
-        assert_eq!(got_where, expect_where, "{squashed}");
-        assert_eq!(sql.params, expect_params);
-    }
-
     #[test]
-    fn filters_become_predicates_only_when_given() {
-        check(Report::MonthlySummary, ReportFilter::default(), "", &[]);
-        check(
-            Report::MonthlySummary,
-            ReportFilter {
-                start_date: Some(d("2025-04-01")),
-                ..Default::default()
-            },
-            "WHERE sales_date >= $1",
-            &[Param::Date(d("2025-04-01"))],
+    fn reports_are_queries_over_the_dataset() {
+        let filter = ReportFilter {
+            start_date: Some(d("2025-01-01")),
+            end_date: Some(d("2025-01-31")),
+            product: Some("WidgetA".into()),
+            region: Some("North".into()),
+        };
+        let q = Report::MonthlyBreakdown.query(&filter);
+        assert_eq!(
+            (q.measures.clone(), q.dimensions.clone(), q.granularity),
+            (
+                vec!["revenue".to_string(), "quantity".into()],
+                vec!["product_name".to_string(), "region".into()],
+                Some(Grain::Month)
+            )
         );
-        check(
-            Report::MonthlyBreakdown,
-            ReportFilter {
-                start_date: Some(d("2025-01-01")),
-                end_date: Some(d("2025-01-31")),
-                product: Some("WidgetA".into()),
-                region: Some("North".into()),
-            },
-            "WHERE sales_date >= $1 AND sales_date <= $2 AND product_name = $3 AND region = $4",
-            &[
-                Param::Date(d("2025-01-01")),
-                Param::Date(d("2025-01-31")),
-                Param::Text("WidgetA".into()),
-                Param::Text("North".into()),
-            ],
+        let filters: Vec<(String, Option<serde_json::Value>)> = q
+            .filters
+            .iter()
+            .map(|f| (f.dimension.clone(), f.equals.clone()))
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                ("product_name".to_string(), Some("WidgetA".into())),
+                ("region".to_string(), Some("North".into()))
+            ]
         );
         // product and region filter only the breakdown.
-        check(
-            Report::Top5ByRevenue,
-            ReportFilter {
-                end_date: Some(d("2025-12-31")),
-                region: Some("North".into()),
-                ..Default::default()
-            },
-            "WHERE sales_date <= $1",
-            &[Param::Date(d("2025-12-31"))],
+        assert!(Report::Top5ByRevenue.query(&filter).filters.is_empty());
+        let top = Report::Top5ByRevenue.query(&filter);
+        assert_eq!(
+            (top.limit, top.granularity, top.start_date),
+            (Some(5), None, Some(d("2025-01-01")))
         );
     }
 

@@ -6,4 +6,5 @@ mod cli;
 mod cluster;
 mod helpers;
 mod import;
+mod rollups;
 mod schema;

@@ -1,0 +1,612 @@
+//! Declared datasets: a table, its time column, its columns with validation
+//! rules, the dimensions and measures reports may ask for, and the rollups
+//! kept for it. Definitions are YAML files (built-in ones ship in the binary;
+//! users drop more into the models directory), parsed into checked types.
+//!
+//! Architecture Invariant: parsing and checking a definition does no I/O
+//! beyond reading its file; checks against the live table happen where the
+//! table is used (`rollup`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::{ModelError, ValidationSchema, ValueType};
+
+/// The built-in definitions.
+const BUILT_IN: &[(&str, &str)] = &[(
+    "sales_report.yaml",
+    include_str!("../models/sales_report.yaml"),
+)];
+
+/// Where user definitions are read from when `CLUE_MODELS` is not set.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: not a valid dataset definition: {reason}")]
+    Yaml { file: String, reason: String },
+    #[error("{file}: field {field:?}: {reason}")]
+    Field {
+        file: String,
+        field: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Columns(#[from] ModelError),
+    #[error("dataset {name:?} is defined twice: in {first} and in {second}")]
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("unknown dataset {0:?}")]
+    Unknown(String),
+}
+
+/// How a measure aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    Sum,
+    Count,
+    Min,
+    Max,
+    Avg,
+    CountDistinct,
+}
+
+impl Agg {
+    fn parse(name: &str) -> Option<Agg> {
+        Some(match name {
+            "sum" => Agg::Sum,
+            "count" => Agg::Count,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            "avg" => Agg::Avg,
+            "count_distinct" => Agg::CountDistinct,
+            _ => return None,
+        })
+    }
+}
+
+/// A named aggregate over a column (`None` = every row, for `count`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measure {
+    pub name: String,
+    pub agg: Agg,
+    pub column: Option<String>,
+}
+
+/// A time granularity.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Grain {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl Grain {
+    pub fn parse(s: &str) -> Option<Grain> {
+        Some(match s {
+            "hour" => Grain::Hour,
+            "day" => Grain::Day,
+            "week" => Grain::Week,
+            "month" => Grain::Month,
+            "quarter" => Grain::Quarter,
+            "year" => Grain::Year,
+            _ => return None,
+        })
+    }
+
+    /// The unit `date_trunc` and `interval` understand.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Grain::Hour => "hour",
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+            Grain::Year => "year",
+        }
+    }
+
+    /// One bucket as a PostgreSQL interval.
+    pub fn interval(self) -> &'static str {
+        match self {
+            Grain::Hour => "1 hour",
+            Grain::Day => "1 day",
+            Grain::Week => "1 week",
+            Grain::Month => "1 month",
+            Grain::Quarter => "3 months",
+            Grain::Year => "1 year",
+        }
+    }
+
+    /// Whether buckets of `self` are unions of buckets of `finer`.
+    pub fn is_coarsening_of(self, finer: Grain) -> bool {
+        match finer {
+            Grain::Hour => true,
+            Grain::Day => self != Grain::Hour,
+            // Weeks do not nest in months.
+            Grain::Week => self == Grain::Week,
+            Grain::Month => matches!(self, Grain::Month | Grain::Quarter | Grain::Year),
+            Grain::Quarter => matches!(self, Grain::Quarter | Grain::Year),
+            Grain::Year => self == Grain::Year,
+        }
+    }
+}
+
+impl fmt::Display for Grain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.unit())
+    }
+}
+
+/// A rollup: the dataset pre-aggregated at a grain over some dimensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupDef {
+    pub name: String,
+    pub grain: Grain,
+    pub dimensions: Vec<String>,
+}
+
+/// A declared dataset.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub table: String,
+    pub time_column: String,
+    pub columns: ValidationSchema,
+    pub dimensions: Vec<String>,
+    pub measures: Vec<Measure>,
+    pub rollups: Vec<RollupDef>,
+    /// The file it came from, for messages.
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDataset {
+    dataset: String,
+    table: Option<String>,
+    time_column: String,
+    columns: yaml_serde::Value,
+    #[serde(default)]
+    dimensions: Vec<String>,
+    #[serde(default)]
+    measures: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    rollups: Vec<RawRollup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollup {
+    name: Option<String>,
+    grain: String,
+    #[serde(default)]
+    dimensions: Vec<String>,
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 48
+}
+
+impl Dataset {
+    pub fn parse(text: &str, file: &str) -> Result<Dataset, DatasetError> {
+        let raw: RawDataset = yaml_serde::from_str(text).map_err(|e| DatasetError::Yaml {
+            file: file.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let field = |field: &str, reason: String| DatasetError::Field {
+            file: file.to_owned(),
+            field: field.to_owned(),
+            reason,
+        };
+        if !is_identifier(&raw.dataset) {
+            return Err(field(
+                "dataset",
+                format!(
+                    "{:?} must be lower-case letters, digits and _ (at most 48)",
+                    raw.dataset
+                ),
+            ));
+        }
+        let table = raw.table.unwrap_or_else(|| raw.dataset.clone());
+        crate::schema::parse_table_name(&table).map_err(|e| field("table", e.to_string()))?;
+        let columns = ValidationSchema::from_yaml(raw.columns, file)?;
+        let column_type = |name: &str| columns.column(name).map(|c| c.ty);
+        match column_type(&raw.time_column) {
+            Some(ValueType::Date) => {}
+            Some(_) => {
+                return Err(field(
+                    "time_column",
+                    format!(
+                        "{:?} must be a date column (timestamp time columns are not supported yet)",
+                        raw.time_column
+                    ),
+                ));
+            }
+            None => {
+                return Err(field(
+                    "time_column",
+                    format!("{:?} is not one of the columns", raw.time_column),
+                ));
+            }
+        }
+        for d in &raw.dimensions {
+            if column_type(d).is_none() {
+                return Err(field(
+                    "dimensions",
+                    format!("{d:?} is not one of the columns"),
+                ));
+            }
+            if d == &raw.time_column {
+                return Err(field(
+                    "dimensions",
+                    format!("{d:?} is the time column; ask for it with a granularity instead"),
+                ));
+            }
+        }
+        let mut measures = Vec::new();
+        for (name, spec) in &raw.measures {
+            if !is_identifier(name) {
+                return Err(field(
+                    "measures",
+                    format!("{name:?} must be lower-case letters, digits and _"),
+                ));
+            }
+            if raw.dimensions.contains(name) || name == "period" {
+                return Err(field(
+                    "measures",
+                    format!("{name:?} is also a dimension name"),
+                ));
+            }
+            let [(agg_name, column)] = spec.iter().collect::<Vec<_>>()[..] else {
+                return Err(field(
+                    &format!("measures.{name}"),
+                    "must be one aggregate, such as {sum: sales_amount}".into(),
+                ));
+            };
+            let agg = Agg::parse(agg_name).ok_or_else(|| {
+                field(&format!("measures.{name}"), format!("unknown aggregate {agg_name:?}; expected sum, count, min, max, avg or count_distinct"))
+            })?;
+            let column = if column == "*" {
+                if agg != Agg::Count {
+                    return Err(field(
+                        &format!("measures.{name}"),
+                        "only count may count every row (\"*\")".into(),
+                    ));
+                }
+                None
+            } else {
+                let ty = column_type(column).ok_or_else(|| {
+                    field(
+                        &format!("measures.{name}"),
+                        format!("{column:?} is not one of the columns"),
+                    )
+                })?;
+                if matches!(agg, Agg::Sum | Agg::Avg)
+                    && !matches!(ty, ValueType::Int | ValueType::Float)
+                {
+                    return Err(field(
+                        &format!("measures.{name}"),
+                        format!(
+                            "{agg_name} needs a numeric column; {column:?} is {}",
+                            ty_name(ty)
+                        ),
+                    ));
+                }
+                Some(column.clone())
+            };
+            measures.push(Measure {
+                name: name.clone(),
+                agg,
+                column,
+            });
+        }
+        let mut rollups: Vec<RollupDef> = Vec::new();
+        for (i, r) in raw.rollups.into_iter().enumerate() {
+            let at = format!("rollups[{i}]");
+            let grain = match Grain::parse(&r.grain) {
+                Some(g @ (Grain::Day | Grain::Month)) => g,
+                _ => {
+                    return Err(field(
+                        &at,
+                        format!(
+                            "grain {:?} is not supported; rollups of a date column are day or month",
+                            r.grain
+                        ),
+                    ));
+                }
+            };
+            for d in &r.dimensions {
+                if !raw.dimensions.contains(d) {
+                    return Err(field(
+                        &at,
+                        format!("{d:?} is not one of the dataset's dimensions"),
+                    ));
+                }
+            }
+            let name = r.name.unwrap_or_else(|| {
+                let mut n = format!("{}_{}", raw.dataset, grain);
+                for d in &r.dimensions {
+                    n.push('_');
+                    n.push_str(d);
+                }
+                n
+            });
+            if !is_identifier(&name) || name.len() > 56 {
+                return Err(field(
+                    &at,
+                    format!(
+                        "name {name:?} must be lower-case letters, digits and _ (at most 56); give a shorter `name`"
+                    ),
+                ));
+            }
+            if rollups.iter().any(|x| x.name == name) {
+                return Err(field(&at, format!("name {name:?} is used twice")));
+            }
+            rollups.push(RollupDef {
+                name,
+                grain,
+                dimensions: r.dimensions,
+            });
+        }
+        Ok(Dataset {
+            name: raw.dataset,
+            table,
+            time_column: raw.time_column,
+            columns,
+            dimensions: raw.dimensions,
+            measures,
+            rollups,
+            source: file.to_owned(),
+        })
+    }
+
+    pub fn measure(&self, name: &str) -> Option<&Measure> {
+        self.measures.iter().find(|m| m.name == name)
+    }
+
+    /// The value type of a column.
+    pub fn column_type(&self, name: &str) -> Option<ValueType> {
+        self.columns.column(name).map(|c| c.ty)
+    }
+
+    /// Whether a measure can be kept in rollups: its partial aggregates must
+    /// combine exactly, so no count distinct. (Sums of float table columns
+    /// are refused where the table is known: see `rollup`.)
+    pub fn is_additive(&self, m: &Measure) -> bool {
+        m.agg != Agg::CountDistinct
+    }
+}
+
+fn ty_name(ty: ValueType) -> &'static str {
+    match ty {
+        ValueType::Int => "int",
+        ValueType::Float => "float",
+        ValueType::Str => "str",
+        ValueType::Date => "date",
+        ValueType::Bool => "bool",
+    }
+}
+
+/// All known datasets.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub datasets: Vec<Dataset>,
+}
+
+impl Catalog {
+    /// The built-in datasets plus every `*.yaml`/`*.yml` dataset file in
+    /// `dir` (a file there with a built-in's name replaces it). A missing
+    /// directory is fine; a malformed file is an error naming it.
+    pub fn load(dir: Option<&Path>) -> Result<Catalog, DatasetError> {
+        let mut files: BTreeMap<String, (String, String)> = BUILT_IN
+            .iter()
+            .map(|(name, text)| {
+                (
+                    (*name).to_owned(),
+                    ((*text).to_owned(), format!("built-in {name}")),
+                )
+            })
+            .collect();
+        if let Some(dir) = dir
+            && dir.is_dir()
+        {
+            let entries = std::fs::read_dir(dir).map_err(|e| DatasetError::Read {
+                file: dir.display().to_string(),
+                source: e,
+            })?;
+            let mut paths: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths {
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if !matches!(ext, "yaml" | "yml") {
+                    continue;
+                }
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|e| DatasetError::Read {
+                    file: file.clone(),
+                    source: e,
+                })?;
+                // Plain validation schemas (no `dataset:` key) may live beside definitions.
+                if !text.lines().any(|l| l.starts_with("dataset:")) {
+                    continue;
+                }
+                let key = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                files.insert(key, (text, file));
+            }
+        }
+        let mut catalog = Catalog::default();
+        for (text, file) in files.values() {
+            let d = Dataset::parse(text, file)?;
+            if let Some(other) = catalog.datasets.iter().find(|o| o.name == d.name) {
+                return Err(DatasetError::Duplicate {
+                    name: d.name,
+                    first: other.source.clone(),
+                    second: d.source,
+                });
+            }
+            catalog.datasets.push(d);
+        }
+        Ok(catalog)
+    }
+
+    /// The models directory: `CLUE_MODELS`, else `./models`.
+    pub fn from_env() -> Result<Catalog, DatasetError> {
+        let dir = std::env::var_os("CLUE_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR));
+        Catalog::load(Some(&dir))
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Dataset, DatasetError> {
+        self.datasets
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| DatasetError::Unknown(name.to_owned()))
+    }
+
+    /// The dataset stored in `table` (`schema.name` or bare name in `public`).
+    pub fn for_table(&self, schema: &str, name: &str) -> Option<&Dataset> {
+        self.datasets
+            .iter()
+            .find(|d| match d.table.split_once('.') {
+                Some((s, n)) => s == schema && n == name,
+                None => schema == "public" && d.table == name,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_sales_report() {
+        let c = Catalog::load(None).unwrap();
+        let d = c.get("sales_report").unwrap();
+        assert_eq!(d.table, "sales_report");
+        assert_eq!(d.time_column, "sales_date");
+        assert_eq!(d.dimensions, ["product_id", "product_name", "region"]);
+        let revenue = d.measure("revenue").unwrap();
+        assert_eq!(
+            (revenue.agg, revenue.column.as_deref()),
+            (Agg::Sum, Some("sales_amount"))
+        );
+        assert!(d.is_additive(revenue));
+        assert!(!d.is_additive(d.measure("products").unwrap()));
+        let names: Vec<&str> = d.rollups.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sales_report_day",
+                "sales_report_month",
+                "sales_report_day_region",
+                "sales_report_month_product_region"
+            ]
+        );
+        assert!(c.for_table("public", "sales_report").is_some());
+        assert!(c.for_table("other", "sales_report").is_none());
+    }
+
+    fn check_error(yaml: &str, expect: &str) {
+        let err = Dataset::parse(yaml, "d.yaml").unwrap_err().to_string();
+        assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+    }
+
+    const BASE: &str = "dataset: t\ntime_column: d\ncolumns: {d: date, n: int, s: str, f: float}\n";
+
+    #[test]
+    fn malformed_definitions_name_file_and_field() {
+        check_error(
+            "dataset: T\ntime_column: d\ncolumns: {d: date}\n",
+            "d.yaml: field \"dataset\": \"T\" must be lower-case",
+        );
+        check_error(
+            "dataset: t\ntime_column: x\ncolumns: {d: date}\n",
+            "field \"time_column\": \"x\" is not one of the columns",
+        );
+        check_error(
+            "dataset: t\ntime_column: n\ncolumns: {n: int}\n",
+            "\"n\" must be a date column",
+        );
+        check_error(
+            &format!("{BASE}dimensions: [zz]\n"),
+            "field \"dimensions\": \"zz\" is not one of the columns",
+        );
+        check_error(
+            &format!("{BASE}measures: {{m: {{median: n}}}}\n"),
+            "field \"measures.m\": unknown aggregate \"median\"",
+        );
+        check_error(
+            &format!("{BASE}measures: {{m: {{sum: s}}}}\n"),
+            "sum needs a numeric column; \"s\" is str",
+        );
+        check_error(
+            &format!("{BASE}measures: {{m: {{sum: \"*\"}}}}\n"),
+            "only count may count every row",
+        );
+        check_error(
+            &format!("{BASE}dimensions: [s]\nrollups: [{{grain: week}}]\n"),
+            "field \"rollups[0]\": grain \"week\" is not supported",
+        );
+        check_error(
+            &format!("{BASE}rollups: [{{grain: day, dimensions: [s]}}]\n"),
+            "\"s\" is not one of the dataset's dimensions",
+        );
+        check_error(
+            &format!("{BASE}rollups: [{{grain: day}}, {{grain: day}}]\n"),
+            "name \"t_day\" is used twice",
+        );
+        check_error(
+            &format!("{BASE}colour: red\n"),
+            "d.yaml: not a valid dataset definition: unknown field `colour`",
+        );
+        check_error(
+            "dataset: t\ntime_column: d\ncolumns: {d: dat}\n",
+            "unknown type \"dat\"",
+        );
+    }
+
+    #[test]
+    fn grains_nest() {
+        assert!(Grain::Month.is_coarsening_of(Grain::Day));
+        assert!(Grain::Year.is_coarsening_of(Grain::Month));
+        assert!(!Grain::Week.is_coarsening_of(Grain::Month));
+        assert!(!Grain::Month.is_coarsening_of(Grain::Week));
+        assert!(Grain::Week.is_coarsening_of(Grain::Day));
+    }
+}

@@ -1,0 +1,214 @@
+//! Planner tests from data: each case in `tests/planner/*.yaml` is a query
+//! and the sources and SQL the planner must choose for it. Run with
+//! `UPDATE_EXPECT=1` to rewrite the expectations after a deliberate change.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::dataset::Catalog;
+use crate::rollup::Partial;
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Case {
+    name: String,
+    query: Query,
+    #[serde(default)]
+    force_fact: bool,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Expect {
+    served_from: Vec<String>,
+    sql: String,
+    params: Vec<String>,
+}
+
+/// The built-in rollups of sales_report with plausible sizes (10M rows).
+fn rollups(dataset: &Dataset) -> Vec<RollupInfo> {
+    let partials = vec![
+        Partial {
+            kind: PartialKind::Sum,
+            source: "unit_price".into(),
+        },
+        Partial {
+            kind: PartialKind::Count,
+            source: "unit_price".into(),
+        },
+        Partial {
+            kind: PartialKind::Max,
+            source: "unit_price".into(),
+        },
+        Partial {
+            kind: PartialKind::Min,
+            source: "unit_price".into(),
+        },
+        Partial {
+            kind: PartialKind::Sum,
+            source: "quantity_sold".into(),
+        },
+        Partial {
+            kind: PartialKind::Sum,
+            source: "sales_amount".into(),
+        },
+    ];
+    dataset
+        .rollups
+        .iter()
+        .map(|r| RollupInfo {
+            name: r.name.clone(),
+            dataset: dataset.name.clone(),
+            grain: r.grain,
+            dimensions: r.dimensions.clone(),
+            partials: partials.clone(),
+            rows: match (r.grain, r.dimensions.len()) {
+                (Grain::Month, 0) => 24,
+                (Grain::Day, 0) => 731,
+                (Grain::Day, _) => 3_655,
+                _ => 480_000,
+            },
+        })
+        .collect()
+}
+
+fn describe(plan: &Plan) -> Expect {
+    Expect {
+        served_from: plan
+            .served_from
+            .iter()
+            .map(|s| {
+                let day = |d: Option<NaiveDate>| d.map_or("…".to_owned(), |d| d.to_string());
+                format!("{} {} {}..{}", s.source, s.name, day(s.from), day(s.to))
+            })
+            .collect(),
+        sql: plan.sql.clone(),
+        params: plan
+            .params
+            .iter()
+            .map(|p| match p {
+                PlanParam::Date(d) => d.to_string(),
+                PlanParam::Text(t) => t.clone(),
+                PlanParam::TextArray(v) => format!("{v:?}"),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn planner_cases_from_data_files() {
+    let catalog = Catalog::load(None).unwrap();
+    let dataset = catalog.get("sales_report").unwrap();
+    let rollups = rollups(dataset);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/planner");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut failures = Vec::new();
+    for file in files {
+        let mut cases: Vec<Case> = yaml_serde::from_str(&std::fs::read_to_string(&file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for case in &mut cases {
+            let plan = plan(
+                dataset,
+                "\"public\".\"sales_report\"",
+                &rollups,
+                &case.query,
+                case.force_fact,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let got = describe(&plan);
+            if got != case.expect {
+                if update {
+                    case.expect = got;
+                } else {
+                    failures.push(format!(
+                        "{} ({}):\n  expected {:#?}\n  got {:#?}",
+                        case.name,
+                        file.display(),
+                        case.expect,
+                        got
+                    ));
+                }
+            }
+        }
+        if update {
+            std::fs::write(&file, yaml_serde::to_string(&cases).unwrap()).unwrap();
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn q(measures: &[&str]) -> Query {
+    Query {
+        measures: measures.iter().map(|s| s.to_string()).collect(),
+        dimensions: vec![],
+        granularity: None,
+        start: None,
+        end: None,
+        filters: vec![],
+        order: vec![],
+        limit: None,
+        gap_fill: false,
+    }
+}
+
+#[test]
+fn bad_queries_are_refused_by_name() {
+    let catalog = Catalog::load(None).unwrap();
+    let d = catalog.get("sales_report").unwrap();
+    let check_err = |query: Query, expect: &str| {
+        let err = plan(d, "t", &[], &query, false).unwrap_err().to_string();
+        assert_eq!(err, expect);
+    };
+    check_err(q(&[]), "measures: at least one measure is needed");
+    check_err(
+        q(&["profit"]),
+        "measures: \"profit\" is not a measure of dataset sales_report",
+    );
+    check_err(
+        Query {
+            dimensions: vec!["colour".into()],
+            ..q(&["revenue"])
+        },
+        "dimensions: \"colour\" is not a dimension of dataset sales_report",
+    );
+    check_err(
+        Query {
+            filters: vec![Filter {
+                dimension: "sales_date".into(),
+                op: FilterOp::Equals("x".into()),
+            }],
+            ..q(&["revenue"])
+        },
+        "filters: \"sales_date\" is not a dimension of dataset sales_report",
+    );
+    check_err(
+        Query {
+            order: vec![Order {
+                field: "period".into(),
+                desc: false,
+            }],
+            ..q(&["revenue"])
+        },
+        "order: \"period\" is not a measure, dimension or period of this query",
+    );
+    check_err(
+        Query {
+            gap_fill: true,
+            granularity: Some(Grain::Day),
+            ..q(&["revenue"])
+        },
+        "gap_fill: needs a granularity, a start and an end",
+    );
+    check_err(
+        q(&["revenue", "revenue"]),
+        "measures.revenue: is given more than once",
+    );
+}

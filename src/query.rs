@@ -1,0 +1,646 @@
+//! The generic query: its JSON form, its checks, its execution through the
+//! planner, and the cache of answers for closed past ranges.
+//!
+//! Architecture Invariant: a cached answer is never served after a write
+//! into its range has been notified: imports and rollup rebuilds send
+//! `clue_writes` notifications in their transactions; the cache drops what
+//! they touch and refuses to store answers computed before the latest
+//! notification. While the notification listener is down, nothing is cached.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
+
+use crate::dataset::{Catalog, DatasetError, Grain};
+use crate::db::{Database, DbError};
+use crate::planner::{self, OutKind, Plan, PlanError, PlanParam, RawFilter, Served};
+use crate::rollup::{self, RollupError};
+
+/// A query as clients write it (`POST /api/v1/query`, `clue query`).
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "dataset": "sales_report",
+    "measures": ["revenue", "quantity"],
+    "dimensions": ["region"],
+    "granularity": "month",
+    "start_date": "2024-03-15",
+    "end_date": "2024-09-14",
+    "filters": [{"dimension": "region", "in": ["North", "South"]}],
+    "order": [{"field": "revenue", "desc": true}],
+    "limit": 100
+}))]
+pub struct QueryRequest {
+    /// A declared dataset (`clue datasets`).
+    pub dataset: String,
+    /// Measure names of the dataset.
+    pub measures: Vec<String>,
+    /// Dimension names to group by.
+    #[serde(default)]
+    pub dimensions: Vec<String>,
+    /// Time bucket of each row; absent: one bucket for the whole range.
+    #[serde(default)]
+    pub granularity: Option<Grain>,
+    /// First day included (`YYYY-MM-DD`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub start_date: Option<NaiveDate>,
+    /// Last day included (`YYYY-MM-DD`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Date)]
+    pub end_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub filters: Vec<RawFilter>,
+    /// Sort keys: measures, dimensions or `period`; then by period and dimensions.
+    #[serde(default)]
+    pub order: Vec<OrderRequest>,
+    /// At most this many rows (1 to 100000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Return every period of the range, empty ones with zero sums and counts.
+    #[serde(default)]
+    pub gap_fill: bool,
+    /// IANA time zone for bucketing. Datasets with a date time column hold
+    /// calendar dates, which no zone shifts; the name is still checked.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub field: String,
+    #[serde(default)]
+    pub desc: bool,
+}
+
+/// An answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueryResponse {
+    pub dataset: String,
+    /// Which rollups or fact table answered which days.
+    pub served_from: Vec<Served>,
+    /// Rows as objects: `period` (with a granularity), dimensions, measures.
+    /// Decimal measures are exact JSON numbers.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Row>,
+}
+
+/// One result row: column names and typed values, serialized as a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row(pub Vec<(String, Cell)>);
+
+impl Row {
+    pub fn get(&self, name: &str) -> Option<&Cell> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+}
+
+/// A typed result value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Decimal(rust_decimal::Decimal),
+    Text(String),
+    Date(NaiveDate),
+    Bool(bool),
+}
+
+impl Serialize for Cell {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cell::Null => s.serialize_none(),
+            Cell::Int(i) => s.serialize_i64(*i),
+            // Every digit, as a JSON number: a float would round.
+            Cell::Decimal(d) => serde_json::value::RawValue::from_string(d.to_string())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+            Cell::Text(t) => s.serialize_str(t),
+            Cell::Date(d) => s.serialize_str(&d.to_string()),
+            Cell::Bool(b) => s.serialize_bool(*b),
+        }
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Rollup(#[from] RollupError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        QueryError::Db(DbError::Query(e))
+    }
+}
+
+pub const MAX_LIMIT: u32 = 100_000;
+
+impl QueryRequest {
+    /// Checks what the planner does not: range order, limit, time zone shape.
+    pub fn to_query(&self) -> Result<planner::Query, QueryError> {
+        if let (Some(s), Some(e)) = (self.start_date, self.end_date)
+            && s > e
+        {
+            return Err(QueryError::Invalid(format!(
+                "start_date: {s} is after end_date {e}"
+            )));
+        }
+        if let Some(l) = self.limit
+            && !(1..=MAX_LIMIT).contains(&l)
+        {
+            return Err(QueryError::Invalid(format!(
+                "limit: must be between 1 and {MAX_LIMIT}, got {l}"
+            )));
+        }
+        if let Some(tz) = &self.time_zone
+            && (tz.is_empty()
+                || tz.len() > 64
+                || !tz
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)))
+        {
+            return Err(QueryError::Invalid(format!(
+                "time_zone: {:?} is not an IANA time zone name",
+                tz.chars().take(64).collect::<String>()
+            )));
+        }
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| planner::Filter::try_from(f.clone()).map_err(QueryError::Invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(planner::Query {
+            measures: self.measures.clone(),
+            dimensions: self.dimensions.clone(),
+            granularity: self.granularity,
+            start: self.start_date,
+            end: self.end_date,
+            filters,
+            order: self
+                .order
+                .iter()
+                .map(|o| planner::Order {
+                    field: o.field.clone(),
+                    desc: o.desc,
+                })
+                .collect(),
+            limit: self.limit,
+            gap_fill: self.gap_fill,
+        })
+    }
+}
+
+/// Runs the query; `force_fact` answers from the fact table alone.
+pub async fn execute(
+    db: &Database,
+    catalog: &Catalog,
+    req: &QueryRequest,
+    force_fact: bool,
+) -> Result<QueryResponse, QueryError> {
+    let dataset = catalog.get(&req.dataset)?;
+    let query = req.to_query()?;
+    let client = db.client().await?;
+    if let Some(tz) = &req.time_zone {
+        let known: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)",
+                &[tz],
+            )
+            .await?
+            .get(0);
+        if !known {
+            return Err(QueryError::Invalid(format!(
+                "time_zone: {tz:?} is not an IANA time zone name"
+            )));
+        }
+    }
+    let table = crate::schema::find_table(&**client, &dataset.table)
+        .await
+        .map_err(|e| QueryError::Invalid(e.to_string()))?
+        .ok_or_else(|| {
+            QueryError::Invalid(format!(
+                "dataset: {} has no table yet (create it and import data first)",
+                dataset.name
+            ))
+        })?;
+    let rollups = rollup::current(&**client, dataset).await?;
+    let plan = planner::plan(dataset, &table.quoted(), &rollups, &query, force_fact)?;
+    let rows = run(&client, &plan).await?;
+    Ok(QueryResponse {
+        dataset: dataset.name.clone(),
+        served_from: plan.served_from,
+        rows,
+    })
+}
+
+async fn run(client: &deadpool_postgres::Client, plan: &Plan) -> Result<Vec<Row>, QueryError> {
+    let params: Vec<&(dyn ToSql + Sync)> = plan
+        .params
+        .iter()
+        .map(|p| match p {
+            PlanParam::Date(d) => d as &(dyn ToSql + Sync),
+            PlanParam::Text(t) => t,
+            PlanParam::TextArray(v) => v,
+        })
+        .collect();
+    let statement = client.prepare_cached(&plan.sql).await?;
+    let rows = client.query(&statement, &params).await.map_err(|e| {
+        // A filter value that does not cast to the column's type is the client's mistake.
+        match e.code() {
+            Some(c)
+                if *c == tokio_postgres::error::SqlState::INVALID_TEXT_REPRESENTATION
+                    || *c == tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                    || *c == tokio_postgres::error::SqlState::INVALID_DATETIME_FORMAT
+                    || *c == tokio_postgres::error::SqlState::DATETIME_FIELD_OVERFLOW =>
+            {
+                QueryError::Invalid(
+                    "filters: a value does not match the type of its dimension".into(),
+                )
+            }
+            _ => QueryError::from(e),
+        }
+    })?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut cells = Vec::with_capacity(plan.columns.len());
+        for (i, c) in plan.columns.iter().enumerate() {
+            let v = match c.kind {
+                OutKind::Int => row.get::<_, Option<i64>>(i).map(Cell::Int),
+                OutKind::Numeric => row
+                    .get::<_, Option<rust_decimal::Decimal>>(i)
+                    .map(Cell::Decimal),
+                OutKind::Text => row.get::<_, Option<String>>(i).map(Cell::Text),
+                OutKind::Date => row.get::<_, Option<NaiveDate>>(i).map(Cell::Date),
+                OutKind::Bool => row.get::<_, Option<bool>>(i).map(Cell::Bool),
+            };
+            cells.push((c.name.clone(), v.unwrap_or(Cell::Null)));
+        }
+        out.push(Row(cells));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Cache
+
+/// A cached answer: the serialized body and its ETag.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub body: Bytes,
+    pub etag: String,
+    pub content_type: &'static str,
+    pub served_from: String,
+}
+
+struct Entry {
+    dataset: String,
+    start: Option<NaiveDate>,
+    end: NaiveDate,
+    value: Cached,
+}
+
+/// Answers of closed past ranges, in memory, invalidated by notified writes.
+pub struct Cache {
+    entries: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    generation: AtomicU64,
+    listening: AtomicBool,
+    capacity: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache::new(2048)
+    }
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Cache {
+        Cache {
+            entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            generation: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            capacity,
+        }
+    }
+
+    /// The generation to pass to [`Cache::store`] for an answer computed from now on.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether an answer over `[start, end]` may be cached: closed and in the past.
+    pub fn cacheable(&self, end: Option<NaiveDate>, today: NaiveDate) -> bool {
+        self.listening.load(Ordering::SeqCst) && end.is_some_and(|e| e < today)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Cached> {
+        let guard = self.entries.lock().ok()?;
+        guard.0.get(key).map(|e| e.value.clone())
+    }
+
+    /// Stores an answer computed at `generation`, unless a write was notified since.
+    pub fn store(
+        &self,
+        key: String,
+        dataset: &str,
+        start: Option<NaiveDate>,
+        end: NaiveDate,
+        generation: u64,
+        value: Cached,
+    ) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        // Checked under the lock that invalidation also takes.
+        if generation != self.generation.load(Ordering::SeqCst)
+            || !self.listening.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let (map, order) = &mut *guard;
+        if map.len() >= self.capacity
+            && let Some(old) = order.pop_front()
+        {
+            map.remove(&old);
+        }
+        order.push_back(key.clone());
+        map.insert(
+            key,
+            Entry {
+                dataset: dataset.to_owned(),
+                start,
+                end,
+                value,
+            },
+        );
+    }
+
+    /// Drops what a write into `dataset` over `[lo, hi]` (or everything of it) touches.
+    pub fn invalidate(&self, dataset: &str, range: Option<(NaiveDate, NaiveDate)>) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let (map, order) = &mut *guard;
+        map.retain(|_, e| {
+            e.dataset != dataset
+                || match range {
+                    None => false,
+                    Some((lo, hi)) => e.end < lo || e.start.is_some_and(|s| s > hi),
+                }
+        });
+        order.retain(|k| map.contains_key(k));
+    }
+
+    /// Parses a `clue_writes` payload (`dataset lo hi` or `dataset *`).
+    pub fn on_notification(&self, payload: &str) {
+        let mut parts = payload.split_whitespace();
+        let dataset = parts.next().unwrap_or("");
+        let lo = parts.next().and_then(|s| s.parse::<NaiveDate>().ok());
+        let hi = parts.next().and_then(|s| s.parse::<NaiveDate>().ok());
+        match (lo, hi) {
+            (Some(lo), Some(hi)) => self.invalidate(dataset, Some((lo, hi))),
+            _ => self.invalidate(dataset, None),
+        }
+    }
+
+    /// Marks the listener up or down; going down forgets everything.
+    pub fn set_listening(&self, up: bool) {
+        if !up && let Ok(mut guard) = self.entries.lock() {
+            guard.0.clear();
+            guard.1.clear();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.listening.store(up, Ordering::SeqCst);
+    }
+}
+
+/// ETag of a body.
+pub fn etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..12]))
+}
+
+/// Keeps `cache` informed of writes: LISTENs on `clue_writes` over a
+/// dedicated connection, reconnecting (with the cache off) when it drops.
+pub fn spawn_listener(
+    config: tokio_postgres::Config,
+    cache: Arc<Cache>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match listen_once(&config, &cache).await {
+                Ok(()) | Err(_) => cache.set_listening(false),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    })
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    cache: &Cache,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let forward = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client.batch_execute("LISTEN clue_writes").await?;
+    cache.set_listening(true);
+    while let Some(payload) = rx.recv().await {
+        cache.on_notification(&payload);
+    }
+    forward.abort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn value(tag: &str) -> Cached {
+        Cached {
+            body: Bytes::from(tag.to_owned()),
+            etag: etag(tag.as_bytes()),
+            content_type: "text/plain",
+            served_from: String::new(),
+        }
+    }
+
+    #[test]
+    fn writes_invalidate_overlapping_answers_only() {
+        let cache = Cache::new(10);
+        cache.set_listening(true);
+        let g = cache.generation();
+        cache.store(
+            "q1".into(),
+            "sales",
+            Some(d("2024-01-01")),
+            d("2024-03-31"),
+            g,
+            value("1"),
+        );
+        cache.store(
+            "q2".into(),
+            "sales",
+            Some(d("2024-06-01")),
+            d("2024-06-30"),
+            g,
+            value("2"),
+        );
+        cache.store("q3".into(), "other", None, d("2024-06-30"), g, value("3"));
+        cache.on_notification("sales 2024-03-15 2024-04-02");
+        assert!(cache.get("q1").is_none(), "overlapping answer dropped");
+        assert!(cache.get("q2").is_some());
+        assert!(cache.get("q3").is_some(), "other datasets untouched");
+        cache.on_notification("sales *");
+        assert!(cache.get("q2").is_none());
+    }
+
+    #[test]
+    fn an_answer_computed_before_a_write_is_not_stored() {
+        let cache = Cache::new(10);
+        cache.set_listening(true);
+        let before = cache.generation();
+        cache.on_notification("sales 2030-01-01 2030-01-01");
+        cache.store(
+            "q".into(),
+            "sales",
+            None,
+            d("2024-01-31"),
+            before,
+            value("stale"),
+        );
+        assert!(cache.get("q").is_none());
+    }
+
+    #[test]
+    fn nothing_is_cached_without_the_listener_or_for_open_ranges() {
+        let cache = Cache::new(10);
+        let today = d("2026-11-22");
+        assert!(!cache.cacheable(Some(d("2024-01-31")), today));
+        cache.set_listening(true);
+        assert!(cache.cacheable(Some(d("2024-01-31")), today));
+        assert!(!cache.cacheable(None, today));
+        assert!(!cache.cacheable(Some(today), today));
+        cache.store(
+            "q".into(),
+            "sales",
+            None,
+            d("2024-01-31"),
+            cache.generation(),
+            value("x"),
+        );
+        cache.set_listening(false);
+        assert!(
+            cache.get("q").is_none(),
+            "losing the listener forgets everything"
+        );
+    }
+
+    #[test]
+    fn capacity_evicts_the_oldest() {
+        let cache = Cache::new(2);
+        cache.set_listening(true);
+        for k in ["a", "b", "c"] {
+            cache.store(
+                k.into(),
+                "s",
+                None,
+                d("2024-01-01"),
+                cache.generation(),
+                value(k),
+            );
+        }
+        assert!(cache.get("a").is_none());
+        assert!(cache.get("c").is_some());
+    }
+
+    #[test]
+    fn requests_are_checked() {
+        let req: QueryRequest = serde_json::from_value(serde_json::json!({
+            "dataset": "sales_report", "measures": ["revenue"], "start_date": "2025-02-01", "end_date": "2025-01-01"
+        }))
+        .unwrap();
+        assert_eq!(
+            req.to_query().unwrap_err().to_string(),
+            "start_date: 2025-02-01 is after end_date 2025-01-01"
+        );
+        let bad = serde_json::from_value::<QueryRequest>(
+            serde_json::json!({"dataset": "s", "measures": [], "colour": 1}),
+        );
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("unknown field `colour`")
+        );
+        let req: QueryRequest = serde_json::from_value(serde_json::json!({
+            "dataset": "s", "measures": ["m"], "filters": [{"dimension": "region", "equals": "N", "in": ["S"]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            req.to_query().unwrap_err().to_string(),
+            "filters: \"region\" needs exactly one of `equals`, `in`, or `min`/`max`"
+        );
+        let req: QueryRequest = serde_json::from_value(
+            serde_json::json!({"dataset": "s", "measures": ["m"], "limit": 0}),
+        )
+        .unwrap();
+        assert_eq!(
+            req.to_query().unwrap_err().to_string(),
+            "limit: must be between 1 and 100000, got 0"
+        );
+        let req: QueryRequest = serde_json::from_value(serde_json::json!({"dataset": "s", "measures": ["m"], "time_zone": "Europe/Paris; drop"})).unwrap();
+        assert!(
+            req.to_query()
+                .unwrap_err()
+                .to_string()
+                .starts_with("time_zone:")
+        );
+    }
+}

@@ -1,0 +1,528 @@
+//! Datasets, rollups and the planner against real data: the planner's answer
+//! equals the fact table's for random queries (after concurrent imports), the
+//! rollups verify, the cache never outlives a write, and the query API.
+
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestDb, clue_with, scratch_dir, write_file};
+
+const HEADER: &str =
+    "product_id,product_name,region,sales_date,quantity_sold,sales_amount,unit_price";
+const REGIONS: [&str; 4] = ["North", "South", "East", "West"];
+
+/// A CSV of `rows` random sales over 2024-01-01..2025-12-31 (amounts with odd cents).
+fn random_csv(rng: &mut ChaCha8Rng, rows: usize) -> String {
+    let mut out = format!("{HEADER}\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    for _ in 0..rows {
+        let product = rng.random_range(1..=40);
+        let date = start + chrono::Days::new(rng.random_range(0..731));
+        let qty = rng.random_range(1..=20);
+        let cents: i64 = rng.random_range(1..=50_000);
+        out.push_str(&format!(
+            "{},P{product},{},{date},{qty},{}.{:02},{}.{:02}\n",
+            1000 + product,
+            REGIONS[rng.random_range(0..REGIONS.len())],
+            cents * qty / 100,
+            cents * qty % 100,
+            cents / 100,
+            cents % 100
+        ));
+    }
+    out
+}
+
+fn random_query(rng: &mut ChaCha8Rng) -> Value {
+    let all_measures = [
+        "revenue",
+        "quantity",
+        "sales",
+        "avg_unit_price",
+        "min_unit_price",
+        "max_unit_price",
+        "products",
+    ];
+    let mut measures: Vec<&str> = all_measures
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.4))
+        .collect();
+    if measures.is_empty() {
+        measures.push("revenue");
+    }
+    let dims: Vec<&str> = ["product_id", "product_name", "region"]
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.3))
+        .collect();
+    let grains = [
+        None,
+        Some("day"),
+        Some("week"),
+        Some("month"),
+        Some("quarter"),
+        Some("year"),
+    ];
+    let granularity = grains[rng.random_range(0..grains.len())];
+    let day = |rng: &mut ChaCha8Rng| {
+        chrono::NaiveDate::from_ymd_opt(2023, 12, 20).unwrap()
+            + chrono::Days::new(rng.random_range(0..760))
+    };
+    let (mut a, mut b) = (day(rng), day(rng));
+    if a > b {
+        std::mem::swap(&mut a, &mut b);
+    }
+    let mut q = json!({"dataset": "sales_report", "measures": measures, "dimensions": dims});
+    if let Some(g) = granularity {
+        q["granularity"] = json!(g);
+    }
+    match rng.random_range(0..4) {
+        0 => {}
+        1 => q["start_date"] = json!(a.to_string()),
+        2 => q["end_date"] = json!(b.to_string()),
+        _ => {
+            q["start_date"] = json!(a.to_string());
+            q["end_date"] = json!(b.to_string());
+        }
+    }
+    let mut filters = Vec::new();
+    if rng.random_bool(0.3) {
+        filters.push(json!({"dimension": "region", "equals": REGIONS[rng.random_range(0..4)]}));
+    }
+    if rng.random_bool(0.2) {
+        filters.push(json!({"dimension": "region", "in": ["North", "East"]}));
+    }
+    if rng.random_bool(0.2) {
+        filters.push(json!({"dimension": "product_id", "min": 1005, "max": 1030}));
+    }
+    q["filters"] = json!(filters);
+    let zones = [
+        "UTC",
+        "Europe/Paris",
+        "America/New_York",
+        "Asia/Kolkata",
+        "Australia/Adelaide",
+    ];
+    q["time_zone"] = json!(zones[rng.random_range(0..zones.len())]);
+    if rng.random_bool(0.2)
+        && granularity.is_some()
+        && q.get("start_date").is_some()
+        && q.get("end_date").is_some()
+    {
+        q["gap_fill"] = json!(true);
+    }
+    q
+}
+
+async fn answer(
+    db: &clue::db::Database,
+    catalog: &clue::dataset::Catalog,
+    q: &Value,
+    fact: bool,
+) -> clue::query::QueryResponse {
+    let req: clue::query::QueryRequest = serde_json::from_value(q.clone()).unwrap();
+    clue::query::execute(db, catalog, &req, fact)
+        .await
+        .unwrap_or_else(|e| panic!("{q}: {e}"))
+}
+
+#[tokio::test]
+async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    let dir = scratch_dir();
+    let mut rng = ChaCha8Rng::seed_from_u64(20261122);
+    // Concurrent imports into the same months.
+    let files: Vec<_> = (0..3)
+        .map(|i| write_file(dir.path(), &format!("r{i}.csv"), random_csv(&mut rng, 3000)))
+        .collect();
+    let runs: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (url, f) = (db.url.clone(), f.clone());
+            std::thread::spawn(move || {
+                clue_with(
+                    &[
+                        "import-data",
+                        "-c",
+                        f.to_str().unwrap(),
+                        "-t",
+                        "sales_report",
+                    ],
+                    &[("CLUE_DATABASE_URL", &url)],
+                )
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap().ok();
+    }
+    let verify = db.clue(&["rollups", "verify"]).ok();
+    assert_eq!(
+        verify.stdout.matches(": ok").count(),
+        4,
+        "{}",
+        verify.stdout
+    );
+
+    let database = db.open().await;
+    let catalog = clue::dataset::Catalog::load(None).unwrap();
+    let mut from_rollups = 0;
+    for i in 0..120 {
+        let q = random_query(&mut rng);
+        let planned = answer(&database, &catalog, &q, false).await;
+        let reference = answer(&database, &catalog, &q, true).await;
+        assert_eq!(
+            planned.rows, reference.rows,
+            "query #{i} {q}\nserved from {:?}",
+            planned.served_from
+        );
+        if planned.served_from.iter().any(|s| s.source == "rollup") {
+            from_rollups += 1;
+        }
+    }
+    assert!(
+        from_rollups >= 40,
+        "only {from_rollups} of 120 queries used a rollup"
+    );
+}
+
+#[tokio::test]
+async fn verify_finds_manual_changes_and_rebuild_repairs_them() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        crate::helpers::peer_file("sales_data.csv")
+            .to_str()
+            .unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE sales_report SET sales_amount = sales_amount + 1 WHERE product_id = 1002",
+        )
+        .await
+        .unwrap();
+    let bad = db.clue(&["rollups", "verify"]);
+    assert_eq!(bad.code, 1, "{}", bad.stderr);
+    assert!(
+        bad.stdout
+            .contains("sales_report_month (1 rows): 2 row(s) differ"),
+        "{}",
+        bad.stdout
+    );
+    assert!(
+        bad.stderr.contains("run `clue rollups rebuild`"),
+        "{}",
+        bad.stderr
+    );
+    let rebuilt = db.clue(&["rollups", "rebuild"]).ok();
+    assert!(
+        rebuilt
+            .stdout
+            .contains("rebuilt sales_report_month (1 rows)"),
+        "{}",
+        rebuilt.stdout
+    );
+    assert_eq!(
+        db.clue(&["rollups", "verify"])
+            .ok()
+            .stdout
+            .matches(": ok")
+            .count(),
+        4
+    );
+    let month: rust_decimal::Decimal = db
+        .value("SELECT sum_sales_amount FROM clue_rollup.sales_report_month")
+        .await;
+    assert_eq!(
+        month,
+        "70580.00".parse().unwrap(),
+        "five WidgetB rows gained 1.00 each"
+    );
+}
+
+#[tokio::test]
+async fn rollups_are_built_for_data_loaded_before_they_existed() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO sales_report (product_id, product_name, region, sales_date, quantity_sold, sales_amount, unit_price)
+             VALUES (1, 'A', 'North', '2025-01-05', 2, 10.00, 5.00), (1, 'A', 'North', '2025-02-05', 1, 5.00, 5.00)",
+        )
+        .await
+        .unwrap();
+    let out = db
+        .clue(&["query", r#"{"dataset": "sales_report", "measures": ["revenue", "sales"], "granularity": "month"}"#])
+        .ok();
+    let answer: Value = serde_json::from_str(&out.stdout).unwrap();
+    // No rollup existed yet: the query answers from the facts.
+    assert_eq!(answer["served_from"][0]["source"], "fact");
+    assert_eq!(
+        answer["rows"],
+        json!([{"period": "2025-01-01", "revenue": 10.00, "sales": 1}, {"period": "2025-02-01", "revenue": 5.00, "sales": 1}])
+    );
+    // The next import builds them from what is there, then adds its own rows.
+    db.clue(&[
+        "import-data",
+        "-c",
+        crate::helpers::peer_file("sales_data.csv")
+            .to_str()
+            .unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    let out = db
+        .clue(&[
+            "query",
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "granularity": "year"}"#,
+        ])
+        .ok();
+    let answer: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(answer["served_from"][0]["name"], "sales_report_month");
+    assert_eq!(
+        answer["rows"],
+        json!([{"period": "2025-01-01", "revenue": 70590.00}])
+    );
+}
+
+async fn serve(db: &TestDb) -> String {
+    let database = Arc::new(db.open().await);
+    let app = clue::api::Application::build(database, "127.0.0.1", 0)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run_until(std::future::pending()));
+    // The write listener connects in the background.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    base
+}
+
+#[tokio::test]
+async fn cached_answers_never_outlive_a_late_write() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        crate::helpers::peer_file("sales_data.csv")
+            .to_str()
+            .unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    let base = serve(&db).await;
+    let http = reqwest::Client::new();
+    let url =
+        format!("{base}/reports/monthly-sales-summary?start_date=2025-04-01&end_date=2025-04-30");
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.headers()["clue-cache"], "miss");
+    assert_eq!(
+        first.headers()["clue-served-from"],
+        "rollup sales_report_month 2025-04-01..2025-04-30"
+    );
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        first.text().await.unwrap(),
+        r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#
+    );
+    let second = http.get(&url).send().await.unwrap();
+    assert_eq!(second.headers()["clue-cache"], "hit");
+    let not_modified = http
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), reqwest::StatusCode::NOT_MODIFIED);
+    // A late row for April arrives through another process.
+    let dir = scratch_dir();
+    let late = write_file(
+        dir.path(),
+        "late.csv",
+        format!("{HEADER}\n1001,WidgetA,North,2025-04-30,5,500.00,100.00\n"),
+    );
+    db.clue(&[
+        "import-data",
+        "-c",
+        late.to_str().unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    let mut body = String::new();
+    for _ in 0..50 {
+        let r = http.get(&url).send().await.unwrap();
+        body = r.text().await.unwrap();
+        if body.contains("850") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        body,
+        r#"[{"month":"2025-04","quantity":850,"revenue":71075.00}]"#
+    );
+    // Open ranges (up to today) are never cached.
+    let open = format!("{base}/reports/monthly-sales-summary?start_date=2025-04-01");
+    http.get(&open).send().await.unwrap();
+    assert_eq!(
+        http.get(&open).send().await.unwrap().headers()["clue-cache"],
+        "miss"
+    );
+    // no-cache computes afresh.
+    let fresh = http
+        .get(&url)
+        .header("Cache-Control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.headers()["clue-cache"], "miss");
+}
+
+#[tokio::test]
+async fn the_query_endpoint_answers_and_names_bad_fields() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        crate::helpers::peer_file("sales_data.csv")
+            .to_str()
+            .unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    let base = serve(&db).await;
+    let http = reqwest::Client::new();
+    let post = |body: Value| http.post(format!("{base}/api/v1/query")).json(&body).send();
+    let r = post(json!({"dataset": "sales_report", "measures": ["revenue", "sales"], "dimensions": ["region"], "start_date": "2025-04-01", "end_date": "2025-04-30", "order": [{"field": "revenue", "desc": true}], "limit": 2})).await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["rows"],
+        json!([{"region": "West", "revenue": 22900.00, "sales": 5}, {"region": "North", "revenue": 18600.00, "sales": 5}])
+    );
+    assert_eq!(
+        body["served_from"],
+        json!([{"source": "rollup", "name": "sales_report_month_product_region", "from": "2025-04-01", "to": "2025-04-30"}])
+    );
+    let gaps: Value = post(json!({"dataset": "sales_report", "measures": ["quantity"], "granularity": "month", "start_date": "2025-03-10", "end_date": "2025-05-20", "gap_fill": true})).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        gaps["rows"],
+        json!([{"period": "2025-03-01", "quantity": 0}, {"period": "2025-04-01", "quantity": 845}, {"period": "2025-05-01", "quantity": 0}])
+    );
+
+    let cases = [
+        (
+            json!({"dataset": "sales_report", "measures": ["profit"]}),
+            "measures",
+            "\"profit\" is not a measure of dataset sales_report",
+        ),
+        (
+            json!({"dataset": "nope", "measures": ["revenue"]}),
+            "dataset",
+            "unknown dataset \"nope\"",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "granularity": "fortnight"}),
+            "body",
+            "",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "product_id", "equals": "abc"}]}),
+            "filters",
+            "a value does not match the type of its dimension",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "time_zone": "Mars/Olympus"}),
+            "time_zone",
+            "\"Mars/Olympus\" is not an IANA time zone name",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "start_date": "2025-05-01", "end_date": "2025-04-01"}),
+            "start_date",
+            "2025-05-01 is after end_date 2025-04-01",
+        ),
+    ];
+    for (body, name, reason) in cases {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["invalid_params"][0]["name"], name, "{body}: {p}");
+        if !reason.is_empty() {
+            assert_eq!(p["invalid_params"][0]["reason"], reason, "{body}: {p}");
+        }
+    }
+    let r = http
+        .post(format!("{base}/api/v1/query"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn user_datasets_load_from_the_models_directory() {
+    let dir = scratch_dir();
+    write_file(
+        dir.path(),
+        "visits.yaml",
+        "dataset: visits\ntable: web_visits\ntime_column: day\ncolumns: {day: date, page: str, views: int}\ndimensions: [page]\nmeasures: {views: {sum: views}}\nrollups: [{grain: month, dimensions: [page]}]\n",
+    );
+    write_file(dir.path(), "rules.yaml", "page: str\n");
+    let out = clue_with(
+        &["datasets"],
+        &[("CLUE_MODELS", dir.path().to_str().unwrap())],
+    )
+    .ok();
+    assert!(
+        out.stdout
+            .contains("visits (table web_visits, time column day"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("rollup visits_month_page: by month, page"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("sales_report (table sales_report"),
+        "{}",
+        out.stdout
+    );
+    write_file(
+        dir.path(),
+        "broken.yaml",
+        "dataset: broken\ntime_column: d\ncolumns: {d: date}\nmeasures: {m: {median: d}}\n",
+    );
+    let run = clue_with(
+        &["datasets"],
+        &[("CLUE_MODELS", dir.path().to_str().unwrap())],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("broken.yaml: field \"measures.m\": unknown aggregate \"median\""),
+        "{}",
+        run.stderr
+    );
+}
