@@ -252,6 +252,16 @@ async fn close_shared(db: std::sync::Arc<Database>) -> Result<(), BoxError> {
 
 /// Parses the arguments, runs the command and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away
+    // (`clue datasets | head`) instead of panicking on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -546,12 +556,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     .iter()
                     .map(|m| {
                         format!(
-                            "{} = {:?}({})",
+                            "{} = {}({})",
                             m.name,
-                            m.agg,
+                            m.agg.name(),
                             m.column.as_deref().unwrap_or("*")
                         )
-                        .to_lowercase()
                     })
                     .collect();
                 println!("  measures:   {}", measures.join(", "));

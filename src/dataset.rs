@@ -63,6 +63,17 @@ pub enum Agg {
 }
 
 impl Agg {
+    pub fn name(self) -> &'static str {
+        match self {
+            Agg::Sum => "sum",
+            Agg::Count => "count",
+            Agg::Min => "min",
+            Agg::Max => "max",
+            Agg::Avg => "avg",
+            Agg::CountDistinct => "count_distinct",
+        }
+    }
+
     fn parse(name: &str) -> Option<Agg> {
         Some(match name {
             "sum" => Agg::Sum,

@@ -838,126 +838,101 @@ fn scalar_array<'a>(
     col: &Column,
 ) -> (Box<dyn ToSql + Sync>, String) {
     let values: Vec<Option<&Scalar>> = values.collect();
+    fn array<T: ToSql + Sync + 'static>(
+        values: &[Option<&Scalar>],
+        pick: impl Fn(&Scalar) -> Option<T>,
+        cast: &str,
+    ) -> (Box<dyn ToSql + Sync>, String) {
+        (
+            Box::new(
+                values
+                    .iter()
+                    .map(|v| v.and_then(&pick))
+                    .collect::<Vec<Option<T>>>(),
+            ),
+            cast.to_owned(),
+        )
+    }
     match col.ty {
-        Type::INT2 | Type::INT4 => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Int(i) = s {
-                                i32::try_from(*i).ok()
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "int4[]".into(),
+        Type::INT2 | Type::INT4 => array(
+            &values,
+            |s| {
+                if let Scalar::Int(i) = s {
+                    i32::try_from(*i).ok()
+                } else {
+                    None
+                }
+            },
+            "int4[]",
         ),
-        Type::INT8 => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Int(i) = s {
-                                Some(*i)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "int8[]".into(),
+        Type::INT8 => array(
+            &values,
+            |s| {
+                if let Scalar::Int(i) = s {
+                    Some(*i)
+                } else {
+                    None
+                }
+            },
+            "int8[]",
         ),
-        Type::NUMERIC => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Num(d) = s {
-                                Some(*d)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "numeric[]".into(),
+        Type::NUMERIC => array(
+            &values,
+            |s| {
+                if let Scalar::Num(d) = s {
+                    Some(*d)
+                } else {
+                    None
+                }
+            },
+            "numeric[]",
         ),
-        Type::FLOAT4 | Type::FLOAT8 => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Float(f) = s {
-                                Some(*f)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "float8[]".into(),
+        Type::FLOAT4 | Type::FLOAT8 => array(
+            &values,
+            |s| {
+                if let Scalar::Float(f) = s {
+                    Some(*f)
+                } else {
+                    None
+                }
+            },
+            "float8[]",
         ),
-        Type::DATE => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Date(d) = s {
-                                Some(*d)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "date[]".into(),
+        Type::DATE => array(
+            &values,
+            |s| {
+                if let Scalar::Date(d) = s {
+                    Some(*d)
+                } else {
+                    None
+                }
+            },
+            "date[]",
         ),
-        Type::BOOL => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|s| {
-                            if let Scalar::Bool(b) = s {
-                                Some(*b)
-                            } else {
-                                None
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "bool[]".into(),
+        Type::BOOL => array(
+            &values,
+            |s| {
+                if let Scalar::Bool(b) = s {
+                    Some(*b)
+                } else {
+                    None
+                }
+            },
+            "bool[]",
         ),
-        _ => (
-            Box::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        v.map(|s| match s {
-                            Scalar::Text(t) => t.clone(),
-                            Scalar::Int(i) => i.to_string(),
-                            Scalar::Num(d) => d.to_string(),
-                            Scalar::Float(f) => f.to_string(),
-                            Scalar::Date(d) => d.to_string(),
-                            Scalar::Bool(b) => b.to_string(),
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            "text[]".into(),
+        _ => array(
+            &values,
+            |s| {
+                Some(match s {
+                    Scalar::Text(t) => t.clone(),
+                    Scalar::Int(i) => i.to_string(),
+                    Scalar::Num(d) => d.to_string(),
+                    Scalar::Float(f) => f.to_string(),
+                    Scalar::Date(d) => d.to_string(),
+                    Scalar::Bool(b) => b.to_string(),
+                })
+            },
+            "text[]",
         ),
     }
 }
