@@ -502,7 +502,7 @@ async fn report_response(
         report::DATASET,
         range,
         || async move {
-            let (rows, served) = report::run(&s.db, &s.catalog, report, &f).await?;
+            let (rows, served) = report::run(&s.db, &s.catalog, Some(&s.cache), report, &f).await?;
             let (body, content_type) = match rows {
                 ReportRows::Summary(r) => render(r, format)?,
                 ReportRows::Breakdown(r) => render(r, format)?,
@@ -630,7 +630,7 @@ async fn query_endpoint(
     let dataset = req.dataset.clone();
     let s = state.clone();
     cached(&state, &headers, key, &dataset, range, || async move {
-        let answer = query::execute(&s.db, &s.catalog, &req, false).await?;
+        let answer = query::execute(&s.db, &s.catalog, &req, false, Some(&s.cache)).await?;
         let served = describe_sources(&answer.served_from);
         let body = serde_json::to_vec(&answer)
             .map_err(|e| ApiError::Internal(DbError::Migration(e.to_string())))?;

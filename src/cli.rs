@@ -538,7 +538,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .map_err(|e| format!("the query is not valid JSON for a query: {e}"))?;
             let catalog = Catalog::from_env()?;
             let answer = with_db(&target, async |db| {
-                Ok(crate::query::execute(db, &catalog, &req, fact).await?)
+                Ok(crate::query::execute(db, &catalog, &req, fact, None).await?)
             })
             .await?;
             println!("{}", serde_json::to_string_pretty(&answer)?);

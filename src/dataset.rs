@@ -546,6 +546,7 @@ mod tests {
                 "sales_report_day",
                 "sales_report_month",
                 "sales_report_day_region",
+                "sales_report_month_product",
                 "sales_report_month_product_region"
             ]
         );

@@ -223,6 +223,7 @@ pub async fn execute(
     catalog: &Catalog,
     req: &QueryRequest,
     force_fact: bool,
+    cache: Option<&Cache>,
 ) -> Result<QueryResponse, QueryError> {
     let dataset = catalog.get(&req.dataset)?;
     let query = req.to_query()?;
@@ -241,17 +242,28 @@ pub async fn execute(
             )));
         }
     }
-    let table = crate::schema::find_table(&**client, &dataset.table)
-        .await
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .ok_or_else(|| {
-            QueryError::Invalid(format!(
-                "dataset: {} has no table yet (create it and import data first)",
-                dataset.name
-            ))
-        })?;
-    let rollups = rollup::current(&**client, dataset).await?;
-    let plan = planner::plan(dataset, &table.quoted(), &rollups, &query, force_fact)?;
+    let (table, rollups) = match cache.and_then(|c| c.sources(&dataset.name)) {
+        Some(known) => known,
+        None => {
+            let generation = cache.map(Cache::generation);
+            let table = crate::schema::find_table(&**client, &dataset.table)
+                .await
+                .map_err(|e| QueryError::Invalid(e.to_string()))?
+                .ok_or_else(|| {
+                    QueryError::Invalid(format!(
+                        "dataset: {} has no table yet (create it and import data first)",
+                        dataset.name
+                    ))
+                })?
+                .quoted();
+            let rollups = rollup::current(&**client, dataset).await?;
+            if let (Some(c), Some(g)) = (cache, generation) {
+                c.store_sources(&dataset.name, g, table.clone(), rollups.clone());
+            }
+            (table, rollups)
+        }
+    };
+    let plan = planner::plan(dataset, &table, &rollups, &query, force_fact)?;
     let rows = run(&client, &plan).await?;
     Ok(QueryResponse {
         dataset: dataset.name.clone(),
@@ -329,6 +341,9 @@ struct Entry {
 /// Answers of closed past ranges, in memory, invalidated by notified writes.
 pub struct Cache {
     entries: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    /// Per dataset: its table and current rollups, so a request plans
+    /// without catalog queries. Dropped with the dataset's answers.
+    sources: Mutex<HashMap<String, (String, Vec<rollup::RollupInfo>)>>,
     generation: AtomicU64,
     listening: AtomicBool,
     capacity: usize,
@@ -344,6 +359,7 @@ impl Cache {
     pub fn new(capacity: usize) -> Cache {
         Cache {
             entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            sources: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             capacity,
@@ -402,11 +418,43 @@ impl Cache {
         );
     }
 
+    /// The table and rollups of a dataset, when known since the last write to it.
+    pub fn sources(&self, dataset: &str) -> Option<(String, Vec<rollup::RollupInfo>)> {
+        if !self.listening.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.sources.lock().ok()?.get(dataset).cloned()
+    }
+
+    /// Remembers a dataset's sources looked up at `generation`.
+    pub fn store_sources(
+        &self,
+        dataset: &str,
+        generation: u64,
+        table: String,
+        rollups: Vec<rollup::RollupInfo>,
+    ) {
+        let Ok(guard) = self.entries.lock() else {
+            return;
+        };
+        if generation == self.generation.load(Ordering::SeqCst)
+            && self.listening.load(Ordering::SeqCst)
+            && let Ok(mut sources) = self.sources.lock()
+        {
+            sources.insert(dataset.to_owned(), (table, rollups));
+        }
+        drop(guard);
+    }
+
     /// Drops what a write into `dataset` over `[lo, hi]` (or everything of it) touches.
     pub fn invalidate(&self, dataset: &str, range: Option<(NaiveDate, NaiveDate)>) {
         let Ok(mut guard) = self.entries.lock() else {
             return;
         };
+        // New partitions, rebuilt rollups, fresh row estimates: look them up again.
+        if let Ok(mut sources) = self.sources.lock() {
+            sources.remove(dataset);
+        }
         self.generation.fetch_add(1, Ordering::SeqCst);
         let (map, order) = &mut *guard;
         map.retain(|_, e| {
@@ -436,6 +484,9 @@ impl Cache {
         if !up && let Ok(mut guard) = self.entries.lock() {
             guard.0.clear();
             guard.1.clear();
+            if let Ok(mut sources) = self.sources.lock() {
+                sources.clear();
+            }
             self.generation.fetch_add(1, Ordering::SeqCst);
         }
         self.listening.store(up, Ordering::SeqCst);

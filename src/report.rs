@@ -250,10 +250,11 @@ fn month(row: &Row) -> String {
 pub async fn run(
     db: &Database,
     catalog: &Catalog,
+    cache: Option<&query::Cache>,
     report: Report,
     filter: &ReportFilter,
 ) -> Result<(ReportRows, Vec<Served>), QueryError> {
-    let answer = query::execute(db, catalog, &report.query(filter), false).await?;
+    let answer = query::execute(db, catalog, &report.query(filter), false, cache).await?;
     let rows = &answer.rows;
     let shaped = match report {
         Report::MonthlySummary => ReportRows::Summary(

@@ -67,6 +67,7 @@ fn rollups(dataset: &Dataset) -> Vec<RollupInfo> {
                 (Grain::Month, 0) => 24,
                 (Grain::Day, 0) => 731,
                 (Grain::Day, _) => 3_655,
+                (Grain::Month, 2) => 120_000,
                 _ => 480_000,
             },
         })

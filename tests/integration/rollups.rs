@@ -125,7 +125,7 @@ async fn answer(
     fact: bool,
 ) -> clue::query::QueryResponse {
     let req: clue::query::QueryRequest = serde_json::from_value(q.clone()).unwrap();
-    clue::query::execute(db, catalog, &req, fact)
+    clue::query::execute(db, catalog, &req, fact, None)
         .await
         .unwrap_or_else(|e| panic!("{q}: {e}"))
 }
@@ -164,7 +164,7 @@ async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
     let verify = db.clue(&["rollups", "verify"]).ok();
     assert_eq!(
         verify.stdout.matches(": ok").count(),
-        4,
+        5,
         "{}",
         verify.stdout
     );
@@ -239,7 +239,7 @@ async fn verify_finds_manual_changes_and_rebuild_repairs_them() {
             .stdout
             .matches(": ok")
             .count(),
-        4
+        5
     );
     let month: rust_decimal::Decimal = db
         .value("SELECT sum_sales_amount FROM clue_rollup.sales_report_month")
