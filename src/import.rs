@@ -538,15 +538,29 @@ fn scan(
     bar: &ProgressBar,
 ) -> Result<Scan, ImportError> {
     let file = path.display().to_string();
-    let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
-    let (h, b) = (hasher.clone(), bar.clone());
+    // Hashing runs beside the parse, on the other core: one after the other
+    // they would take twice as long.
+    let hashing = {
+        let path = path.to_owned();
+        std::thread::spawn(move || -> io::Result<(String, u64)> {
+            let mut f = File::open(path)?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                total += n as u64;
+            }
+            Ok((hex::encode(hasher.finalize()), total))
+        })
+    };
+    let b = bar.clone();
     let mut head = Vec::with_capacity(8192);
-    let input = open_input(path, move |chunk| {
-        if let Ok(mut h) = h.lock() {
-            h.update(chunk);
-        }
-        b.inc(chunk.len() as u64);
-    })?;
+    let input = open_input(path, move |chunk| b.inc(chunk.len() as u64))?;
     let mut input = BufReader::new(input);
     // Look at the start of the (decompressed) content before parsing it.
     {
@@ -612,13 +626,16 @@ fn scan(
         }
     }
     let header = header.ok_or_else(|| ImportError::Empty { file: file.clone() })?;
-    let sha256 = hex::encode(
-        hasher
-            .lock()
-            .map(|h| h.clone().finalize().to_vec())
-            .unwrap_or_default(),
-    );
-    let bytes = bar.position();
+    let (sha256, bytes) = hashing
+        .join()
+        .map_err(|_| ImportError::Read {
+            file: file.clone(),
+            source: io::Error::other("the hashing thread panicked"),
+        })?
+        .map_err(|e| ImportError::Read {
+            file: file.clone(),
+            source: e,
+        })?;
     Ok(Scan {
         sha256,
         bytes,

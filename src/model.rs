@@ -448,9 +448,24 @@ pub fn parse_number(s: &str) -> Option<Decimal> {
 /// Parses a date in `format`, or ISO `YYYY-MM-DD` when none is given.
 pub fn parse_date(s: &str, format: Option<&str>) -> Option<NaiveDate> {
     match format {
-        None => NaiveDate::from_str(s).ok().filter(|_| s.len() == 10),
+        None => parse_iso_date(s),
         Some(f) => NaiveDate::parse_from_str(s, f).ok(),
     }
+}
+
+/// `YYYY-MM-DD`, read directly: every imported row has a date, and chrono's
+/// general parser costs more than the rest of the row's checks together.
+fn parse_iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)
 }
 
 pub fn parse_bool(s: &str) -> Option<bool> {
@@ -673,5 +688,25 @@ mod tests {
             "maybe",
             Err(("type", "\"maybe\" is not true or false")),
         );
+    }
+
+    #[test]
+    fn iso_dates_are_strict() {
+        let d = |s| parse_date(s, None).map(|d| d.to_string());
+        assert_eq!(d("2025-04-01"), Some("2025-04-01".into()));
+        assert_eq!(d("0001-01-01"), Some("0001-01-01".into()));
+        assert_eq!(d("2024-02-29"), Some("2024-02-29".into()));
+        for bad in [
+            "2025-02-29",
+            "2025-4-01",
+            "+025-04-01",
+            "2025/04/01",
+            "2025-04-01 ",
+            "",
+            "20250401",
+            "2025-0a-01",
+        ] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
     }
 }

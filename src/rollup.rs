@@ -629,14 +629,28 @@ impl Accumulator {
                 .extend_from_slice(&bucket.num_days_from_ce().to_le_bytes());
             for d in &self.rollups[ri].dims {
                 let raw = fields[d.index];
-                let raw = if d.kind == ReadKind::Text {
-                    raw
+                if d.kind == ReadKind::Text {
+                    self.key
+                        .extend_from_slice(&(raw.len() as u32).to_le_bytes());
+                    self.key.extend_from_slice(raw.as_bytes());
                 } else {
-                    raw.trim()
-                };
-                self.key
-                    .extend_from_slice(&(raw.len() as u32).to_le_bytes());
-                self.key.extend_from_slice(raw.as_bytes());
+                    // Keyed by value, not spelling: `01001` and `1001` are one product.
+                    match (self.parse)(d.kind, raw.trim(), None) {
+                        Some(Scalar::Int(i)) => self.key.extend_from_slice(&i.to_le_bytes()),
+                        Some(Scalar::Num(n)) => {
+                            let text = n.normalize().to_string();
+                            self.key
+                                .extend_from_slice(&(text.len() as u32).to_le_bytes());
+                            self.key.extend_from_slice(text.as_bytes());
+                        }
+                        other => {
+                            let text = format!("{other:?}");
+                            self.key
+                                .extend_from_slice(&(text.len() as u32).to_le_bytes());
+                            self.key.extend_from_slice(text.as_bytes());
+                        }
+                    }
+                }
             }
             let delta = &mut self.rollups[ri];
             let entry = match delta.map.get_mut(self.key.as_slice()) {

@@ -526,3 +526,51 @@ fn user_datasets_load_from_the_models_directory() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn rollup_keys_follow_stored_values_not_their_spelling() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    let dir = scratch_dir();
+    // One product written three ways, and amounts the column rounds.
+    let csv = write_file(
+        dir.path(),
+        "spellings.csv",
+        format!(
+            "{HEADER}\n1001,A,North,2025-04-01,1,10.005,10.00\n01001,A,North,2025-04-02,2, 20.00,10.00\n 1001 ,A,North,2025-04-03,3,30.004,10.00\n"
+        ),
+    );
+    db.clue(&[
+        "import-data",
+        "-c",
+        csv.to_str().unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    assert_eq!(
+        db.clue(&["rollups", "verify"])
+            .ok()
+            .stdout
+            .matches(": ok")
+            .count(),
+        5
+    );
+    let (rows, total): (i64, rust_decimal::Decimal) = {
+        let r = db
+            .client()
+            .await
+            .query_one(
+                "SELECT row_count, sum_sales_amount FROM clue_rollup.sales_report_month_product",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (rows, total),
+        (3, "60.01".parse().unwrap()),
+        "10.01 + 20.00 + 30.00 as stored"
+    );
+}
