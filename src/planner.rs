@@ -21,6 +21,9 @@ use crate::model::ValueType;
 use crate::rollup::{PartialKind, RollupInfo, bucket_sql};
 use crate::schema::quote_ident;
 
+/// The most rows one answer may have; larger answers are refused, not cut.
+pub const MAX_ROWS: u64 = 2_000_000;
+
 /// A checked query (see `query` for the JSON form and its checks).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Query {
@@ -709,9 +712,11 @@ pub fn plan(
     if !order.is_empty() {
         sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
     }
-    if let Some(l) = q.limit {
-        sql.push_str(&format!(" LIMIT {l}"));
-    }
+    // One row past the cap tells the caller the answer was cut.
+    let cap = q
+        .limit
+        .map_or(MAX_ROWS + 1, |l| u64::from(l).min(MAX_ROWS + 1));
+    sql.push_str(&format!(" LIMIT {cap}"));
     Ok(Plan {
         sql,
         params: params.0,

@@ -265,6 +265,14 @@ pub async fn execute(
     };
     let plan = planner::plan(dataset, &table, &rollups, &query, force_fact)?;
     let rows = run(&client, &plan).await?;
+    if rows.len() as u64 > planner::MAX_ROWS
+        && req.limit.is_none_or(|l| u64::from(l) > planner::MAX_ROWS)
+    {
+        return Err(QueryError::Invalid(format!(
+            "query: the answer has more than {} rows; narrow it with filters, a coarser granularity or a limit",
+            planner::MAX_ROWS
+        )));
+    }
     Ok(QueryResponse {
         dataset: dataset.name.clone(),
         served_from: plan.served_from,
