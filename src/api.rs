@@ -525,6 +525,21 @@ async fn report_response(
     Ok(response)
 }
 
+/// The error responses every report shares.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum ReportErrors {
+    /// A parameter is malformed or unknown, or start_date is after end_date.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// The database is unavailable; retry after the Retry-After seconds.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    /// Unexpected server error (details are logged, not returned).
+    #[response(status = 500, content_type = "application/problem+json")]
+    Internal(Problem),
+}
+
 /// Monthly totals of quantity and revenue.
 #[utoipa::path(
     get,
@@ -536,9 +551,7 @@ async fn report_response(
             (Vec<MonthlySalesSummary> = "application/json", example = json!([{"month": "2025-04", "quantity": 845, "revenue": 70575.00}])),
             (String = "text/csv", example = "month,quantity,revenue\n2025-04,845,70575.00\n")
         )),
-        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+        ReportErrors,
     )
 )]
 async fn monthly_sales_summary(
@@ -560,9 +573,7 @@ async fn monthly_sales_summary(
             (Vec<MonthlySalesBreakdown> = "application/json", example = json!([{"month": "2025-04", "product_name": "WidgetA", "region": "North", "revenue": 10500.00, "quantity": 105}])),
             (String = "text/csv", example = "month,product_name,region,revenue,quantity\n2025-04,WidgetA,North,10500.00,105\n")
         )),
-        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+        ReportErrors,
     )
 )]
 async fn monthly_sales_breakdown(
@@ -584,9 +595,7 @@ async fn monthly_sales_breakdown(
             (Vec<TopProductByRevenue> = "application/json", example = json!([{"rank": 1, "product_id": 1001, "product_name": "WidgetA", "revenue": 30000.00}])),
             (String = "text/csv", example = "rank,product_id,product_name,revenue\n1,1001,WidgetA,30000.00\n")
         )),
-        (status = 400, description = "A parameter is malformed or unknown, or start_date is after end_date.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
+        ReportErrors,
     )
 )]
 async fn top_5_by_revenue(

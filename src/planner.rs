@@ -414,6 +414,22 @@ fn out_kind(ty: ValueType) -> OutKind {
     }
 }
 
+/// `SELECT cols FROM from [WHERE ...] GROUP BY 1..=keys`: every piece and the
+/// combining query group by period and the dimensions, the first columns.
+fn grouped(cols: &[String], from: &str, conditions: &[String], keys: usize) -> String {
+    let group: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM {from}{filter} GROUP BY {}",
+        cols.join(", "),
+        group.join(", ")
+    )
+}
+
 struct Params(Vec<PlanParam>);
 
 impl Params {
@@ -520,17 +536,7 @@ pub fn plan(
                 Agg::CountDistinct => format!("count(DISTINCT {col}) AS m{i}"),
             });
         }
-        let group: Vec<String> = (1..=dims.len() + 1).map(|i| i.to_string()).collect();
-        format!(
-            "SELECT {} FROM {table_sql}{} GROUP BY {}",
-            cols.join(", "),
-            if wh.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {}", wh.join(" AND "))
-            },
-            group.join(", ")
-        )
+        grouped(&cols, table_sql, &wh, dims.len() + 1)
     } else {
         let mut pieces = Vec::new();
         for seg in &segs {
@@ -597,17 +603,7 @@ pub fn plan(
                     });
                 }
             }
-            let group: Vec<String> = (1..=dims.len() + 1).map(|i| i.to_string()).collect();
-            pieces.push(format!(
-                "SELECT {} FROM {from_sql}{} GROUP BY {}",
-                cols.join(", "),
-                if wh.is_empty() {
-                    String::new()
-                } else {
-                    format!(" WHERE {}", wh.join(" AND "))
-                },
-                group.join(", ")
-            ));
+            pieces.push(grouped(&cols, &from_sql, &wh, dims.len() + 1));
         }
         let mut cols = vec!["period".to_owned()];
         cols.extend(dims.iter().cloned());
@@ -621,13 +617,8 @@ pub fn plan(
                 Agg::CountDistinct => unreachable!("planned on the facts"),
             });
         }
-        let group: Vec<String> = (1..=dims.len() + 1).map(|i| i.to_string()).collect();
-        format!(
-            "SELECT {} FROM ({}) pieces GROUP BY {}",
-            cols.join(", "),
-            pieces.join(" UNION ALL "),
-            group.join(", ")
-        )
+        let union = format!("({}) pieces", pieces.join(" UNION ALL "));
+        grouped(&cols, &union, &[], dims.len() + 1)
     };
 
     // Final shape: typed columns, gap fill, order, limit.

@@ -181,6 +181,29 @@ impl Run {
     }
 }
 
+/// Imports every file into `sales_report` at the same time, one clue process each.
+pub fn import_concurrently(db: &TestDb, files: &[PathBuf]) -> Vec<Run> {
+    let runs: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let (url, f) = (db.url.clone(), f.clone());
+            std::thread::spawn(move || {
+                clue_with(
+                    &[
+                        "import-data",
+                        "-c",
+                        f.to_str().unwrap(),
+                        "-t",
+                        "sales_report",
+                    ],
+                    &[("CLUE_DATABASE_URL", &url)],
+                )
+            })
+        })
+        .collect();
+    runs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 /// Runs the clue binary with a clean clue environment plus `env`.
 pub fn clue_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clue"));

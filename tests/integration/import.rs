@@ -287,24 +287,11 @@ async fn same_file_twice_is_refused_unless_forced() {
 async fn concurrent_loads_of_the_same_file_load_it_once() {
     let db = db_with_sales_report().await;
     let file = peer_file("sales_data.csv");
-    let runs: Vec<_> = (0..3)
-        .map(|_| {
-            let (url, file) = (db.url.clone(), file.clone());
-            std::thread::spawn(move || {
-                crate::helpers::clue_with(
-                    &[
-                        "import-data",
-                        "-c",
-                        file.to_str().unwrap(),
-                        "-t",
-                        "sales_report",
-                    ],
-                    &[("CLUE_DATABASE_URL", &url)],
-                )
-            })
-        })
+    let files = vec![file.clone(), file.clone(), file];
+    let codes: Vec<i32> = crate::helpers::import_concurrently(&db, &files)
+        .into_iter()
+        .map(|r| r.code)
         .collect();
-    let codes: Vec<i32> = runs.into_iter().map(|h| h.join().unwrap().code).collect();
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
     assert!(codes.iter().all(|c| *c == 0 || *c == 4), "{codes:?}");
     assert_eq!(totals(&db).await, (20, 845, dec("70575.00")));
@@ -326,26 +313,8 @@ async fn concurrent_loads_into_new_months_all_land() {
             write_file(dir.path(), &format!("f{i}.csv"), body)
         })
         .collect();
-    let handles: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (url, f) = (db.url.clone(), f.clone());
-            std::thread::spawn(move || {
-                crate::helpers::clue_with(
-                    &[
-                        "import-data",
-                        "-c",
-                        f.to_str().unwrap(),
-                        "-t",
-                        "sales_report",
-                    ],
-                    &[("CLUE_DATABASE_URL", &url)],
-                )
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap().ok();
+    for run in crate::helpers::import_concurrently(&db, &files) {
+        run.ok();
     }
     assert_eq!(totals(&db).await, (360, 360, dec("3600.00")));
     let parts: i64 = db

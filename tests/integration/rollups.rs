@@ -140,26 +140,8 @@ async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
     let files: Vec<_> = (0..3)
         .map(|i| write_file(dir.path(), &format!("r{i}.csv"), random_csv(&mut rng, 3000)))
         .collect();
-    let runs: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let (url, f) = (db.url.clone(), f.clone());
-            std::thread::spawn(move || {
-                clue_with(
-                    &[
-                        "import-data",
-                        "-c",
-                        f.to_str().unwrap(),
-                        "-t",
-                        "sales_report",
-                    ],
-                    &[("CLUE_DATABASE_URL", &url)],
-                )
-            })
-        })
-        .collect();
-    for r in runs {
-        r.join().unwrap().ok();
+    for run in crate::helpers::import_concurrently(&db, &files) {
+        run.ok();
     }
     let verify = db.clue(&["rollups", "verify"]).ok();
     assert_eq!(
