@@ -58,8 +58,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] DbError),
-    #[error("internal error")]
-    Internal(#[source] DbError),
+    /// Anything else; the text is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<DbError> for ApiError {
@@ -67,7 +68,7 @@ impl From<DbError> for ApiError {
         if e.is_unavailable() {
             ApiError::Unavailable(e)
         } else {
-            ApiError::Internal(e)
+            ApiError::Internal(e.to_string())
         }
     }
 }
@@ -90,7 +91,7 @@ impl From<QueryError> for ApiError {
             QueryError::Plan(p) => invalid(p.to_string()),
             QueryError::Dataset(d) => invalid(format!("dataset: {d}")),
             QueryError::Db(d) => d.into(),
-            QueryError::Rollup(r) => ApiError::Internal(DbError::Migration(r.to_string())),
+            QueryError::Rollup(r) => ApiError::Internal(r.to_string()),
         }
     }
 }
@@ -377,7 +378,7 @@ fn render<T: Serialize + CsvRow>(
     rows: Vec<T>,
     format: Format,
 ) -> Result<(Bytes, &'static str), ApiError> {
-    let internal = |e: String| ApiError::Internal(DbError::Migration(e));
+    let internal = ApiError::Internal;
     match format {
         Format::Json => Ok((
             Bytes::from(serde_json::to_vec(&rows).map_err(|e| internal(e.to_string()))?),
@@ -641,8 +642,7 @@ async fn query_endpoint(
     cached(&state, &headers, key, &dataset, range, || async move {
         let answer = query::execute(&s.db, &s.catalog, &req, false, Some(&s.cache)).await?;
         let served = describe_sources(&answer.served_from);
-        let body = serde_json::to_vec(&answer)
-            .map_err(|e| ApiError::Internal(DbError::Migration(e.to_string())))?;
+        let body = serde_json::to_vec(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok((Bytes::from(body), "application/json", served))
     })
     .await

@@ -794,12 +794,6 @@ struct ParseOutcome {
     rollups: Option<Accumulator>,
 }
 
-impl std::fmt::Debug for Accumulator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Accumulator")
-    }
-}
-
 /// Second pass (on its own thread): parse, validate and encode every record,
 /// streaming COPY data and rejects to the writer.
 fn parse_and_encode(

@@ -950,3 +950,20 @@ fn scalar_array<'a>(
         ),
     }
 }
+
+impl std::fmt::Debug for Accumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accumulator")
+            .field(
+                "rollups",
+                &self
+                    .rollups
+                    .iter()
+                    .map(|r| (&r.info.name, r.map.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("min_date", &self.min_date)
+            .field("max_date", &self.max_date)
+            .finish()
+    }
+}
