@@ -443,17 +443,26 @@ where
         None => {
             let generation = state.cache.generation();
             let (body, content_type, served_from) = compute().await?;
-            let value = Cached {
+            let mut value = Cached {
                 etag: etag(&body),
                 body,
                 content_type,
                 served_from,
+                gzip: None,
             };
             if let Some(end) = range.1
                 && state
                     .cache
                     .cacheable(range.1, chrono::Utc::now().date_naive())
             {
+                // Large answers are compressed once, when cached, not per request.
+                if value.body.len() >= GZIP_FROM {
+                    let body = value.body.clone();
+                    value.gzip = tokio::task::spawn_blocking(move || gzip(&body))
+                        .await
+                        .ok()
+                        .flatten();
+                }
                 state
                     .cache
                     .store(key, dataset, range.0, end, generation, value.clone());
@@ -461,18 +470,37 @@ where
             (false, value)
         }
     };
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    // Each representation has its own ETag.
+    let (body, tag, encoded) = match (&value.gzip, accepts_gzip) {
+        (Some(gz), true) => (
+            gz.clone(),
+            format!("{}-gzip\"", value.etag.trim_end_matches('"')),
+            true,
+        ),
+        _ => (value.body.clone(), value.etag.clone(), false),
+    };
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == value.etag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, value.content_type)], value.body).into_response()
+        ([(header::CONTENT_TYPE, value.content_type)], body).into_response()
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&value.etag) {
+    if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
+    }
+    if encoded {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if value.gzip.is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     h.insert(
         "clue-cache",
@@ -482,6 +510,19 @@ where
         h.insert("clue-served-from", v);
     }
     Ok(response)
+}
+
+/// Cached bodies at least this large are kept gzip-compressed too.
+const GZIP_FROM: usize = 64 * 1024;
+
+fn gzip(body: &[u8]) -> Option<Bytes> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(body).ok()?;
+    enc.finish().ok().map(Bytes::from)
 }
 
 /// A prototype-000 report, through the planner and the cache.

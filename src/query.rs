@@ -337,6 +337,8 @@ pub struct Cached {
     pub etag: String,
     pub content_type: &'static str,
     pub served_from: String,
+    /// The body gzip-compressed, for large answers.
+    pub gzip: Option<Bytes>,
 }
 
 struct Entry {
@@ -567,6 +569,7 @@ mod tests {
             body: Bytes::from(tag.to_owned()),
             etag: etag(tag.as_bytes()),
             content_type: "text/plain",
+            gzip: None,
             served_from: String::new(),
         }
     }

@@ -562,3 +562,83 @@ async fn rollup_keys_follow_stored_values_not_their_spelling() {
         "10.01 + 20.00 + 30.00 as stored"
     );
 }
+
+#[tokio::test]
+async fn large_cached_answers_are_also_served_gzip_compressed() {
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    let dir = scratch_dir();
+    let csv = dir.path().join("demo.csv");
+    clue_with(
+        &[
+            "generate-sales",
+            "--rows",
+            "20000",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        csv.to_str().unwrap(),
+        "-t",
+        "sales_report",
+    ])
+    .ok();
+    let base = serve(&db).await;
+    let http = reqwest::Client::new();
+    let url =
+        format!("{base}/reports/monthly-sales-breakdown?start_date=2024-01-01&end_date=2025-12-31");
+    let plain = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert!(
+        plain.len() > 64 * 1024,
+        "a large answer: {} bytes",
+        plain.len()
+    );
+    let mut compressed = None;
+    for _ in 0..100 {
+        let r = http
+            .get(&url)
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        if r.headers()
+            .get("content-encoding")
+            .is_some_and(|v| v == "gzip")
+        {
+            compressed = Some((
+                r.headers()["etag"].to_str().unwrap().to_owned(),
+                r.bytes().await.unwrap(),
+            ));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (tag, gz) = compressed.expect("served compressed once cached");
+    assert!(tag.ends_with("-gzip\""), "{tag}");
+    assert!(
+        gz.len() * 4 < plain.len(),
+        "{} vs {}",
+        gz.len(),
+        plain.len()
+    );
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unzipped).unwrap();
+    assert_eq!(unzipped, plain.to_vec());
+    let not_modified = http
+        .get(&url)
+        .header("Accept-Encoding", "gzip")
+        .header("If-None-Match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), reqwest::StatusCode::NOT_MODIFIED);
+    // Clients that do not ask for gzip get the plain body.
+    let again = http.get(&url).send().await.unwrap();
+    assert!(again.headers().get("content-encoding").is_none());
+    assert_eq!(again.headers()["vary"], "accept-encoding");
+}
