@@ -412,6 +412,9 @@ impl Cluster {
              unix_socket_directories = '{}'\n\
              port = {PORT}\n\
              jit = off\n\
+             # The role is named clue, like clue's own schema: without this,\n\
+             # the default \"$user\", public path would put user tables there.\n\
+             search_path = 'public'\n\
              max_wal_size = '2GB'\n\
              checkpoint_timeout = '15min'\n\
              logging_collector = off\n",

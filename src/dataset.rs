@@ -510,14 +510,23 @@ impl Catalog {
             .ok_or_else(|| DatasetError::Unknown(name.to_owned()))
     }
 
-    /// The dataset stored in `table` (`schema.name` or bare name in `public`).
-    pub fn for_table(&self, schema: &str, name: &str) -> Option<&Dataset> {
-        self.datasets
-            .iter()
-            .find(|d| match d.table.split_once('.') {
-                Some((s, n)) => s == schema && n == name,
-                None => schema == "public" && d.table == name,
-            })
+    /// The dataset stored in the table with this oid, resolving each
+    /// dataset's table name as SQL would (search path included), so a load
+    /// into a table always keeps the rollups its dataset declares.
+    pub async fn for_table(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        oid: u32,
+    ) -> Result<Option<&Dataset>, crate::schema::SchemaError> {
+        for d in &self.datasets {
+            if crate::schema::find_table(client, &d.table)
+                .await?
+                .is_some_and(|t| t.oid == oid)
+            {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -550,8 +559,6 @@ mod tests {
                 "sales_report_month_product_region"
             ]
         );
-        assert!(c.for_table("public", "sales_report").is_some());
-        assert!(c.for_table("other", "sales_report").is_none());
     }
 
     fn check_error(yaml: &str, expect: &str) {

@@ -943,7 +943,7 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let table = schema::load_table(&**client, &opts.table).await?;
     // A table with a dataset keeps its rollups exact through this load.
     let catalog = Catalog::from_env()?;
-    let rollups = match catalog.for_table(&table.table.schema, &table.table.name) {
+    let rollups = match catalog.for_table(&**client, table.table.oid).await? {
         Some(dataset) if !dataset.rollups.is_empty() => {
             rollup::ensure(&mut client, dataset, false).await?;
             Some((

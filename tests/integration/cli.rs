@@ -25,7 +25,7 @@ async fn connection_failures_say_which() {
     clue_with(&["create-schema"], &[("CLUE_DATABASE_URL", &missing)])
         .fails_with(3, "database \"clue_no_such_db\" does not exist");
     // A role that does not exist.
-    let nobody = db.url.replacen("postgres@", "clue_no_such_role@", 1);
+    let nobody = db.url_as("clue_no_such_role");
     clue_with(&["create-schema"], &[("CLUE_DATABASE_URL", &nobody)])
         .fails_with(3, "authentication failed for clue_no_such_role@");
     // The flag wins over the environment.

@@ -106,6 +106,42 @@ fn commands_start_and_stop_a_private_cluster_that_keeps_its_data() {
         ),
         "14"
     );
+    // User tables live in public, not in clue's own schema (the role is named clue too).
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT 'sales_report'::regclass::text || ' ' || to_regclass('public.sales_report')::text"
+        ),
+        "sales_report sales_report"
+    );
+    // Later loads keep the rollups exact on the embedded cluster as anywhere.
+    clue_in(
+        &home,
+        &[
+            "import-data",
+            "-c",
+            peer_file("sales_data_2.csv").to_str().unwrap(),
+            "-t",
+            "sales_report",
+            "-p",
+            peer_file("sales_data.yaml").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let verify = clue_in(&home, &["rollups", "verify"]).ok();
+    assert_eq!(
+        verify.stdout.matches(": ok").count(),
+        5,
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT sum(row_count) FROM clue_rollup.sales_report_month"
+        ),
+        "38"
+    );
     clue_in(&home, &["db", "stop"]).ok();
 }
 

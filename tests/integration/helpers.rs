@@ -74,6 +74,13 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// This database's URL with another user name.
+    pub fn url_as(&self, user: &str) -> String {
+        let mut config: tokio_postgres::Config = self.url.parse().unwrap();
+        config.user(user);
+        config_to_url(&config)
+    }
+
     pub fn target(&self) -> DatabaseTarget {
         DatabaseTarget::resolve(Some(&self.url), |_| None).unwrap()
     }
