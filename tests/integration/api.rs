@@ -29,16 +29,7 @@ impl TestApp {
 
 /// A server on port 0 over a fresh database holding `sales_data.csv`.
 async fn spawn_app() -> TestApp {
-    let db = TestDb::new().await;
-    db.clue(&["create-schema"]).ok();
-    db.clue(&[
-        "import-data",
-        "-c",
-        peer_file("sales_data.csv").to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    let db = TestDb::with_sales_data().await;
     serve(db).await
 }
 

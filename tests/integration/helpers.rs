@@ -74,6 +74,21 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// A fresh database with the built-in schema and prototype 000's `sales_data.csv` loaded.
+    pub async fn with_sales_data() -> TestDb {
+        let db = TestDb::new().await;
+        db.clue(&["create-schema"]).ok();
+        db.clue(&[
+            "import-data",
+            "-c",
+            peer_file("sales_data.csv").to_str().unwrap(),
+            "-t",
+            "sales_report",
+        ])
+        .ok();
+        db
+    }
+
     /// This database's URL with another user name.
     pub fn url_as(&self, user: &str) -> String {
         let mut config: tokio_postgres::Config = self.url.parse().unwrap();

@@ -175,18 +175,7 @@ async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
 
 #[tokio::test]
 async fn verify_finds_manual_changes_and_rebuild_repairs_them() {
-    let db = TestDb::new().await;
-    db.clue(&["create-schema"]).ok();
-    db.clue(&[
-        "import-data",
-        "-c",
-        crate::helpers::peer_file("sales_data.csv")
-            .to_str()
-            .unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    let db = TestDb::with_sales_data().await;
     db.client()
         .await
         .batch_execute(
@@ -292,18 +281,7 @@ async fn serve(db: &TestDb) -> String {
 
 #[tokio::test]
 async fn cached_answers_never_outlive_a_late_write() {
-    let db = TestDb::new().await;
-    db.clue(&["create-schema"]).ok();
-    db.clue(&[
-        "import-data",
-        "-c",
-        crate::helpers::peer_file("sales_data.csv")
-            .to_str()
-            .unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    let db = TestDb::with_sales_data().await;
     let base = serve(&db).await;
     let http = reqwest::Client::new();
     let url =
@@ -383,18 +361,7 @@ async fn cached_answers_never_outlive_a_late_write() {
 
 #[tokio::test]
 async fn the_query_endpoint_answers_and_names_bad_fields() {
-    let db = TestDb::new().await;
-    db.clue(&["create-schema"]).ok();
-    db.clue(&[
-        "import-data",
-        "-c",
-        crate::helpers::peer_file("sales_data.csv")
-            .to_str()
-            .unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    let db = TestDb::with_sales_data().await;
     let base = serve(&db).await;
     let http = reqwest::Client::new();
     let post = |body: Value| http.post(format!("{base}/api/v1/query")).json(&body).send();
