@@ -943,7 +943,8 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let table = schema::load_table(&**client, &opts.table).await?;
     // A table with a dataset keeps its rollups exact through this load.
     let catalog = Catalog::from_env()?;
-    let rollups = match catalog.for_table(&**client, table.table.oid).await? {
+    let dataset = catalog.for_table(&**client, table.table.oid).await?;
+    let rollups = match dataset {
         Some(dataset) if !dataset.rollups.is_empty() => {
             rollup::ensure(&mut client, dataset, false).await?;
             Some((
@@ -953,6 +954,7 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
         }
         _ => None,
     };
+    let dataset = dataset.map(|d| d.name.clone());
     let error_table = match schema {
         Some(_) => Some(resolve_error_table(&client, &opts.error_table).await?),
         None => None,
@@ -1019,6 +1021,7 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
         started_at,
         bar: &bar,
         rollups,
+        dataset,
     };
     let result = load(&mut client, job).await;
     bar.finish_and_clear();
@@ -1070,6 +1073,8 @@ struct Job<'a> {
     bar: &'a ProgressBar,
     /// The table's rollups and its dataset's time column, when it has any.
     rollups: Option<(Vec<RollupInfo>, String)>,
+    /// The dataset stored in the table, whose cached answers this load changes.
+    dataset: Option<String>,
 }
 
 /// The load transaction: job row, COPY of the rows, rejects, counts, commit.
@@ -1222,6 +1227,18 @@ async fn load(
     debug_assert_eq!(copied, outcome.rows_loaded);
     if let Some(acc) = &outcome.rollups {
         acc.apply(&tx, job.table).await?;
+    }
+    if let Some(dataset) = &job.dataset {
+        // The days loaded, else the months found by the scan, else anywhere.
+        let range = outcome
+            .rollups
+            .as_ref()
+            .and_then(Accumulator::date_range)
+            .or_else(|| {
+                let (first, last) = (job.scan.months.first()?, job.scan.months.last()?);
+                Some((first.first_day(), last.next().first_day().pred_opt()?))
+            });
+        crate::query::notify_write(&tx, dataset, range).await?;
     }
     tx.execute(
         "UPDATE clue.imports SET rows_loaded = $2, rows_rejected = $3, finished_at = clock_timestamp() WHERE import_id = $1",

@@ -265,9 +265,8 @@ pub async fn execute(
     };
     let plan = planner::plan(dataset, &table, &rollups, &query, force_fact)?;
     let rows = run(&client, &plan).await?;
-    if rows.len() as u64 > planner::MAX_ROWS
-        && req.limit.is_none_or(|l| u64::from(l) > planner::MAX_ROWS)
-    {
+    // Only possible without a limit: limits are at most MAX_LIMIT.
+    if rows.len() as u64 > planner::MAX_ROWS {
         return Err(QueryError::Invalid(format!(
             "query: the answer has more than {} rows; narrow it with filters, a coarser granularity or a limit",
             planner::MAX_ROWS
@@ -501,6 +500,23 @@ impl Cache {
         }
         self.listening.store(up, Ordering::SeqCst);
     }
+}
+
+/// Tells every server's cache, when `tx` commits, that `dataset` changed over
+/// `[lo, hi]` (or anywhere, with `None`). The payload is what
+/// [`Cache::on_notification`] reads.
+pub async fn notify_write(
+    tx: &tokio_postgres::Transaction<'_>,
+    dataset: &str,
+    range: Option<(NaiveDate, NaiveDate)>,
+) -> Result<(), tokio_postgres::Error> {
+    let payload = match range {
+        Some((lo, hi)) => format!("{dataset} {lo} {hi}"),
+        None => format!("{dataset} *"),
+    };
+    tx.execute("SELECT pg_notify('clue_writes', $1)", &[&payload])
+        .await?;
+    Ok(())
 }
 
 /// ETag of a body.

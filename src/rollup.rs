@@ -379,11 +379,7 @@ pub async fn ensure(
         }
     }
     if !report.built.is_empty() {
-        tx.execute(
-            "SELECT pg_notify('clue_writes', $1)",
-            &[&format!("{} *", dataset.name)],
-        )
-        .await?;
+        crate::query::notify_write(&tx, &dataset.name, None).await?;
     }
     tx.commit().await?;
     Ok(report)
@@ -536,8 +532,8 @@ pub struct Accumulator {
     parse: ParseFn,
     key: Vec<u8>,
     values: Vec<Option<Scalar>>,
-    pub min_date: Option<NaiveDate>,
-    pub max_date: Option<NaiveDate>,
+    min_date: Option<NaiveDate>,
+    max_date: Option<NaiveDate>,
 }
 
 impl Accumulator {
@@ -717,6 +713,11 @@ impl Accumulator {
         }
     }
 
+    /// The first and last day of the rows added.
+    pub fn date_range(&self) -> Option<(NaiveDate, NaiveDate)> {
+        self.min_date.zip(self.max_date)
+    }
+
     /// Upserts the deltas into the rollup tables inside the load transaction.
     pub async fn apply(
         &self,
@@ -831,16 +832,6 @@ impl Accumulator {
                 .map(|a| a.as_ref() as &(dyn ToSql + Sync))
                 .collect();
             tx.execute(&sql, &params).await?;
-        }
-        if let (Some(lo), Some(hi)) = (self.min_date, self.max_date) {
-            tx.execute(
-                "SELECT pg_notify('clue_writes', $1)",
-                &[&format!(
-                    "{} {lo} {hi}",
-                    self.rollups.first().map_or("", |r| r.info.dataset.as_str())
-                )],
-            )
-            .await?;
         }
         Ok(())
     }

@@ -609,3 +609,63 @@ async fn large_cached_answers_are_also_served_gzip_compressed() {
     assert!(again.headers().get("content-encoding").is_none());
     assert_eq!(again.headers()["vary"], "accept-encoding");
 }
+
+/// Any load into a dataset's table notifies caches, rollups or not.
+#[tokio::test]
+async fn loads_into_datasets_without_rollups_notify_the_caches() {
+    use futures_util::StreamExt;
+    let db = TestDb::new().await;
+    let dir = scratch_dir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    write_file(
+        &models,
+        "visits.yaml",
+        "dataset: visits\ntable: web_visits\ntime_column: day\ncolumns: {day: date, views: int}\nmeasures: {views: {sum: views}}\n",
+    );
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE web_visits (day date NOT NULL, views int NOT NULL) PARTITION BY RANGE (day)")
+        .await
+        .unwrap();
+    let (client, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    client.batch_execute("LISTEN clue_writes").await.unwrap();
+    let csv = write_file(
+        dir.path(),
+        "v.csv",
+        "day,views\n2025-03-30,1\n2025-04-02,2\n",
+    );
+    clue_with(
+        &[
+            "import-data",
+            "-c",
+            csv.to_str().unwrap(),
+            "-t",
+            "web_visits",
+        ],
+        &[
+            ("CLUE_DATABASE_URL", &db.url),
+            ("CLUE_MODELS", models.to_str().unwrap()),
+        ],
+    )
+    .ok();
+    let payload = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        payload, "visits 2025-03-01 2025-04-30",
+        "the months the load touched"
+    );
+}
