@@ -17,13 +17,20 @@
 #        - DuckDB (Python package, installed with pip if missing) on the same
 #          CSV loaded once into an in-memory table (load time printed; 5 runs:
 #          p50, max),
-#        - clue serve over HTTP with wrk (2 threads, 16 connections, SECONDS
-#          per URL): req/s, p50, p99 -- once cached and once with
-#          `Cache-Control: no-cache` (result cache bypassed, rollups only).
+#        - clue serve over HTTP with wrk, SECONDS per run:
+#            latency: one connection, requests back to back (p50, p99), once
+#              cached (with Accept-Encoding: gzip, as browsers send it) and
+#              once with `Cache-Control: no-cache` (result cache bypassed:
+#              planner and rollups only);
+#            load: 16 connections, cached: req/s and p99 under load.
 #   3. One table of all of it with the speed-up ratios, and whether each bar
-#      is met: clue >= 100x faster than plain SQL (p50); p99 < 20 ms over
-#      HTTP; clue >= 10x faster than DuckDB (goal); rollup overhead < 25% of
-#      import time.
+#      is met: clue >= 100x faster than plain SQL (p50 latency against p50
+#      of the same query run alone in psql); p99 latency < 20 ms over HTTP;
+#      clue >= 10x faster than DuckDB (goal); rollup overhead < 25% of import
+#      time. Latency is measured with one connection because plain SQL and
+#      DuckDB run one query at a time too; under 16 connections on 2 cores
+#      a request also waits for the 15 others (for the 50 MB breakdown that
+#      wait is most of its time), which the load columns show.
 #
 # Usage: bench/reports.sh [ROWS] [SECONDS]   (defaults: 10000000 rows, 10 s per wrk run)
 # Needs wrk (apt-get install wrk) and python3. Server: CLUE_BENCH_DATABASE_URL
@@ -186,11 +193,13 @@ SERVER=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null || { echo "clue serve did not come up:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
 
-wrk_run() { # key url [header] -> appends key.{rps,p50,p99,n} to results
-  local key=$1 url=$2; shift 2
+wrk_run() { # key connections url [header] -> appends key.{rps,p50,p99} to results
+  local key=$1 conns=$2 url=$3; shift 3
   local hdr=(); [ $# -gt 0 ] && hdr=(-H "$1")
   curl -sf -o /dev/null ${hdr[@]+"${hdr[@]}"} "$url" || { echo "GET $url failed:" >&2; curl -s "$url" >&2; exit 1; }
-  wrk -t2 -c16 -d"${SECS}s" --timeout 60s --latency ${hdr[@]+"${hdr[@]}"} "$url" >"$WORK/wrk.out"
+  # A newly cached large answer is compressed in the background: let that finish.
+  case $key in *.cached) sleep 2;; esac
+  wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${SECS}s" --timeout 60s --latency ${hdr[@]+"${hdr[@]}"} "$url" >"$WORK/wrk.out"
   python3 - "$key" "$RES" "$WORK/wrk.out" <<'PY'
 import sys, re
 key, res = sys.argv[1], sys.argv[2]
@@ -216,13 +225,15 @@ print(line)
 PY
 }
 echo
-echo "clue serve over HTTP, wrk -t2 -c16 -d${SECS}s (cached with Accept-Encoding: gzip, then Cache-Control: no-cache):"
+echo "clue serve over HTTP, wrk -d${SECS}s: latency with 1 connection (cached with Accept-Encoding: gzip;"
+echo "Cache-Control: no-cache), then load with 16 connections (cached):"
 for range in "${RANGES[@]}"; do
   for r in "${REPORTS[@]}"; do
     url="http://127.0.0.1:$PORT/reports/${PATHS[$r]}?start_date=${range%..*}&end_date=${range#*..}"
     # Like a browser or `curl --compressed`: large cached answers go out gzip-compressed.
-    wrk_run "http.$r.$range.cached" "$url" "Accept-Encoding: gzip"
-    wrk_run "http.$r.$range.nocache" "$url" "Cache-Control: no-cache"
+    wrk_run "http.$r.$range.cached" 1 "$url" "Accept-Encoding: gzip"
+    wrk_run "http.$r.$range.nocache" 1 "$url" "Cache-Control: no-cache"
+    wrk_run "http.$r.$range.load" 16 "$url" "Accept-Encoding: gzip"
   done
 done
 
@@ -238,23 +249,26 @@ names = {"summary": "summary", "breakdown": "breakdown", "top5": "top-5"}
 def f(x, d=1): return "n/a" if x is None else f"{x:.{d}f}"
 def ratio(a, b): return None if a is None or not b else a / b
 hdr = ["report", "range", "SQL p50", "Duck p50", "clue p50", "clue p99", "nc p50", "nc p99",
-       "req/s", "SQL/clue", "SQL/nc", "Duck/clue"]
-w = [10, 22, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]
-print(f"{rows} rows; times in ms; clue = HTTP cached, nc = HTTP with Cache-Control: no-cache; ratios of p50")
+       "x16 req/s", "x16 p99", "SQL/clue", "SQL/nc", "Duck/clue"]
+w = [10, 22, 9, 9, 9, 9, 9, 9, 10, 9, 9, 9, 9]
+print(f"{rows} rows; times in ms; clue = HTTP cached, nc = HTTP with Cache-Control: no-cache, both one")
+print("connection; x16 = cached under 16 connections; ratios of p50")
 print(" ".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in enumerate(zip(hdr, w))))
-checks = {k: [] for k in ("sql_c", "sql_nc", "p99_c", "p99_nc", "duck_c", "duck_nc")}
+checks = {k: [] for k in ("sql_c", "sql_nc", "p99_c", "p99_nc", "p99_load", "duck_c", "duck_nc")}
 for rg in ranges:
     for r in names:
         g = lambda k: v.get(k)
         sql, duck = g(f"sql.{r}.{rg}.p50"), g(f"duck.{r}.{rg}.p50")
-        c50, c99, rps = g(f"http.{r}.{rg}.cached.p50"), g(f"http.{r}.{rg}.cached.p99"), g(f"http.{r}.{rg}.cached.rps")
+        c50, c99 = g(f"http.{r}.{rg}.cached.p50"), g(f"http.{r}.{rg}.cached.p99")
         n50, n99 = g(f"http.{r}.{rg}.nocache.p50"), g(f"http.{r}.{rg}.nocache.p99")
+        l_rps, l99 = g(f"http.{r}.{rg}.load.rps"), g(f"http.{r}.{rg}.load.p99")
         rs_c, rs_nc, rd_c, rd_nc = ratio(sql, c50), ratio(sql, n50), ratio(duck, c50), ratio(duck, n50)
         label = f"{names[r]} {rg}"
         checks["sql_c"].append((rs_c, label)); checks["sql_nc"].append((rs_nc, label))
         checks["duck_c"].append((rd_c, label)); checks["duck_nc"].append((rd_nc, label))
         checks["p99_c"].append((c99, label)); checks["p99_nc"].append((n99, label))
-        cells = [names[r], rg, f(sql), f(duck), f(c50, 2), f(c99, 2), f(n50, 2), f(n99, 2), f(rps, 0),
+        checks["p99_load"].append((l99, label))
+        cells = [names[r], rg, f(sql), f(duck), f(c50, 2), f(c99, 2), f(n50, 2), f(n99, 2), f(l_rps, 0), f(l99, 2),
                  f(rs_c) + ("x" if rs_c else ""), f(rs_nc) + ("x" if rs_nc else ""), f(rd_c) + ("x" if rd_c else "")]
         print(" ".join(c.ljust(x) if i < 2 else c.rjust(x) for i, (c, x) in enumerate(zip(cells, w))))
 
@@ -277,6 +291,7 @@ rows_out = [
     ("clue >= 100x faster than plain SQL, no-cache", speedup("sql_nc", 100)),
     ("p99 < 20 ms over HTTP, cached", p99("p99_c")),
     ("p99 < 20 ms over HTTP, no-cache", p99("p99_nc")),
+    ("p99 < 20 ms over HTTP, cached, 16 connections", p99("p99_load")),
     ("clue >= 10x faster than DuckDB (goal), cached", speedup("duck_c", 10)),
     ("clue >= 10x faster than DuckDB (goal), no-cache", speedup("duck_nc", 10)),
 ]

@@ -419,8 +419,8 @@ fn describe_sources(served: &[Served]) -> String {
         .join(", ")
 }
 
-/// Answers from the cache when it may, else computes (and caches a closed
-/// past range); sets ETag (304 on a match), `Clue-Cache` and `Clue-Served-From`.
+/// Answers from the cache when it may, else computes and caches; sets ETag
+/// (304 on a match), `Clue-Cache` and `Clue-Served-From`.
 /// `Cache-Control: no-cache` computes afresh.
 async fn cached<F, Fut>(
     state: &AppState,
@@ -443,29 +443,33 @@ where
         None => {
             let generation = state.cache.generation();
             let (body, content_type, served_from) = compute().await?;
-            let mut value = Cached {
+            let value = Cached {
                 etag: etag(&body),
                 body,
                 content_type,
                 served_from,
                 gzip: None,
             };
-            if let Some(end) = range.1
-                && state
-                    .cache
-                    .cacheable(range.1, chrono::Utc::now().date_naive())
-            {
-                // Large answers are compressed once, when cached, not per request.
-                if value.body.len() >= GZIP_FROM {
-                    let body = value.body.clone();
-                    value.gzip = tokio::task::spawn_blocking(move || gzip(&body))
-                        .await
-                        .ok()
-                        .flatten();
+            if state.cache.enabled() {
+                let stored = state.cache.store(
+                    key.clone(),
+                    dataset,
+                    range.0,
+                    range.1,
+                    generation,
+                    value.clone(),
+                );
+                // Large answers are compressed once, after this response
+                // has gone out, not per request; later hits send it.
+                if stored && value.body.len() >= GZIP_FROM {
+                    let (cache, body, tag) =
+                        (state.cache.clone(), value.body.clone(), value.etag.clone());
+                    tokio::task::spawn_blocking(move || {
+                        if let Some(gz) = gzip(&body) {
+                            cache.attach_gzip(&key, &tag, gz);
+                        }
+                    });
                 }
-                state
-                    .cache
-                    .store(key, dataset, range.0, end, generation, value.clone());
             }
             (false, value)
         }
@@ -519,7 +523,7 @@ fn gzip(body: &[u8]) -> Option<Bytes> {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 8),
-        flate2::Compression::fast(),
+        flate2::Compression::default(),
     );
     enc.write_all(body).ok()?;
     enc.finish().ok().map(Bytes::from)

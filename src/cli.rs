@@ -125,6 +125,9 @@ pub enum Command {
         /// Answer from the fact table only, ignoring rollups (for checking).
         #[arg(long)]
         fact: bool,
+        /// Print the plan (sources, SQL and parameters) instead of running it.
+        #[arg(long)]
+        explain: bool,
     },
     /// Rebuild or verify the rollups that imports keep exact.
     Rollups {
@@ -529,7 +532,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Openapi => {
             print!("{}", openapi_yaml()?);
         }
-        Command::Query { json, fact } => {
+        Command::Query {
+            json,
+            fact,
+            explain,
+        } => {
             let text = if json == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
@@ -538,11 +545,20 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let req: crate::query::QueryRequest = serde_json::from_str(&text)
                 .map_err(|e| format!("the query is not valid JSON for a query: {e}"))?;
             let catalog = Catalog::from_env()?;
-            let answer = with_db(&target, async |db| {
-                Ok(crate::query::execute(db, &catalog, &req, fact, None).await?)
-            })
-            .await?;
-            println!("{}", serde_json::to_string_pretty(&answer)?);
+            if explain {
+                let plan = with_db(&target, async |db| {
+                    let client = db.client().await?;
+                    Ok(crate::query::prepare(&client, &catalog, &req, fact, None).await?)
+                })
+                .await?;
+                print!("{plan}");
+            } else {
+                let answer = with_db(&target, async |db| {
+                    Ok(crate::query::execute(db, &catalog, &req, fact, None).await?)
+                })
+                .await?;
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            }
         }
         Command::Datasets => {
             let catalog = Catalog::from_env()?;

@@ -156,6 +156,19 @@ impl Grain {
         }
     }
 
+    /// Whether `day` is the first day of one of this grain's buckets
+    /// (`date_trunc` of it is itself; weeks start on Monday).
+    pub fn starts_bucket(self, day: chrono::NaiveDate) -> bool {
+        use chrono::Datelike;
+        match self {
+            Grain::Hour | Grain::Day => true,
+            Grain::Week => day.weekday() == chrono::Weekday::Mon,
+            Grain::Month => day.day() == 1,
+            Grain::Quarter => day.day() == 1 && day.month0().is_multiple_of(3),
+            Grain::Year => day.ordinal() == 1,
+        }
+    }
+
     /// Whether buckets of `self` are unions of buckets of `finer`.
     pub fn is_coarsening_of(self, finer: Grain) -> bool {
         match finer {
@@ -533,6 +546,23 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_starts() {
+        let check = |grain: Grain, day: &str, expect: bool| {
+            let d: chrono::NaiveDate = day.parse().unwrap();
+            assert_eq!(grain.starts_bucket(d), expect, "{grain} {day}");
+        };
+        check(Grain::Day, "2024-03-15", true);
+        check(Grain::Week, "2024-03-18", true); // a Monday
+        check(Grain::Week, "2024-03-17", false);
+        check(Grain::Month, "2024-03-01", true);
+        check(Grain::Month, "2024-03-02", false);
+        check(Grain::Quarter, "2024-04-01", true);
+        check(Grain::Quarter, "2024-05-01", false);
+        check(Grain::Year, "2025-01-01", true);
+        check(Grain::Year, "2025-02-01", false);
+    }
 
     #[test]
     fn built_in_sales_report() {

@@ -1026,16 +1026,21 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let result = load(&mut client, job).await;
     bar.finish_and_clear();
     match result {
-        Ok((import_id, outcome)) => Ok(ImportReport {
-            import_id,
-            table: table.table.display(),
-            rows_loaded: outcome.rows_loaded,
-            rows_rejected: outcome.rows_rejected,
-            error_table,
-            partitions_created: partitions.created,
-            rows_moved: partitions.rows_moved,
-            elapsed: started.elapsed(),
-        }),
+        Ok((import_id, outcome)) => {
+            if let Some(acc) = &outcome.rollups {
+                acc.refresh_estimates(&client).await;
+            }
+            Ok(ImportReport {
+                import_id,
+                table: table.table.display(),
+                rows_loaded: outcome.rows_loaded,
+                rows_rejected: outcome.rows_rejected,
+                error_table,
+                partitions_created: partitions.created,
+                rows_moved: partitions.rows_moved,
+                elapsed: started.elapsed(),
+            })
+        }
         Err(e) => {
             // Keep a record of the failure; the load itself left nothing behind.
             let _ = client

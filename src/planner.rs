@@ -204,6 +204,36 @@ pub struct Plan {
     pub columns: Vec<OutputColumn>,
 }
 
+/// What `clue query --explain` prints: sources, SQL, parameters.
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "served from:")?;
+        for s in &self.served_from {
+            let day = |d: Option<NaiveDate>| d.map_or("..".to_owned(), |d| d.to_string());
+            writeln!(
+                f,
+                "  {} {} {} to {}",
+                s.source,
+                s.name,
+                day(s.from),
+                day(s.to)
+            )?;
+        }
+        writeln!(f, "sql:\n  {}", self.sql)?;
+        if !self.params.is_empty() {
+            writeln!(f, "parameters:")?;
+        }
+        for (i, p) in self.params.iter().enumerate() {
+            match p {
+                PlanParam::Date(d) => writeln!(f, "  ${} = {d}", i + 1)?,
+                PlanParam::Text(t) => writeln!(f, "  ${} = {t:?}", i + 1)?,
+                PlanParam::TextArray(v) => writeln!(f, "  ${} = {v:?}", i + 1)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("measures: {0:?} is not a measure of dataset {1}")]
@@ -414,20 +444,19 @@ fn out_kind(ty: ValueType) -> OutKind {
     }
 }
 
-/// `SELECT cols FROM from [WHERE ...] GROUP BY 1..=keys`: every piece and the
-/// combining query group by period and the dimensions, the first columns.
+/// `SELECT cols FROM from [WHERE ...] [GROUP BY 1..=keys]`: pieces and the
+/// combining query group by period and the dimensions, the first columns;
+/// with `keys == 0` nothing is grouped.
 fn grouped(cols: &[String], from: &str, conditions: &[String], keys: usize) -> String {
-    let group: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conditions.join(" AND "))
-    };
-    format!(
-        "SELECT {} FROM {from}{filter} GROUP BY {}",
-        cols.join(", "),
-        group.join(", ")
-    )
+    let mut sql = format!("SELECT {} FROM {from}", cols.join(", "));
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    if keys > 0 {
+        let group: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
+    }
+    sql
 }
 
 struct Params(Vec<PlanParam>);
@@ -538,8 +567,28 @@ pub fn plan(
         }
         grouped(&cols, table_sql, &wh, dims.len() + 1)
     } else {
+        // Pieces cover disjoint periods when every boundary between them
+        // starts a bucket: the combining query then only has to stack them.
+        let disjoint = match q.granularity {
+            Some(g) => segs
+                .iter()
+                .skip(1)
+                .all(|s| s.from.is_some_and(|f| g.starts_bucket(f))),
+            None => false,
+        };
+        let combine = segs.len() > 1 && !disjoint;
         let mut pieces = Vec::new();
         for seg in &segs {
+            // A rollup at the asked grain over exactly the asked dimensions
+            // already holds one row per output key: read, do not aggregate.
+            let direct = match seg.source {
+                Source::Rollup(r) => {
+                    q.granularity == Some(r.grain)
+                        && r.dimensions.len() == q.dimensions.len()
+                        && q.dimensions.iter().all(|d| r.dimensions.contains(d))
+                }
+                Source::Fact => false,
+            };
             let (from_sql, time_expr, name, kind) = match seg.source {
                 Source::Fact => (
                     table_sql.to_owned(),
@@ -568,12 +617,35 @@ pub fn plan(
                     params.push(PlanParam::Date(t))
                 ));
             }
-            let mut cols = vec![format!("{} AS period", period_of(&time_expr))];
+            // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
+            let period = if direct {
+                "bucket AS period".to_owned()
+            } else {
+                format!("{} AS period", period_of(&time_expr))
+            };
+            let mut cols = vec![period];
             cols.extend(dims.iter().cloned());
             for (i, m) in measures.iter().enumerate() {
                 for (j, (kind, col)) in needs(m).iter().enumerate() {
                     let alias = format!("p{i}_{j}");
                     cols.push(match (seg.source, col) {
+                        (Source::Rollup(_), None) if direct => {
+                            format!("row_count::int8 AS {alias}")
+                        }
+                        (Source::Rollup(_), Some(c)) if direct => {
+                            let pc = quote_ident(
+                                &crate::rollup::Partial {
+                                    kind: *kind,
+                                    source: (*c).to_owned(),
+                                }
+                                .column(),
+                            );
+                            match kind {
+                                PartialKind::Sum => format!("{pc}::numeric AS {alias}"),
+                                PartialKind::Count => format!("{pc}::int8 AS {alias}"),
+                                PartialKind::Min | PartialKind::Max => format!("{pc} AS {alias}"),
+                            }
+                        }
                         (Source::Fact, None) => format!("count(*)::int8 AS {alias}"),
                         (Source::Fact, Some(c)) => {
                             let c = quote_ident(c);
@@ -603,22 +675,28 @@ pub fn plan(
                     });
                 }
             }
-            pieces.push(grouped(&cols, &from_sql, &wh, dims.len() + 1));
+            pieces.push(if direct {
+                grouped(&cols, &from_sql, &wh, 0)
+            } else {
+                grouped(&cols, &from_sql, &wh, dims.len() + 1)
+            });
         }
         let mut cols = vec!["period".to_owned()];
         cols.extend(dims.iter().cloned());
         for (i, m) in measures.iter().enumerate() {
-            cols.push(match m.agg {
-                Agg::Sum => format!("sum(p{i}_0) AS m{i}"),
-                Agg::Count => format!("sum(p{i}_0)::int8 AS m{i}"),
-                Agg::Min => format!("min(p{i}_0) AS m{i}"),
-                Agg::Max => format!("max(p{i}_0) AS m{i}"),
-                Agg::Avg => format!("sum(p{i}_0) / nullif(sum(p{i}_1), 0) AS m{i}"),
-                Agg::CountDistinct => unreachable!("planned on the facts"),
+            cols.push(match (m.agg, combine) {
+                (Agg::Sum, true) => format!("sum(p{i}_0) AS m{i}"),
+                (Agg::Count, true) => format!("sum(p{i}_0)::int8 AS m{i}"),
+                (Agg::Min, true) => format!("min(p{i}_0) AS m{i}"),
+                (Agg::Max, true) => format!("max(p{i}_0) AS m{i}"),
+                (Agg::Avg, true) => format!("sum(p{i}_0) / nullif(sum(p{i}_1), 0) AS m{i}"),
+                (Agg::Avg, false) => format!("p{i}_0 / nullif(p{i}_1, 0) AS m{i}"),
+                (_, false) => format!("p{i}_0 AS m{i}"),
+                (Agg::CountDistinct, true) => unreachable!("planned on the facts"),
             });
         }
         let union = format!("({}) pieces", pieces.join(" UNION ALL "));
-        grouped(&cols, &union, &[], dims.len() + 1)
+        grouped(&cols, &union, &[], if combine { dims.len() + 1 } else { 0 })
     };
 
     // Final shape: typed columns, gap fill, order, limit.

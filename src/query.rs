@@ -1,5 +1,5 @@
 //! The generic query: its JSON form, its checks, its execution through the
-//! planner, and the cache of answers for closed past ranges.
+//! planner, and the cache of answers, dropped by notified writes.
 //!
 //! Architecture Invariant: a cached answer is never served after a write
 //! into its range has been notified: imports and rollup rebuilds send
@@ -92,19 +92,31 @@ pub struct QueryResponse {
     pub rows: Vec<Row>,
 }
 
-/// One result row: column names and typed values, serialized as a JSON object.
+/// One result row: typed values under the answer's column names (shared by
+/// every row), serialized as a JSON object.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row(pub Vec<(String, Cell)>);
+pub struct Row {
+    names: Arc<[String]>,
+    cells: Vec<Cell>,
+}
 
 impl Row {
     pub fn get(&self, name: &str) -> Option<&Cell> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+        let i = self.names.iter().position(|n| n == name)?;
+        self.cells.get(i)
+    }
+
+    /// Moves the value of `name` out, leaving `Null`.
+    pub fn take(&mut self, name: &str) -> Option<Cell> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.cells.get_mut(i).map(std::mem::take)
     }
 }
 
 /// A typed result value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Cell {
+    #[default]
     Null,
     Int(i64),
     Decimal(rust_decimal::Decimal),
@@ -132,8 +144,8 @@ impl Serialize for Cell {
 impl Serialize for Row {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
+        let mut map = s.serialize_map(Some(self.cells.len()))?;
+        for (k, v) in self.names.iter().zip(&self.cells) {
             map.serialize_entry(k, v)?;
         }
         map.end()
@@ -225,9 +237,41 @@ pub async fn execute(
     force_fact: bool,
     cache: Option<&Cache>,
 ) -> Result<QueryResponse, QueryError> {
+    let client = db.client().await?;
+    let plan = prepare(&client, catalog, req, force_fact, cache).await?;
+    let started = std::time::Instant::now();
+    let rows = run(&client, &plan).await?;
+    tracing::debug!(
+        dataset = %req.dataset,
+        rows = rows.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "query answered"
+    );
+    // Only possible without a limit: limits are at most MAX_LIMIT.
+    if rows.len() as u64 > planner::MAX_ROWS {
+        return Err(QueryError::Invalid(format!(
+            "query: the answer has more than {} rows; narrow it with filters, a coarser granularity or a limit",
+            planner::MAX_ROWS
+        )));
+    }
+    Ok(QueryResponse {
+        dataset: req.dataset.clone(),
+        served_from: plan.served_from,
+        rows,
+    })
+}
+
+/// Checks the query and plans it over the dataset's current sources (looked
+/// up in the database unless `cache` knows them).
+pub async fn prepare(
+    client: &tokio_postgres::Client,
+    catalog: &Catalog,
+    req: &QueryRequest,
+    force_fact: bool,
+    cache: Option<&Cache>,
+) -> Result<Plan, QueryError> {
     let dataset = catalog.get(&req.dataset)?;
     let query = req.to_query()?;
-    let client = db.client().await?;
     if let Some(tz) = &req.time_zone {
         let known: bool = client
             .query_one(
@@ -246,7 +290,7 @@ pub async fn execute(
         Some(known) => known,
         None => {
             let generation = cache.map(Cache::generation);
-            let table = crate::schema::find_table(&**client, &dataset.table)
+            let table = crate::schema::find_table(client, &dataset.table)
                 .await
                 .map_err(|e| QueryError::Invalid(e.to_string()))?
                 .ok_or_else(|| {
@@ -256,27 +300,16 @@ pub async fn execute(
                     ))
                 })?
                 .quoted();
-            let rollups = rollup::current(&**client, dataset).await?;
+            let rollups = rollup::current(client, dataset).await?;
             if let (Some(c), Some(g)) = (cache, generation) {
                 c.store_sources(&dataset.name, g, table.clone(), rollups.clone());
             }
             (table, rollups)
         }
     };
-    let plan = planner::plan(dataset, &table, &rollups, &query, force_fact)?;
-    let rows = run(&client, &plan).await?;
-    // Only possible without a limit: limits are at most MAX_LIMIT.
-    if rows.len() as u64 > planner::MAX_ROWS {
-        return Err(QueryError::Invalid(format!(
-            "query: the answer has more than {} rows; narrow it with filters, a coarser granularity or a limit",
-            planner::MAX_ROWS
-        )));
-    }
-    Ok(QueryResponse {
-        dataset: dataset.name.clone(),
-        served_from: plan.served_from,
-        rows,
-    })
+    Ok(planner::plan(
+        dataset, &table, &rollups, &query, force_fact,
+    )?)
 }
 
 async fn run(client: &deadpool_postgres::Client, plan: &Plan) -> Result<Vec<Row>, QueryError> {
@@ -306,6 +339,7 @@ async fn run(client: &deadpool_postgres::Client, plan: &Plan) -> Result<Vec<Row>
             _ => QueryError::from(e),
         }
     })?;
+    let names: Arc<[String]> = plan.columns.iter().map(|c| c.name.clone()).collect();
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut cells = Vec::with_capacity(plan.columns.len());
@@ -319,9 +353,12 @@ async fn run(client: &deadpool_postgres::Client, plan: &Plan) -> Result<Vec<Row>
                 OutKind::Date => row.get::<_, Option<NaiveDate>>(i).map(Cell::Date),
                 OutKind::Bool => row.get::<_, Option<bool>>(i).map(Cell::Bool),
             };
-            cells.push((c.name.clone(), v.unwrap_or(Cell::Null)));
+            cells.push(v.unwrap_or(Cell::Null));
         }
-        out.push(Row(cells));
+        out.push(Row {
+            names: names.clone(),
+            cells,
+        });
     }
     Ok(out)
 }
@@ -343,11 +380,11 @@ pub struct Cached {
 struct Entry {
     dataset: String,
     start: Option<NaiveDate>,
-    end: NaiveDate,
+    end: Option<NaiveDate>,
     value: Cached,
 }
 
-/// Answers of closed past ranges, in memory, invalidated by notified writes.
+/// Answers in memory, each dropped when a notified write touches its range.
 pub struct Cache {
     entries: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
     /// Per dataset: its table and current rollups, so a request plans
@@ -380,9 +417,11 @@ impl Cache {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Whether an answer over `[start, end]` may be cached: closed and in the past.
-    pub fn cacheable(&self, end: Option<NaiveDate>, today: NaiveDate) -> bool {
-        self.listening.load(Ordering::SeqCst) && end.is_some_and(|e| e < today)
+    /// Whether answers may be cached now: only while writes are heard.
+    /// Any range qualifies, open or reaching today: every write path
+    /// notifies the days it touched, so a later write drops the answer.
+    pub fn enabled(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
     }
 
     pub fn get(&self, key: &str) -> Option<Cached> {
@@ -390,26 +429,35 @@ impl Cache {
         guard.0.get(key).map(|e| e.value.clone())
     }
 
-    /// Stores an answer computed at `generation`, unless a write was notified since.
+    /// Stores an answer computed at `generation`, unless a write was notified
+    /// since. True when it stored a body the cache did not hold (an answer
+    /// recomputed unchanged keeps its entry, compressed body included).
     pub fn store(
         &self,
         key: String,
         dataset: &str,
         start: Option<NaiveDate>,
-        end: NaiveDate,
+        end: Option<NaiveDate>,
         generation: u64,
         value: Cached,
-    ) {
+    ) -> bool {
         let Ok(mut guard) = self.entries.lock() else {
-            return;
+            return false;
         };
         // Checked under the lock that invalidation also takes.
         if generation != self.generation.load(Ordering::SeqCst)
             || !self.listening.load(Ordering::SeqCst)
         {
-            return;
+            return false;
         }
         let (map, order) = &mut *guard;
+        if let Some(entry) = map.get_mut(&key) {
+            if entry.value.etag == value.etag {
+                return false;
+            }
+            entry.value = value;
+            return true;
+        }
         if map.len() >= self.capacity
             && let Some(old) = order.pop_front()
         {
@@ -425,6 +473,18 @@ impl Cache {
                 value,
             },
         );
+        true
+    }
+
+    /// Adds the compressed body to the entry `key` if it still holds the
+    /// answer tagged `etag` (a write may have dropped or replaced it since).
+    pub fn attach_gzip(&self, key: &str, etag: &str, gzip: Bytes) {
+        if let Ok(mut guard) = self.entries.lock()
+            && let Some(entry) = guard.0.get_mut(key)
+            && entry.value.etag == etag
+        {
+            entry.value.gzip = Some(gzip);
+        }
     }
 
     /// The table and rollups of a dataset, when known since the last write to it.
@@ -470,7 +530,9 @@ impl Cache {
             e.dataset != dataset
                 || match range {
                     None => false,
-                    Some((lo, hi)) => e.end < lo || e.start.is_some_and(|s| s > hi),
+                    Some((lo, hi)) => {
+                        e.end.is_some_and(|end| end < lo) || e.start.is_some_and(|s| s > hi)
+                    }
                 }
         });
         order.retain(|k| map.contains_key(k));
@@ -599,7 +661,7 @@ mod tests {
             "q1".into(),
             "sales",
             Some(d("2024-01-01")),
-            d("2024-03-31"),
+            Some(d("2024-03-31")),
             g,
             value("1"),
         );
@@ -607,15 +669,29 @@ mod tests {
             "q2".into(),
             "sales",
             Some(d("2024-06-01")),
-            d("2024-06-30"),
+            Some(d("2024-06-30")),
             g,
             value("2"),
         );
-        cache.store("q3".into(), "other", None, d("2024-06-30"), g, value("3"));
+        cache.store("q3".into(), "other", None, None, g, value("3"));
+        // Open ranges: from a day on, and everything.
+        cache.store(
+            "q4".into(),
+            "sales",
+            Some(d("2024-05-01")),
+            None,
+            g,
+            value("4"),
+        );
+        cache.store("q5".into(), "sales", None, None, g, value("5"));
         cache.on_notification("sales 2024-03-15 2024-04-02");
         assert!(cache.get("q1").is_none(), "overlapping answer dropped");
         assert!(cache.get("q2").is_some());
         assert!(cache.get("q3").is_some(), "other datasets untouched");
+        assert!(cache.get("q4").is_some(), "starts after the write");
+        assert!(cache.get("q5").is_none(), "the whole range holds the write");
+        cache.on_notification("sales 2030-01-01 2030-01-01");
+        assert!(cache.get("q4").is_none(), "a late write into an open range");
         cache.on_notification("sales *");
         assert!(cache.get("q2").is_none());
     }
@@ -630,7 +706,7 @@ mod tests {
             "q".into(),
             "sales",
             None,
-            d("2024-01-31"),
+            Some(d("2024-01-31")),
             before,
             value("stale"),
         );
@@ -638,19 +714,25 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_cached_without_the_listener_or_for_open_ranges() {
+    fn nothing_is_cached_without_the_listener() {
         let cache = Cache::new(10);
-        let today = d("2026-11-22");
-        assert!(!cache.cacheable(Some(d("2024-01-31")), today));
-        cache.set_listening(true);
-        assert!(cache.cacheable(Some(d("2024-01-31")), today));
-        assert!(!cache.cacheable(None, today));
-        assert!(!cache.cacheable(Some(today), today));
+        assert!(!cache.enabled());
         cache.store(
             "q".into(),
             "sales",
             None,
-            d("2024-01-31"),
+            None,
+            cache.generation(),
+            value("x"),
+        );
+        assert!(cache.get("q").is_none(), "not stored while not listening");
+        cache.set_listening(true);
+        assert!(cache.enabled());
+        cache.store(
+            "q".into(),
+            "sales",
+            None,
+            Some(d("2024-01-31")),
             cache.generation(),
             value("x"),
         );
@@ -662,6 +744,34 @@ mod tests {
     }
 
     #[test]
+    fn compressed_bodies_attach_to_the_answer_they_were_made_from() {
+        let cache = Cache::new(10);
+        cache.set_listening(true);
+        let v = value("x");
+        cache.store("q".into(), "s", None, None, cache.generation(), v.clone());
+        cache.attach_gzip("q", "\"other\"", Bytes::from_static(b"gz-other"));
+        assert_eq!(cache.get("q").unwrap().gzip, None, "another answer's body");
+        cache.attach_gzip("q", &v.etag, Bytes::from_static(b"gz"));
+        assert_eq!(
+            cache.get("q").unwrap().gzip,
+            Some(Bytes::from_static(b"gz"))
+        );
+        cache.attach_gzip("gone", &v.etag, Bytes::from_static(b"gz"));
+        assert!(cache.get("gone").is_none());
+        // Recomputed unchanged (Cache-Control: no-cache): kept, compressed body too.
+        assert!(!cache.store("q".into(), "s", None, None, cache.generation(), v.clone()));
+        assert_eq!(
+            cache.get("q").unwrap().gzip,
+            Some(Bytes::from_static(b"gz"))
+        );
+        // Recomputed different: replaced, once.
+        assert!(cache.store("q".into(), "s", None, None, cache.generation(), value("y")));
+        assert_eq!(cache.get("q").unwrap().body, Bytes::from_static(b"y"));
+        assert_eq!(cache.get("q").unwrap().gzip, None);
+        assert_eq!(cache.entries.lock().unwrap().1.len(), 1);
+    }
+
+    #[test]
     fn capacity_evicts_the_oldest() {
         let cache = Cache::new(2);
         cache.set_listening(true);
@@ -670,7 +780,7 @@ mod tests {
                 k.into(),
                 "s",
                 None,
-                d("2024-01-01"),
+                Some(d("2024-01-01")),
                 cache.generation(),
                 value(k),
             );
