@@ -58,6 +58,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] DbError),
+    /// A query ran past the server's limit and was cancelled.
+    #[error("{0}; narrow it (a shorter range, fewer dimensions, filters)")]
+    QueryTimeout(String),
     /// Anything else; the text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,6 +95,7 @@ impl From<QueryError> for ApiError {
             QueryError::Dataset(d) => invalid(format!("dataset: {d}")),
             QueryError::Db(d) => d.into(),
             QueryError::Rollup(r) => ApiError::Internal(r.to_string()),
+            e @ QueryError::Timeout(_) => ApiError::QueryTimeout(e.to_string()),
         }
     }
 }
@@ -146,6 +150,11 @@ impl IntoResponse for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal server error",
+            ),
+            ApiError::QueryTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "query-timeout",
+                "Query timeout",
             ),
         };
         let detail = match &self {
@@ -581,6 +590,9 @@ enum ReportErrors {
     /// The database is unavailable; retry after the Retry-After seconds.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
+    /// The query ran longer than the server allows (`clue serve --query-timeout`) and was cancelled.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
     /// Unexpected server error (details are logged, not returned).
     #[response(status = 500, content_type = "application/problem+json")]
     Internal(Problem),
@@ -666,7 +678,8 @@ async fn top_5_by_revenue(
         })),
         (status = 304, description = "Not modified: If-None-Match matched the ETag."),
         (status = 400, description = "The body is not a valid query; the field at fault is named.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The query ran longer than the server allows (`clue serve --query-timeout`) and was cancelled.", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -63,6 +63,31 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
+    /// Cancel a query that runs longer than this many seconds and answer
+    /// 504 (0: no limit).
+    #[arg(
+        long,
+        env = "CLUE_QUERY_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS",
+        value_parser = parse_timeout
+    )]
+    pub query_timeout: f64,
+}
+
+impl ServeArgs {
+    pub fn query_timeout(&self) -> Option<std::time::Duration> {
+        (self.query_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(self.query_timeout))
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,16 +280,6 @@ async fn close_shared(db: std::sync::Arc<Database>) -> Result<(), BoxError> {
 
 /// Parses the arguments, runs the command and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
-    // Like other Unix tools, end quietly when the reader of stdout goes away
-    // (`clue datasets | head`) instead of panicking on a broken pipe.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -272,6 +287,20 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
+    // Like other Unix tools, end quietly when the reader of stdout goes away
+    // (`clue datasets | head`) instead of panicking on a broken pipe. Never
+    // in the servers: there a client hanging up mid-answer (a write to its
+    // closed socket) must cost that answer only, not kill the process.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo { .. }) {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     // Servers log every request; one-shot commands only warnings.
     let default_level = if matches!(cli.command, Command::Serve(_) | Command::Demo { .. }) {
         "info"
@@ -503,13 +532,21 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             );
         }
         Command::Serve(args) => {
-            let db = std::sync::Arc::new(Database::open(&target).await?);
+            let db = std::sync::Arc::new(
+                Database::open(&target)
+                    .await?
+                    .with_query_timeout(args.query_timeout()),
+            );
             let result = serve(db.clone(), &args, None).await;
             close_shared(db).await?;
             result?;
         }
         Command::Demo { rows, serve: args } => {
-            let db = std::sync::Arc::new(Database::open(&target).await?);
+            let db = std::sync::Arc::new(
+                Database::open(&target)
+                    .await?
+                    .with_query_timeout(args.query_timeout()),
+            );
             let work_dir = match &target {
                 DatabaseTarget::Embedded { home } => home.clone(),
                 DatabaseTarget::Configured(_) => std::env::temp_dir(),

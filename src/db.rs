@@ -57,6 +57,7 @@ pub struct Database {
     pool: Pool,
     config: tokio_postgres::Config,
     lease: Option<Lease>,
+    query_timeout: Option<Duration>,
 }
 
 impl Database {
@@ -91,9 +92,22 @@ impl Database {
             pool,
             config,
             lease,
+            query_timeout: None,
         };
         db.migrate().await?;
         Ok(db)
+    }
+
+    /// Cancels queries (`query::execute`) that run longer than `timeout`;
+    /// the server sets this so one heavy request cannot hold a connection
+    /// and a core indefinitely. Loads and rebuilds are not limited.
+    pub fn with_query_timeout(mut self, timeout: Option<Duration>) -> Database {
+        self.query_timeout = timeout;
+        self
+    }
+
+    pub fn query_timeout(&self) -> Option<Duration> {
+        self.query_timeout
     }
 
     /// A pooled connection, with connection failures classified.

@@ -34,7 +34,16 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn serve(db: TestDb) -> TestApp {
-    let database = Arc::new(clue::db::Database::open(&db.target()).await.unwrap());
+    serve_with_timeout(db, None).await
+}
+
+async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>) -> TestApp {
+    let database = Arc::new(
+        clue::db::Database::open(&db.target())
+            .await
+            .unwrap()
+            .with_query_timeout(timeout),
+    );
     let app = Application::build(database, "127.0.0.1", 0).await.unwrap();
     let address = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -585,6 +594,22 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
     let dir = crate::helpers::scratch_dir();
     let home = dir.path().join("home");
     let (mut child, base, errors) = start_demo(&home, "3000");
+    // A client hanging up mid-answer makes the server's next write fail with
+    // EPIPE; with SIGPIPE's default action that write would kill the server.
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap();
+        assert_ne!(
+            ignored & (1 << (13 - 1)),
+            0,
+            "SIGPIPE is not ignored: {status}"
+        );
+    }
     let summary: Value = reqwest::get(format!("{base}/reports/monthly-sales-summary"))
         .await
         .unwrap()
@@ -637,4 +662,64 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
         "{log}"
     );
     assert!(!log.contains("Generating"), "{log}");
+}
+
+#[tokio::test]
+async fn a_query_past_the_time_limit_is_cancelled_with_a_504() {
+    let app = serve_with_timeout(
+        TestDb::with_sales_data().await,
+        Some(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    // The monthly summary reads the month rollup; while another session
+    // holds it locked, the query waits past the limit.
+    let blocker = app.db.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE clue_rollup.sales_report_month IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let body = problem(
+        &app,
+        reqwest::Method::GET,
+        "/reports/monthly-sales-summary",
+        StatusCode::GATEWAY_TIMEOUT,
+    )
+    .await;
+    assert_eq!(
+        (body["type"].as_str(), body["detail"].as_str()),
+        (
+            Some("urn:clue:problem:query-timeout"),
+            Some(
+                "the query ran longer than 0.3 s and was cancelled; narrow it (a shorter range, fewer dimensions, filters)"
+            )
+        )
+    );
+    // Cancelled in the database too: nothing is left waiting for the lock.
+    let mut waiting = -1;
+    for _ in 0..40 {
+        waiting = blocker
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        waiting, 0,
+        "the cancelled query still waits in the database"
+    );
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    // The server and its pool carry on.
+    let r = app.get("/reports/monthly-sales-summary").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        text(r).await,
+        r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#
+    );
 }

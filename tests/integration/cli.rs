@@ -41,6 +41,10 @@ async fn connection_failures_say_which() {
         &[("CLUE_DB", "x"), ("CLUE_DB_PORT", "fivefourthreetwo")],
     )
     .fails_with(4, "CLUE_DB_PORT must be a port number");
+    clue_with(&["serve", "--query-timeout=-1"], &[])
+        .fails_with(2, "\"-1\" is not a number of seconds between 0 and 86400");
+    clue_with(&["serve"], &[("CLUE_QUERY_TIMEOUT", "soon")])
+        .fails_with(2, "\"soon\" is not a number of seconds between 0 and 86400");
     clue_with(
         &["create-schema"],
         &[("CLUE_DATABASE_URL", "postgresql://u:hunter2@h:99999/d")],
