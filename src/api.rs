@@ -678,7 +678,7 @@ async fn top_5_by_revenue(
         })),
         (status = 304, description = "Not modified: If-None-Match matched the ETag."),
         (status = 400, description = "The body is not a valid query; the field at fault is named.", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The query ran longer than the server allows (`clue serve --query-timeout`) and was cancelled.", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected server error (details are logged, not returned).", body = Problem, content_type = "application/problem+json"),
     )

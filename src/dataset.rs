@@ -195,6 +195,8 @@ pub struct RollupDef {
     pub name: String,
     pub grain: Grain,
     pub dimensions: Vec<String>,
+    /// The measures it keeps partials for; `None`: every additive one.
+    pub measures: Option<Vec<String>>,
 }
 
 /// A declared dataset.
@@ -233,6 +235,8 @@ struct RawRollup {
     grain: String,
     #[serde(default)]
     dimensions: Vec<String>,
+    #[serde(default)]
+    measures: Option<Vec<String>>,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -397,10 +401,32 @@ impl Dataset {
             if rollups.iter().any(|x| x.name == name) {
                 return Err(field(&at, format!("name {name:?} is used twice")));
             }
+            if let Some(names) = &r.measures {
+                for m in names {
+                    match measures.iter().find(|x: &&Measure| &x.name == m) {
+                        None => {
+                            return Err(field(
+                                &at,
+                                format!("{m:?} is not one of the dataset's measures"),
+                            ));
+                        }
+                        Some(x) if x.agg == Agg::CountDistinct => {
+                            return Err(field(
+                                &at,
+                                format!(
+                                    "{m:?} is a count_distinct, which partial counts cannot give; queries of it read the facts"
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
             rollups.push(RollupDef {
                 name,
                 grain,
                 dimensions: r.dimensions,
+                measures: r.measures,
             });
         }
         Ok(Dataset {
@@ -639,6 +665,18 @@ mod tests {
         check_error(
             &format!("{BASE}rollups: [{{grain: day}}, {{grain: day}}]\n"),
             "name \"t_day\" is used twice",
+        );
+        check_error(
+            &format!(
+                "{BASE}measures: {{total: {{sum: n}}}}\nrollups: [{{grain: day, measures: [totl]}}]\n"
+            ),
+            "field \"rollups[0]\": \"totl\" is not one of the dataset's measures",
+        );
+        check_error(
+            &format!(
+                "{BASE}measures: {{pages: {{count_distinct: s}}}}\nrollups: [{{grain: day, measures: [pages]}}]\n"
+            ),
+            "field \"rollups[0]\": \"pages\" is a count_distinct, which partial counts cannot give",
         );
         check_error(
             &format!("{BASE}colour: red\n"),

@@ -1231,7 +1231,12 @@ async fn load(
     })?;
     debug_assert_eq!(copied, outcome.rows_loaded);
     if let Some(acc) = &outcome.rollups {
+        let started = std::time::Instant::now();
         acc.apply(&tx, job.table).await?;
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "rollup deltas upserted"
+        );
     }
     if let Some(dataset) = &job.dataset {
         // The days loaded, else the months found by the scan, else anywhere.

@@ -78,9 +78,10 @@ impl Partial {
     }
 }
 
-/// The partials a dataset's rollups keep, given the fact table's types:
-/// sums only of integer and numeric columns (float sums are not exact).
-pub fn partials(dataset: &Dataset, table: &Table) -> Vec<Partial> {
+/// The partials a rollup keeps for `measures` (all of the dataset's when
+/// `None`), given the fact table's types: sums only of integer and numeric
+/// columns (float sums are not exact).
+pub fn partials(dataset: &Dataset, table: &Table, measures: Option<&[String]>) -> Vec<Partial> {
     let mut out: Vec<Partial> = Vec::new();
     let mut add = |kind, source: &str| {
         let p = Partial {
@@ -92,6 +93,9 @@ pub fn partials(dataset: &Dataset, table: &Table) -> Vec<Partial> {
         }
     };
     for m in &dataset.measures {
+        if measures.is_some_and(|names| !names.contains(&m.name)) {
+            continue;
+        }
         let Some(col) = m.column.as_deref() else {
             continue;
         };
@@ -166,7 +170,7 @@ fn pg_type_sql(c: &Column) -> String {
 
 /// The rollups of `dataset` with their partials, checked against the table.
 fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupError> {
-    let parts = partials(dataset, table);
+    let parts = partials(dataset, table, None);
     for c in std::iter::once(&dataset.time_column)
         .chain(&dataset.dimensions)
         .chain(parts.iter().map(|p| &p.source))
@@ -198,7 +202,7 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
                 dataset: dataset.name.clone(),
                 grain: r.grain,
                 dimensions: r.dimensions.clone(),
-                partials: parts.clone(),
+                partials: partials(dataset, table, r.measures.as_deref()),
                 rows: 0,
             })
         })
@@ -514,6 +518,8 @@ pub type ParseFn = fn(ReadKind, &str, Option<&str>) -> Option<Scalar>;
 struct RollupDelta {
     info: RollupInfo,
     dims: Vec<FieldReader>,
+    /// For each of the rollup's partials, its source's slot in `values`.
+    slots: Vec<usize>,
     map: HashMap<Vec<u8>, Entry>,
 }
 
@@ -536,9 +542,8 @@ enum PartialValue {
 pub struct Accumulator {
     time: FieldReader,
     date_format: Option<String>,
+    /// The columns any rollup's partials read; `values` holds a row's.
     sources: Vec<FieldReader>,
-    /// For each partial (same list in every rollup), its slot in `values`.
-    slots: Vec<usize>,
     rollups: Vec<RollupDelta>,
     parse: ParseFn,
     key: Vec<u8>,
@@ -559,21 +564,8 @@ impl Accumulator {
         parse: ParseFn,
     ) -> Option<Accumulator> {
         let time = reader(time_column)?;
-        let partial_sources: Vec<String> = infos
-            .first()
-            .map(|i| i.partials.iter().map(|p| p.source.clone()).collect())
-            .unwrap_or_default();
+        // Each source column is read once per row, whichever rollups use it.
         let mut sources: Vec<(String, FieldReader)> = Vec::new();
-        let mut slots = Vec::new();
-        for s in &partial_sources {
-            match sources.iter().position(|r| &r.0 == s) {
-                Some(i) => slots.push(i),
-                None => {
-                    slots.push(sources.len());
-                    sources.push((s.clone(), reader(s)?));
-                }
-            }
-        }
         let mut rollups = Vec::new();
         for info in infos {
             let dims = info
@@ -581,9 +573,20 @@ impl Accumulator {
                 .iter()
                 .map(|d| reader(d))
                 .collect::<Option<Vec<_>>>()?;
+            let mut slots = Vec::new();
+            for p in &info.partials {
+                match sources.iter().position(|r| r.0 == p.source) {
+                    Some(i) => slots.push(i),
+                    None => {
+                        slots.push(sources.len());
+                        sources.push((p.source.clone(), reader(&p.source)?));
+                    }
+                }
+            }
             rollups.push(RollupDelta {
                 info: info.clone(),
                 dims,
+                slots,
                 map: HashMap::new(),
             });
         }
@@ -592,7 +595,6 @@ impl Accumulator {
             time,
             date_format,
             sources: sources.into_iter().map(|(_, r)| r).collect(),
-            slots,
             rollups,
             parse,
             key: Vec::with_capacity(64),
@@ -697,7 +699,7 @@ impl Accumulator {
             };
             entry.row_count += 1;
             for (pi, v) in entry.partials.iter_mut().enumerate() {
-                let Some(value) = &self.values[self.slots[pi]] else {
+                let Some(value) = &self.values[delta.slots[pi]] else {
                     continue;
                 };
                 match v {

@@ -28,7 +28,7 @@ struct Expect {
 
 /// The built-in rollups of sales_report with plausible sizes (10M rows).
 fn rollups(dataset: &Dataset) -> Vec<RollupInfo> {
-    let partials = vec![
+    let partials = [
         Partial {
             kind: PartialKind::Sum,
             source: "unit_price".into(),
@@ -62,7 +62,21 @@ fn rollups(dataset: &Dataset) -> Vec<RollupInfo> {
             dataset: dataset.name.clone(),
             grain: r.grain,
             dimensions: r.dimensions.clone(),
-            partials: partials.clone(),
+            // Those of the measures the rollup keeps (all when it names none).
+            partials: partials
+                .iter()
+                .filter(|p| {
+                    dataset.measures.iter().any(|m| {
+                        r.measures
+                            .as_ref()
+                            .is_none_or(|names| names.contains(&m.name))
+                            && super::needs(m).iter().any(|(kind, col)| {
+                                *kind == p.kind && *col == Some(p.source.as_str())
+                            })
+                    })
+                })
+                .cloned()
+                .collect(),
             rows: match (r.grain, r.dimensions.len()) {
                 (Grain::Month, 0) => 24,
                 (Grain::Day, 0) => 731,
