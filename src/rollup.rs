@@ -8,9 +8,11 @@
 //! whose definition changed is rebuilt before use.
 //!
 //! Architecture Invariant: a rollup equals the aggregation of its fact table
-//! at every commit. Imports add their deltas in the load transaction, upserts
-//! are applied in key order (so concurrent imports never deadlock), and a
-//! rebuild locks the rollup table so no delta lands mid-rebuild.
+//! at every commit. Imports add their deltas in the load transaction, and
+//! every writer of a dataset's rollups (an import applying its deltas, a
+//! build) first takes that dataset's advisory lock, held to commit: one
+//! writer at a time, so no lost update, no deadlock and no delta lands
+//! mid-rebuild.
 
 use std::collections::HashMap;
 
@@ -278,14 +280,15 @@ fn create_sql(info: &RollupInfo, table: &Table) -> String {
     )
 }
 
-/// Serializes rollup (re)builds of one dataset across sessions.
+/// Serializes the writers of one dataset's rollups across sessions (builds,
+/// and imports applying their deltas) until the transaction ends.
 async fn lock_dataset(
     tx: &tokio_postgres::Transaction<'_>,
-    dataset: &Dataset,
-) -> Result<(), RollupError> {
+    dataset: &str,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(1668052326, hashtext($1))",
-        &[&dataset.name],
+        &[&dataset],
     )
     .await?;
     Ok(())
@@ -314,7 +317,7 @@ pub async fn ensure(
     let table = schema::load_table(&*client, &dataset.table).await?;
     let wanted = infos(dataset, &table)?;
     let tx = client.transaction().await?;
-    lock_dataset(&tx, dataset).await?;
+    lock_dataset(&tx, &dataset.name).await?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
         quote_ident(SCHEMA)
@@ -764,12 +767,16 @@ impl Accumulator {
         tx: &tokio_postgres::Transaction<'_>,
         table: &Table,
     ) -> Result<(), tokio_postgres::Error> {
+        if let Some(first) = self.rollups.first() {
+            lock_dataset(tx, &first.info.dataset).await?;
+        }
         for delta in &self.rollups {
             if delta.map.is_empty() {
                 continue;
             }
             let info = &delta.info;
-            // Key order makes concurrent imports lock rows in the same order.
+            // In key order, new rows extend the heap in the order ordered
+            // reads want.
             let mut entries: Vec<&Entry> = delta.map.values().collect();
             entries.sort_by(|a, b| {
                 a.bucket.cmp(&b.bucket).then_with(|| {
@@ -841,31 +848,40 @@ impl Accumulator {
                 .map(|(i, c)| format!("${}::{c}", i + 1))
                 .collect();
             let updates: Vec<String> =
-                std::iter::once("row_count = r.row_count + excluded.row_count".to_owned())
+                std::iter::once("row_count = r.row_count + d.row_count".to_owned())
                     .chain(info.partials.iter().map(|p| {
                         let c = quote_ident(&p.column());
                         match p.kind {
                             PartialKind::Sum => {
-                                format!("{c} = coalesce(r.{c}, 0) + coalesce(excluded.{c}, 0)")
+                                format!("{c} = coalesce(r.{c}, 0) + coalesce(d.{c}, 0)")
                             }
-                            PartialKind::Count => format!("{c} = r.{c} + excluded.{c}"),
-                            PartialKind::Min => format!("{c} = least(r.{c}, excluded.{c})"),
-                            PartialKind::Max => format!("{c} = greatest(r.{c}, excluded.{c})"),
+                            PartialKind::Count => format!("{c} = r.{c} + d.{c}"),
+                            PartialKind::Min => format!("{c} = least(r.{c}, d.{c})"),
+                            PartialKind::Max => format!("{c} = greatest(r.{c}, d.{c})"),
                         }
                     }))
                     .collect();
-            let sql = format!(
-                "INSERT INTO {} AS r ({}) SELECT * FROM unnest({}) ORDER BY {}
-                 ON CONFLICT ({}) DO UPDATE SET {}",
-                info.table(),
-                cols.join(", "),
-                unnest.join(", "),
-                (1..=info.dimensions.len() + 1)
-                    .map(|i| i.to_string())
+            let keys = key_columns(info);
+            let same_key = |a: &str, b: &str| {
+                keys.iter()
+                    .map(|k| format!("{a}.{k} = {b}.{k}"))
                     .collect::<Vec<_>>()
-                    .join(", "),
-                key_columns(info).join(", "),
-                updates.join(", ")
+                    .join(" AND ")
+            };
+            // Under the dataset's lock no other session adds keys, so an
+            // UPDATE of the keys present and a plain INSERT of the others
+            // do what ON CONFLICT would, at less than half its cost per row.
+            let sql = format!(
+                "WITH d AS (SELECT * FROM unnest({unnest}) AS d({cols})),
+                      u AS (UPDATE {table} AS r SET {updates} FROM d WHERE {on_r} RETURNING {keys_r})
+                 INSERT INTO {table} ({cols}) SELECT * FROM d WHERE NOT EXISTS (SELECT 1 FROM u WHERE {on_u})",
+                unnest = unnest.join(", "),
+                cols = cols.join(", "),
+                table = info.table(),
+                updates = updates.join(", "),
+                on_r = same_key("r", "d"),
+                keys_r = keys.iter().map(|k| format!("r.{k}")).collect::<Vec<_>>().join(", "),
+                on_u = same_key("u", "d"),
             );
             let params: Vec<&(dyn ToSql + Sync)> = arrays
                 .iter()
