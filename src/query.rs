@@ -471,6 +471,13 @@ pub struct Cached {
     pub gzip: Option<Bytes>,
 }
 
+impl Cached {
+    /// Memory it holds.
+    fn size(&self) -> usize {
+        self.body.len() + self.gzip.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 struct Entry {
     dataset: String,
     start: Option<NaiveDate>,
@@ -478,31 +485,55 @@ struct Entry {
     value: Cached,
 }
 
-/// Answers in memory, each dropped when a notified write touches its range.
+/// The cached answers, oldest first in `order`, and the memory they hold.
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.map.remove(key) {
+            self.bytes -= e.value.size();
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Entries::default();
+    }
+}
+
+/// Answers in memory, each dropped when a notified write touches its range;
+/// at most `capacity` of them in at most `max_bytes`, oldest evicted first.
 pub struct Cache {
-    entries: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    entries: Mutex<Entries>,
     /// Per dataset: its table and current rollups, so a request plans
     /// without catalog queries. Dropped with the dataset's answers.
     sources: Mutex<HashMap<String, (String, Vec<rollup::RollupInfo>)>>,
     generation: AtomicU64,
     listening: AtomicBool,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache::new(2048)
+        Cache::new(2048, 1 << 30)
     }
 }
 
 impl Cache {
-    pub fn new(capacity: usize) -> Cache {
+    pub fn new(capacity: usize, max_bytes: usize) -> Cache {
         Cache {
-            entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            entries: Mutex::new(Entries::default()),
             sources: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
             capacity,
+            max_bytes,
         }
     }
 
@@ -520,7 +551,7 @@ impl Cache {
 
     pub fn get(&self, key: &str) -> Option<Cached> {
         let guard = self.entries.lock().ok()?;
-        guard.0.get(key).map(|e| e.value.clone())
+        guard.map.get(key).map(|e| e.value.clone())
     }
 
     /// Stores an answer computed at `generation`, unless a write was notified
@@ -544,21 +575,29 @@ impl Cache {
         {
             return false;
         }
-        let (map, order) = &mut *guard;
-        if let Some(entry) = map.get_mut(&key) {
-            if entry.value.etag == value.etag {
-                return false;
-            }
-            entry.value = value;
-            return true;
-        }
-        if map.len() >= self.capacity
-            && let Some(old) = order.pop_front()
+        let entries = &mut *guard;
+        if entries
+            .map
+            .get(&key)
+            .is_some_and(|e| e.value.etag == value.etag)
         {
-            map.remove(&old);
+            return false;
         }
-        order.push_back(key.clone());
-        map.insert(
+        entries.remove(&key);
+        // One answer may take at most a quarter of the budget.
+        let size = value.size();
+        if size > self.max_bytes / 4 {
+            return false;
+        }
+        while entries.map.len() >= self.capacity || entries.bytes + size > self.max_bytes {
+            let Some(old) = entries.order.front().cloned() else {
+                break;
+            };
+            entries.remove(&old);
+        }
+        entries.bytes += size;
+        entries.order.push_back(key.clone());
+        entries.map.insert(
             key,
             Entry {
                 dataset: dataset.to_owned(),
@@ -573,11 +612,16 @@ impl Cache {
     /// Adds the compressed body to the entry `key` if it still holds the
     /// answer tagged `etag` (a write may have dropped or replaced it since).
     pub fn attach_gzip(&self, key: &str, etag: &str, gzip: Bytes) {
-        if let Ok(mut guard) = self.entries.lock()
-            && let Some(entry) = guard.0.get_mut(key)
-            && entry.value.etag == etag
-        {
-            entry.value.gzip = Some(gzip);
+        if let Ok(mut guard) = self.entries.lock() {
+            let entries = &mut *guard;
+            if entries.bytes + gzip.len() <= self.max_bytes
+                && let Some(entry) = entries.map.get_mut(key)
+                && entry.value.etag == etag
+                && entry.value.gzip.is_none()
+            {
+                entries.bytes += gzip.len();
+                entry.value.gzip = Some(gzip);
+            }
         }
     }
 
@@ -619,15 +663,19 @@ impl Cache {
             sources.remove(dataset);
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let (map, order) = &mut *guard;
+        let Entries { map, order, bytes } = &mut *guard;
         map.retain(|_, e| {
-            e.dataset != dataset
+            let keep = e.dataset != dataset
                 || match range {
                     None => false,
                     Some((lo, hi)) => {
                         e.end.is_some_and(|end| end < lo) || e.start.is_some_and(|s| s > hi)
                     }
-                }
+                };
+            if !keep {
+                *bytes -= e.value.size();
+            }
+            keep
         });
         order.retain(|k| map.contains_key(k));
     }
@@ -647,8 +695,7 @@ impl Cache {
     /// Marks the listener up or down; going down forgets everything.
     pub fn set_listening(&self, up: bool) {
         if !up && let Ok(mut guard) = self.entries.lock() {
-            guard.0.clear();
-            guard.1.clear();
+            guard.clear();
             if let Ok(mut sources) = self.sources.lock() {
                 sources.clear();
             }
@@ -748,7 +795,7 @@ mod tests {
 
     #[test]
     fn writes_invalidate_overlapping_answers_only() {
-        let cache = Cache::new(10);
+        let cache = Cache::new(10, 1 << 20);
         cache.set_listening(true);
         let g = cache.generation();
         cache.store(
@@ -792,7 +839,7 @@ mod tests {
 
     #[test]
     fn an_answer_computed_before_a_write_is_not_stored() {
-        let cache = Cache::new(10);
+        let cache = Cache::new(10, 1 << 20);
         cache.set_listening(true);
         let before = cache.generation();
         cache.on_notification("sales 2030-01-01 2030-01-01");
@@ -809,7 +856,7 @@ mod tests {
 
     #[test]
     fn nothing_is_cached_without_the_listener() {
-        let cache = Cache::new(10);
+        let cache = Cache::new(10, 1 << 20);
         assert!(!cache.enabled());
         cache.store(
             "q".into(),
@@ -895,7 +942,7 @@ mod tests {
 
     #[test]
     fn compressed_bodies_attach_to_the_answer_they_were_made_from() {
-        let cache = Cache::new(10);
+        let cache = Cache::new(10, 1 << 20);
         cache.set_listening(true);
         let v = value("x");
         cache.store("q".into(), "s", None, None, cache.generation(), v.clone());
@@ -918,12 +965,44 @@ mod tests {
         assert!(cache.store("q".into(), "s", None, None, cache.generation(), value("y")));
         assert_eq!(cache.get("q").unwrap().body, Bytes::from_static(b"y"));
         assert_eq!(cache.get("q").unwrap().gzip, None);
-        assert_eq!(cache.entries.lock().unwrap().1.len(), 1);
+        assert_eq!(cache.entries.lock().unwrap().order.len(), 1);
+        assert_eq!(cache.entries.lock().unwrap().bytes, 1);
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest_and_refuses_giants() {
+        let cache = Cache::new(100, 40);
+        cache.set_listening(true);
+        let sized = |n: usize| Cached {
+            body: Bytes::from(vec![b'x'; n]),
+            etag: etag(&n.to_le_bytes()),
+            content_type: "text/plain",
+            gzip: None,
+            served_from: String::new(),
+        };
+        let g = cache.generation();
+        assert!(cache.store("a".into(), "s", None, None, g, sized(10)));
+        assert!(cache.store("b".into(), "s", None, None, g, sized(10)));
+        assert!(cache.store("c".into(), "s", None, None, g, sized(10)));
+        assert!(cache.store("d".into(), "s", None, None, g, sized(10)));
+        assert!(
+            !cache.store("giant".into(), "s", None, None, g, sized(11)),
+            "over a quarter of the budget"
+        );
+        assert!(cache.store("e".into(), "s", None, None, g, sized(5)));
+        assert!(cache.get("a").is_none(), "the oldest made room");
+        assert!(cache.get("b").is_some() && cache.get("e").is_some());
+        assert_eq!(cache.entries.lock().unwrap().bytes, 35);
+        // A compressed body that does not fit is not attached.
+        cache.attach_gzip("b", &sized(10).etag, Bytes::from(vec![b'z'; 6]));
+        assert_eq!(cache.get("b").unwrap().gzip, None);
+        cache.on_notification("s *");
+        assert_eq!(cache.entries.lock().unwrap().bytes, 0);
     }
 
     #[test]
     fn capacity_evicts_the_oldest() {
-        let cache = Cache::new(2);
+        let cache = Cache::new(2, 1 << 20);
         cache.set_listening(true);
         for k in ["a", "b", "c"] {
             cache.store(
