@@ -629,23 +629,6 @@ pub fn plan(
                 for (j, (kind, col)) in needs(m).iter().enumerate() {
                     let alias = format!("p{i}_{j}");
                     cols.push(match (seg.source, col) {
-                        (Source::Rollup(_), None) if direct => {
-                            format!("row_count::int8 AS {alias}")
-                        }
-                        (Source::Rollup(_), Some(c)) if direct => {
-                            let pc = quote_ident(
-                                &crate::rollup::Partial {
-                                    kind: *kind,
-                                    source: (*c).to_owned(),
-                                }
-                                .column(),
-                            );
-                            match kind {
-                                PartialKind::Sum => format!("{pc}::numeric AS {alias}"),
-                                PartialKind::Count => format!("{pc}::int8 AS {alias}"),
-                                PartialKind::Min | PartialKind::Max => format!("{pc} AS {alias}"),
-                            }
-                        }
                         (Source::Fact, None) => format!("count(*)::int8 AS {alias}"),
                         (Source::Fact, Some(c)) => {
                             let c = quote_ident(c);
@@ -656,20 +639,34 @@ pub fn plan(
                                 PartialKind::Max => format!("max({c}) AS {alias}"),
                             }
                         }
-                        (Source::Rollup(_), None) => format!("sum(row_count)::int8 AS {alias}"),
-                        (Source::Rollup(_), Some(c)) => {
-                            let pc = quote_ident(
-                                &crate::rollup::Partial {
-                                    kind: *kind,
-                                    source: (*c).to_owned(),
-                                }
-                                .column(),
-                            );
+                        (Source::Rollup(_), _) => {
+                            let (pc, kind) = match col {
+                                None => ("row_count".to_owned(), PartialKind::Count),
+                                Some(c) => (
+                                    quote_ident(
+                                        &crate::rollup::Partial {
+                                            kind: *kind,
+                                            source: (*c).to_owned(),
+                                        }
+                                        .column(),
+                                    ),
+                                    *kind,
+                                ),
+                            };
+                            // Read as stored when `direct`, else combined
+                            // (counts add up, extremes are extremes).
+                            let combined = match kind {
+                                _ if direct => pc,
+                                PartialKind::Sum | PartialKind::Count => format!("sum({pc})"),
+                                PartialKind::Min => format!("min({pc})"),
+                                PartialKind::Max => format!("max({pc})"),
+                            };
                             match kind {
-                                PartialKind::Sum => format!("sum({pc})::numeric AS {alias}"),
-                                PartialKind::Count => format!("sum({pc})::int8 AS {alias}"),
-                                PartialKind::Min => format!("min({pc}) AS {alias}"),
-                                PartialKind::Max => format!("max({pc}) AS {alias}"),
+                                PartialKind::Sum => format!("{combined}::numeric AS {alias}"),
+                                PartialKind::Count => format!("{combined}::int8 AS {alias}"),
+                                PartialKind::Min | PartialKind::Max => {
+                                    format!("{combined} AS {alias}")
+                                }
                             }
                         }
                     });
