@@ -436,8 +436,9 @@ async fn run(
                 OutKind::Numeric => row
                     .try_get::<_, Option<ExactNumeric>>(i)
                     .map_err(|e| {
+                        // Named by its column: a float dimension decodes here too.
                         QueryError::Invalid(format!(
-                            "measures: {} has a value clue cannot return exactly ({})",
+                            "{}: has a value clue cannot return exactly ({})",
                             c.name,
                             e.into_source().map_or_else(String::new, |s| s.to_string())
                         ))

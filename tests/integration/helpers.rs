@@ -78,15 +78,14 @@ impl TestDb {
     pub async fn with_sales_data() -> TestDb {
         let db = TestDb::new().await;
         db.clue(&["create-schema"]).ok();
-        db.clue(&[
-            "import-data",
-            "-c",
-            peer_file("sales_data.csv").to_str().unwrap(),
-            "-t",
-            "sales_report",
-        ])
-        .ok();
+        db.import(peer_file("sales_data.csv")).ok();
         db
+    }
+
+    /// `clue import-data -c FILE -t sales_report` against this database.
+    pub fn import(&self, file: impl AsRef<Path>) -> Run {
+        let file = file.as_ref().to_str().unwrap();
+        self.clue(&["import-data", "-c", file, "-t", "sales_report"])
     }
 
     /// This database's URL with another user name.

@@ -126,7 +126,7 @@ async fn fast_path_loads_prototype_file_with_known_totals_and_makes_its_partitio
 #[tokio::test]
 async fn fast_path_aborts_on_the_first_bad_value_and_leaves_nothing() {
     let db = db_with_sales_report().await;
-    db.clue(&["import-data", "-c", peer_file("sales_data_2.csv").to_str().unwrap(), "-t", "sales_report"])
+    db.import(peer_file("sales_data_2.csv"))
         .fails_with(4, "sales_data_2.csv, line 4, column 6 (sales_amount): \"xxxx\" is not a number; nothing was loaded");
     assert_eq!(totals(&db).await.0, 0);
     let failed: (String, String) = {
@@ -340,14 +340,7 @@ async fn gzip_files_load_like_plain_ones() {
     gz.write_all(&std::fs::read(peer_file("sales_data.csv")).unwrap())
         .unwrap();
     gz.finish().unwrap();
-    db.clue(&[
-        "import-data",
-        "-c",
-        path.to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    db.import(path).ok();
     assert_eq!(totals(&db).await, (20, 845, dec("70575.00")));
 }
 

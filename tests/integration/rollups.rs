@@ -247,16 +247,7 @@ async fn rollups_are_built_for_data_loaded_before_they_existed() {
         json!([{"period": "2025-01-01", "revenue": 10.00, "sales": 1}, {"period": "2025-02-01", "revenue": 5.00, "sales": 1}])
     );
     // The next import builds them from what is there, then adds its own rows.
-    db.clue(&[
-        "import-data",
-        "-c",
-        crate::helpers::peer_file("sales_data.csv")
-            .to_str()
-            .unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    db.import(crate::helpers::peer_file("sales_data.csv")).ok();
     let out = db
         .clue(&[
             "query",
@@ -315,6 +306,20 @@ async fn serve(db: &TestDb) -> String {
     base
 }
 
+/// The body at `url` once it contains `needle` (the server hears of a write
+/// a moment after it commits), or the last body after 2.5 s.
+async fn body_once_it_holds(http: &reqwest::Client, url: &str, needle: &str) -> String {
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = http.get(url).send().await.unwrap().text().await.unwrap();
+        if body.contains(needle) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    body
+}
+
 #[tokio::test]
 async fn cached_answers_never_outlive_a_late_write() {
     let db = TestDb::with_sales_data().await;
@@ -357,25 +362,9 @@ async fn cached_answers_never_outlive_a_late_write() {
         "late.csv",
         format!("{HEADER}\n1001,WidgetA,North,2025-04-30,5,500.00,100.00\n"),
     );
-    db.clue(&[
-        "import-data",
-        "-c",
-        late.to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
-    let mut body = String::new();
-    for _ in 0..50 {
-        let r = http.get(&url).send().await.unwrap();
-        body = r.text().await.unwrap();
-        if body.contains("850") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    db.import(late).ok();
     assert_eq!(
-        body,
+        body_once_it_holds(&http, &url, "850").await,
         r#"[{"month":"2025-04","quantity":850,"revenue":71075.00}]"#
     );
     // Open ranges are cached too, and a write on any of their days drops them.
@@ -393,24 +382,9 @@ async fn cached_answers_never_outlive_a_late_write() {
         "future.csv",
         format!("{HEADER}\n1001,WidgetA,North,2031-01-15,1,100.00,100.00\n"),
     );
-    db.clue(&[
-        "import-data",
-        "-c",
-        future.to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
-    let mut body = String::new();
-    for _ in 0..50 {
-        body = http.get(&open).send().await.unwrap().text().await.unwrap();
-        if body.contains("2031-01") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    db.import(future).ok();
     assert_eq!(
-        body,
+        body_once_it_holds(&http, &open, "2031-01").await,
         r#"[{"month":"2025-04","quantity":850,"revenue":71075.00},{"month":"2031-01","quantity":1,"revenue":100.00}]"#
     );
     // no-cache computes afresh.
@@ -559,14 +533,7 @@ async fn rollup_keys_follow_stored_values_not_their_spelling() {
             "{HEADER}\n1001,A,North,2025-04-01,1,10.005,10.00\n01001,A,North,2025-04-02,2, 20.00,10.00\n 1001 ,A,North,2025-04-03,3,30.004,10.00\n"
         ),
     );
-    db.clue(&[
-        "import-data",
-        "-c",
-        csv.to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    db.import(csv).ok();
     assert_eq!(
         db.clue(&["rollups", "verify"])
             .ok()
@@ -611,14 +578,7 @@ async fn large_cached_answers_are_also_served_gzip_compressed() {
         &[],
     )
     .ok();
-    db.clue(&[
-        "import-data",
-        "-c",
-        csv.to_str().unwrap(),
-        "-t",
-        "sales_report",
-    ])
-    .ok();
+    db.import(csv).ok();
     let base = serve(&db).await;
     let http = reqwest::Client::new();
     let url =
