@@ -466,6 +466,24 @@ impl Params {
         self.0.push(p);
         format!("${}", self.0.len())
     }
+
+    /// The conditions keeping `time_expr` within the segment's [from, to).
+    fn range(&mut self, time_expr: &str, seg: &Segment<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = seg.from {
+            out.push(format!(
+                "{time_expr} >= {}::date",
+                self.push(PlanParam::Date(f))
+            ));
+        }
+        if let Some(t) = seg.to {
+            out.push(format!(
+                "{time_expr} < {}::date",
+                self.push(PlanParam::Date(t))
+            ));
+        }
+        out
+    }
 }
 
 /// Plans `q` over `dataset`. `force_fact` ignores every rollup (the
@@ -530,18 +548,7 @@ pub fn plan(
         // count distinct cannot be combined from pieces: one pass over the facts.
         let seg = &segs[0];
         let mut wh = filter_sql.clone();
-        if let Some(f) = seg.from {
-            wh.push(format!(
-                "{time} >= {}::date",
-                params.push(PlanParam::Date(f))
-            ));
-        }
-        if let Some(t) = seg.to {
-            wh.push(format!(
-                "{time} < {}::date",
-                params.push(PlanParam::Date(t))
-            ));
-        }
+        wh.extend(params.range(&time, seg));
         served_from.push(Served {
             source: "fact",
             name: dataset.table.clone(),
@@ -605,18 +612,7 @@ pub fn plan(
                 to: seg.to.map(|t| t - Days::new(1)),
             });
             let mut wh = filter_sql.clone();
-            if let Some(f) = seg.from {
-                wh.push(format!(
-                    "{time_expr} >= {}::date",
-                    params.push(PlanParam::Date(f))
-                ));
-            }
-            if let Some(t) = seg.to {
-                wh.push(format!(
-                    "{time_expr} < {}::date",
-                    params.push(PlanParam::Date(t))
-                ));
-            }
+            wh.extend(params.range(&time_expr, seg));
             // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
             let period = if direct {
                 "bucket AS period".to_owned()
