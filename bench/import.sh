@@ -43,8 +43,7 @@ sed 's/sales_report/sales_bench/g' sql/sales_report.sql > "$WORK/bench.sql"
 CSV=$WORK/sales.csv
 echo "generating $ROWS rows..."
 $CLUE generate-sales --rows "$ROWS" --out "$CSV" --seed 1 2>&1 | sed 's/^/  /'
-SCHEMA=../shared/peers/000/data/sales_data.yaml
-[ -f "$SCHEMA" ] || { printf 'product_id: int\nproduct_name: str\nregion: str\nsales_date: date\nquantity_sold: int\nsales_amount: float\nunit_price: float\n' > "$WORK/schema.yaml"; SCHEMA=$WORK/schema.yaml; }
+SCHEMA=tests/fixtures/000/sales_data.yaml
 
 fresh_db() { # name -> URL of a new database with sales_report and its 2024-2025 partitions
   psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null

@@ -13,10 +13,11 @@ use clue::config::DatabaseTarget;
 use clue::db::Database;
 use tokio_postgres::NoTls;
 
-/// Paths of the prototype-000 data files shipped beside the repository.
+/// Paths of prototype 000's data files, kept in the repository as fixtures
+/// (a fresh clone has nothing beside it).
 pub fn peer_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/peers/000/data")
+        .join("tests/fixtures/000")
         .join(name)
 }
 
