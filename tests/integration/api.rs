@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use clue::api::Application;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -39,12 +38,11 @@ async fn serve(db: TestDb) -> TestApp {
 
 async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>) -> TestApp {
     let database = Arc::new(
-        clue::db::Database::open(&db.target())
+        crate::helpers::open_writer(&db.target())
             .await
-            .unwrap()
             .with_query_timeout(timeout),
     );
-    let app = Application::build(database, "127.0.0.1", 0).await.unwrap();
+    let app = crate::helpers::application(database).await;
     let address = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
@@ -329,28 +327,28 @@ async fn a_one_month_report_reads_only_that_months_partition() {
         "2025",
     ])
     .ok();
-    let filter = clue::report::ReportFilter {
+    let filter = clue::serve::reports::ReportFilter {
         start_date: Some("2025-04-01".parse().unwrap()),
         end_date: Some("2025-04-30".parse().unwrap()),
         ..Default::default()
     };
-    let catalog = clue::dataset::Catalog::load(None).unwrap();
+    let catalog = clue::domain::dataset::Catalog::load(None).unwrap();
     let dataset = catalog.get("sales_report").unwrap();
     for report in [
-        clue::report::Report::MonthlySummary,
-        clue::report::Report::MonthlyBreakdown,
-        clue::report::Report::Top5ByRevenue,
+        clue::serve::reports::Report::MonthlySummary,
+        clue::serve::reports::Report::MonthlyBreakdown,
+        clue::serve::reports::Report::Top5ByRevenue,
     ] {
         // The fact-table plan (what answers when no rollup covers a query).
         let query = report.query(&filter).to_query().unwrap();
         let plan =
-            clue::planner::plan(dataset, "\"public\".\"sales_report\"", &[], &query, true).unwrap();
+            clue::plan::plan(dataset, "\"public\".\"sales_report\"", &[], &query, true).unwrap();
         let mut sql = plan.sql.clone();
         for (i, p) in plan.params.iter().enumerate().rev() {
             let literal = match p {
-                clue::planner::PlanParam::Date(d) => format!("'{d}'"),
-                clue::planner::PlanParam::Text(t) => format!("'{t}'"),
-                clue::planner::PlanParam::TextArray(_) => unreachable!(),
+                clue::plan::PlanParam::Date(d) => format!("'{d}'"),
+                clue::plan::PlanParam::Text(t) => format!("'{t}'"),
+                clue::plan::PlanParam::TextArray(_) => unreachable!(),
             };
             sql = sql.replace(&format!("${}", i + 1), &literal);
         }
@@ -459,14 +457,16 @@ async fn the_server_survives_a_database_restart() {
     // A private cluster, so stopping it disturbs nothing else.
     let dir = crate::helpers::scratch_dir();
     let home = dir.path().join("home");
-    let cluster = clue::cluster::Cluster::new(home.clone());
+    let cluster = clue::pg::cluster::Cluster::new(home.clone());
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.start_kept())
         .await
         .unwrap()
         .unwrap();
-    let target = clue::config::DatabaseTarget::Embedded { home: home.clone() };
-    let database = Arc::new(clue::db::Database::open(&target).await.unwrap());
+    let target = clue::settings::DatabaseTarget::Embedded(clue::settings::EmbeddedSettings::at(
+        home.clone(),
+    ));
+    let database = Arc::new(crate::helpers::open_writer(&target).await);
     crate::helpers::clue_with(&["create-schema"], &[("CLUE_HOME", home.to_str().unwrap())]).ok();
     crate::helpers::clue_with(
         &[
@@ -479,7 +479,7 @@ async fn the_server_survives_a_database_restart() {
         &[("CLUE_HOME", home.to_str().unwrap())],
     )
     .ok();
-    let app = Application::build(database, "127.0.0.1", 0).await.unwrap();
+    let app = crate::helpers::application(database).await;
     let base = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -616,8 +616,8 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
         .json()
         .await
         .unwrap();
-    let expected = clue::generate::generate_sales(
-        &clue::generate::GenerateOptions {
+    let expected = clue::demo::generate::generate_sales(
+        &clue::demo::generate::GenerateOptions {
             rows: 3000,
             ..Default::default()
         },

@@ -183,7 +183,7 @@ fn concurrent_first_commands_share_one_cluster() {
         ),
         "t0,t1,t2"
     );
-    assert_eq!(psql(&url, "SELECT count(*) FROM clue.schema_history"), "2");
+    assert_eq!(psql(&url, "SELECT count(*) FROM clue.schema_history"), "3");
     clue_in(&home, &["db", "stop"]).ok();
 }
 
@@ -210,7 +210,7 @@ fn missing_server_binaries_name_the_package_and_the_alternative() {
 async fn a_wrong_password_is_reported_as_such() {
     // A private cluster whose socket asks for a password.
     let dir = scratch_dir();
-    let cluster = clue::cluster::Cluster::new(dir.path().join("home"));
+    let cluster = clue::pg::cluster::Cluster::new(dir.path().join("home"));
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.start_kept())
         .await
@@ -224,8 +224,8 @@ async fn a_wrong_password_is_reported_as_such() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     let mut config: tokio_postgres::Config = url.parse().unwrap();
     config.password("wrong-password");
-    let target = clue::config::DatabaseTarget::Configured(Box::new(config));
-    let err = clue::db::Database::open(&target)
+    let target = clue::settings::DatabaseTarget::Configured(Box::new(config));
+    let err = clue::pg::database::Database::open(&target)
         .await
         .err()
         .expect("must fail")

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use clue::config::DatabaseTarget;
-use clue::db::Database;
+use clue::pg::database::Database;
+use clue::settings::DatabaseTarget;
 use tokio_postgres::NoTls;
 
 /// Paths of prototype 000's data files, kept in the repository as fixtures
@@ -44,7 +44,7 @@ fn admin_url() -> &'static str {
         // No server: run one of clue's own clusters for the whole test run.
         let home = std::env::temp_dir().join("clue-test-cluster");
         std::fs::create_dir_all(&home).unwrap();
-        let cluster = clue::cluster::Cluster::new(home);
+        let cluster = clue::pg::cluster::Cluster::new(home);
         cluster
             .start_kept()
             .expect("start the embedded test cluster");
@@ -103,9 +103,7 @@ impl TestDb {
     /// clue's own connection (migrations applied).
     #[allow(dead_code)]
     pub async fn open(&self) -> Database {
-        Database::open(&self.target())
-            .await
-            .expect("open test database")
+        open_writer(&self.target()).await
     }
 
     /// A plain client for assertions.
@@ -275,4 +273,25 @@ pub fn write_file(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> PathBuf 
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
     path
+}
+
+/// Opens a database as a writer (migrations applied) with the built-in
+/// datasets' rollups reconciled, as `clue serve` does at start.
+pub async fn open_writer(target: &DatabaseTarget) -> Database {
+    let db = clue::app::open(target, clue::app::Role::Writer)
+        .await
+        .expect("open test database");
+    let catalog = clue::domain::dataset::Catalog::load(None).unwrap();
+    clue::app::reconcile_rollups(&db, &catalog)
+        .await
+        .expect("reconcile rollups");
+    db
+}
+
+/// A server over `database` with the built-in datasets, bound to port 0.
+pub async fn application(database: std::sync::Arc<Database>) -> clue::api::Application {
+    let catalog = std::sync::Arc::new(clue::domain::dataset::Catalog::load(None).unwrap());
+    clue::api::Application::build(database, catalog, "127.0.0.1", 0)
+        .await
+        .unwrap()
 }

@@ -381,8 +381,8 @@ async fn generated_demo_data_loads_with_exact_totals() {
         std::fs::read(&again).unwrap(),
         "same seed, same file"
     );
-    let summary = clue::generate::generate_sales(
-        &clue::generate::GenerateOptions {
+    let summary = clue::demo::generate::generate_sales(
+        &clue::demo::generate::GenerateOptions {
             rows: 20000,
             seed: 9,
             ..Default::default()

@@ -121,13 +121,13 @@ fn random_query(rng: &mut ChaCha8Rng) -> Value {
 }
 
 async fn answer(
-    db: &clue::db::Database,
-    catalog: &clue::dataset::Catalog,
+    db: &clue::pg::database::Database,
+    catalog: &clue::domain::dataset::Catalog,
     q: &Value,
     fact: bool,
-) -> clue::query::QueryResponse {
-    let req: clue::query::QueryRequest = serde_json::from_value(q.clone()).unwrap();
-    clue::query::execute(db, catalog, &req, fact, None)
+) -> clue::serve::execute::QueryResponse {
+    let req: clue::serve::query::QueryRequest = serde_json::from_value(q.clone()).unwrap();
+    clue::serve::execute::execute(db, catalog, &req, fact, None)
         .await
         .unwrap_or_else(|e| panic!("{q}: {e}"))
 }
@@ -154,7 +154,7 @@ async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
     );
 
     let database = db.open().await;
-    let catalog = clue::dataset::Catalog::load(None).unwrap();
+    let catalog = clue::domain::dataset::Catalog::load(None).unwrap();
     let mut from_rollups = 0;
     for i in 0..160 {
         let q = random_query(&mut rng);
@@ -298,9 +298,7 @@ async fn rollups_are_built_for_data_loaded_before_they_existed() {
 
 async fn serve(db: &TestDb) -> String {
     let database = Arc::new(db.open().await);
-    let app = clue::api::Application::build(database, "127.0.0.1", 0)
-        .await
-        .unwrap();
+    let app = crate::helpers::application(database).await;
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until(std::future::pending()));
     base
@@ -433,8 +431,44 @@ async fn the_query_endpoint_answers_and_names_bad_fields() {
         ),
         (
             json!({"dataset": "sales_report", "measures": ["revenue"], "granularity": "fortnight"}),
+            "granularity",
+            "unknown variant `fortnight`, expected one of `hour`, `day`, `week`, `month`, `quarter`, `year`",
+        ),
+        (
+            // No Rust type names, and the field is named.
+            json!({"dataset": "sales_report", "measures": ["revenue"], "limit": "ten"}),
+            "limit",
+            "invalid type: string \"ten\", expected a whole number",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "granularity": "hour", "gap_fill": true, "start_date": "2024-01-01", "end_date": "2024-01-02"}),
+            "granularity",
+            "hour is finer than the time column sales_date (a date) holds; ask for day or coarser",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "granularity": "hour"}),
+            "granularity",
+            "hour is finer than the time column sales_date (a date) holds; ask for day or coarser",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "region", "equals": "a\u{0}b"}]}),
+            "filters",
+            "a value of \"region\" contains a NUL character",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "product_id", "min": 2000, "max": 1000}]}),
+            "filters",
+            "min 2000 of \"product_id\" is above its max 1000",
+        ),
+        (
+            json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "region", "equals": false}]}),
+            "filters",
+            "false is not a value of \"region\", a str dimension",
+        ),
+        (
+            json!("a query"),
             "body",
-            "",
+            "invalid type: string \"a query\", expected a query object",
         ),
         (
             json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "product_id", "equals": "abc"}]}),
@@ -511,7 +545,8 @@ fn user_datasets_load_from_the_models_directory() {
         &["datasets"],
         &[("CLUE_MODELS", dir.path().to_str().unwrap())],
     );
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    // A broken definition is bad input (exit 4), like a broken schema file.
+    assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr
             .contains("broken.yaml: field \"measures.m\": unknown aggregate \"median\""),

@@ -276,14 +276,18 @@ async fn migrations_apply_once_when_processes_start_together() {
     let opens: Vec<_> = (0..4)
         .map(|_| {
             let target = db.target();
-            tokio::spawn(async move { clue::db::Database::open(&target).await.map(|_| ()) })
+            tokio::spawn(async move {
+                clue::app::open(&target, clue::app::Role::Writer)
+                    .await
+                    .map(|_| ())
+            })
         })
         .collect();
     for o in opens {
         o.await.unwrap().expect("open");
     }
     let applied: i64 = db.value("SELECT count(*) FROM clue.schema_history").await;
-    assert_eq!(applied, 2, "each of the two migrations exactly once");
+    assert_eq!(applied, 3, "each of the three migrations exactly once");
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM clue.imports").await,
         0

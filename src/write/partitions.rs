@@ -8,12 +8,16 @@
 //! imports and commands never create a partition twice.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use tokio_postgres::GenericClient;
 
-use crate::schema::{self, SchemaError, Table, quote_ident};
+use crate::domain::time::Month;
+use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
+use crate::pg::catalog::{self as schema, SchemaError};
+use crate::sql::table::Table;
+use crate::sql::{date_literal, quote_ident};
+use crate::store::locks;
 
 /// Columns that get a per-partition index (prototype 000's design).
 const INDEXED_COLUMNS: [&str; 2] = ["product_name", "region"];
@@ -51,47 +55,17 @@ pub enum PartitionError {
     NameTooLong(String),
     #[error(transparent)]
     Schema(#[from] SchemaError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
 }
 
-/// A calendar month.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Month {
-    pub year: i32,
-    pub month: u32,
-}
-
-impl Month {
-    pub fn of(date: NaiveDate) -> Month {
-        Month {
-            year: date.year(),
-            month: date.month(),
+impl Classify for PartitionError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PartitionError::Schema(e) => e.kind(),
+            PartitionError::Db(e) => classify_pg(e),
+            _ => ErrorKind::BadInput,
         }
-    }
-
-    pub fn first_day(self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("valid month")
-    }
-
-    pub fn next(self) -> Month {
-        if self.month == 12 {
-            Month {
-                year: self.year + 1,
-                month: 1,
-            }
-        } else {
-            Month {
-                year: self.year,
-                month: self.month + 1,
-            }
-        }
-    }
-}
-
-impl fmt::Display for Month {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
     }
 }
 
@@ -156,9 +130,20 @@ async fn existing_partitions(
 /// Parses `FOR VALUES FROM ('2025-04-01') TO ('2025-05-01')`; MINVALUE and
 /// MAXVALUE become open ends.
 fn parse_bounds(text: &str) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    // `'2025-04-01'`, `'10000-01-01'` or `'0001-01-01 BC'` (year 0).
     let side = |s: &str| -> Option<NaiveDate> {
         let start = s.find('\'')? + 1;
-        NaiveDate::parse_from_str(s.get(start..start + 10)?, "%Y-%m-%d").ok()
+        let len = s[start..].find('\'')?;
+        let text = &s[start..start + len];
+        let (text, bc) = match text.strip_suffix(" BC") {
+            Some(t) => (t, true),
+            None => (text, false),
+        };
+        let mut parts = text.splitn(3, '-');
+        let year: i32 = parts.next()?.parse().ok()?;
+        let month: u32 = parts.next()?.parse().ok()?;
+        let day: u32 = parts.next()?.parse().ok()?;
+        NaiveDate::from_ymd_opt(if bc { 1 - year } else { year }, month, day)
     };
     match (text.find(" FROM ("), text.find(" TO (")) {
         (Some(f), Some(t)) => (side(&text[f..t]), side(&text[t..])),
@@ -187,13 +172,40 @@ async fn lock_table_partitions(
     client: &impl GenericClient,
     table: &Table,
 ) -> Result<(), PartitionError> {
-    client
-        .execute(
-            "SELECT pg_advisory_xact_lock(1668052325, $1::oid::int)",
-            &[&table.table.oid],
-        )
-        .await?;
-    Ok(())
+    Ok(locks::lock_partitions(client, table.table.oid).await?)
+}
+
+/// Drops those of `names` (month partitions of `table`) that hold no rows,
+/// returning the ones dropped: a load that rejected every row of a month,
+/// or failed, leaves no empty partition of its own behind.
+pub async fn drop_if_empty(
+    client: &mut tokio_postgres::Client,
+    table: &Table,
+    names: &[String],
+) -> Result<Vec<String>, PartitionError> {
+    let tx = client.transaction().await?;
+    lock_table_partitions(&tx, table).await?;
+    let mut dropped = Vec::new();
+    for name in names {
+        let quoted = qualified(table, name);
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quoted])
+            .await?
+            .get(0);
+        if !exists {
+            continue;
+        }
+        let empty: bool = tx
+            .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {quoted})"), &[])
+            .await?
+            .get(0);
+        if empty {
+            tx.batch_execute(&format!("DROP TABLE {quoted}")).await?;
+            dropped.push(name.clone());
+        }
+    }
+    tx.commit().await?;
+    Ok(dropped)
 }
 
 /// `create-monthly-partitions`: every month of `start..=end` years, plus the
@@ -340,9 +352,11 @@ async fn ensure_in_tx(
                 .await?;
         }
         tx.batch_execute(&format!(
-            "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ('{start}') TO ('{end}')",
+            "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})",
             qualified(table, &name),
             table.table.quoted(),
+            date_literal(start),
+            date_literal(end),
         ))
         .await?;
         create_indexes(tx, table, &name).await?;
@@ -380,7 +394,7 @@ async fn create_indexes(
 }
 
 fn qualified(table: &Table, name: &str) -> String {
-    format!("{}.{}", quote_ident(&table.table.schema), quote_ident(name))
+    table.table.sibling(name)
 }
 
 fn check_name(name: &str) -> Result<(), PartitionError> {
@@ -422,6 +436,16 @@ mod tests {
             "FOR VALUES FROM ('2025-04-01') TO ('2025-05-01')",
             d("2025-04-01"),
             d("2025-05-01"),
+        );
+        check(
+            "FOR VALUES FROM ('0001-01-01 BC') TO ('0001-02-01 BC')",
+            NaiveDate::from_ymd_opt(0, 1, 1),
+            NaiveDate::from_ymd_opt(0, 2, 1),
+        );
+        check(
+            "FOR VALUES FROM ('9999-12-01') TO ('10000-01-01')",
+            d("9999-12-01"),
+            NaiveDate::from_ymd_opt(10000, 1, 1),
         );
         check(
             "FOR VALUES FROM (MINVALUE) TO ('2020-01-01')",

@@ -20,24 +20,32 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::Utc;
 use futures_util::SinkExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use postgres_types::{IsNull, ToSql, Type};
-use rust_decimal::{Decimal, RoundingStrategy};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::dataset::{Catalog, DatasetError};
-use crate::db::{Database, DbError};
-use crate::model::{self, ColumnRule, ModelError, ValidationSchema, Violation};
-use crate::partition::{self, Month, PartitionError};
-use crate::rollup::{self, Accumulator, FieldReader, ReadKind, RollupError, RollupInfo, Scalar};
-use crate::schema::{self, Column, SchemaError, Table, quote_ident};
+use crate::domain::dataset::{Catalog, DatasetError};
+use crate::domain::delta::Accumulator;
+use crate::domain::rollup::RollupInfo;
+use crate::domain::rules::{ModelError, ValidationSchema};
+use crate::domain::time::Month;
+use crate::domain::value::Value;
+use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
+use crate::pg::catalog::{self as schema, SchemaError};
+use crate::pg::copy::{COPY_HEADER, COPY_TRAILER, FieldCodec, PgKind};
+use crate::pg::database::{Database, DbError};
+use crate::sql::quote_ident;
+use crate::sql::table::Table;
+use crate::store;
+use crate::store::notify::notify_write;
+use crate::write::partitions::{self as partition, PartitionError};
+use crate::write::rollups::{self as rollup, RollupError};
 
 /// The default error table of prototype 000.
 pub const DEFAULT_ERROR_TABLE: &str = "validation_logs";
@@ -49,8 +57,6 @@ const MAX_COLUMNS: usize = 1600;
 const CHUNK_BYTES: usize = 1 << 20;
 /// Rejects are written out in batches of this many.
 const REJECT_BATCH: usize = 10_000;
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 const ERROR_TABLE_COLUMNS: [&str; 9] = [
     "import_id",
     "file_name",
@@ -63,12 +69,21 @@ const ERROR_TABLE_COLUMNS: [&str; 9] = [
     "raw_record",
 ];
 
+/// A validation schema and the name it is recorded under in `clue.imports`.
+#[derive(Debug, Clone)]
+pub struct NamedSchema {
+    pub schema: ValidationSchema,
+    /// The file it was read from, or what it is (`built-in sales_report rules`).
+    pub name: String,
+}
+
 /// What `clue import-data` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
     pub csv_path: PathBuf,
     pub table: String,
-    pub schema_path: Option<PathBuf>,
+    /// With a schema, bad rows are logged and the rest load.
+    pub schema: Option<NamedSchema>,
     pub error_table: String,
     pub force: bool,
     /// Draw a progress bar on stderr when it is a terminal.
@@ -145,7 +160,21 @@ pub enum ImportError {
     #[error("error table {table}: {reason}")]
     ErrorTable { table: String, reason: String },
     #[error("{file}: the load failed in the database, nothing was loaded: {message}")]
-    Load { file: String, message: String },
+    Load {
+        file: String,
+        message: String,
+        kind: ErrorKind,
+    },
+    #[error(
+        "{file} is a {what}, not a regular file; clue reads a file twice (a check, then the load): save it to a file first"
+    )]
+    NotAFile { file: String, what: &'static str },
+    #[error("{file}: {what} failed: {reason}")]
+    Internal {
+        file: String,
+        what: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error(transparent)]
@@ -166,6 +195,34 @@ impl From<tokio_postgres::Error> for ImportError {
     }
 }
 
+impl Classify for ImportError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ImportError::Load { kind, .. } => *kind,
+            ImportError::Internal { .. } => ErrorKind::Internal,
+            ImportError::AlreadyImported { .. } | ImportError::ImportedConcurrently { .. } => {
+                ErrorKind::Conflict
+            }
+            ImportError::Schema(e) => e.kind(),
+            ImportError::Partition(e) => e.kind(),
+            ImportError::Rollup(e) => e.kind(),
+            ImportError::Db(e) => e.kind(),
+            ImportError::Dataset(_)
+            | ImportError::Read { .. }
+            | ImportError::Empty { .. }
+            | ImportError::NotText { .. }
+            | ImportError::Encoding { .. }
+            | ImportError::Malformed { .. }
+            | ImportError::Header { .. }
+            | ImportError::UnsupportedColumn { .. }
+            | ImportError::BadValue { .. }
+            | ImportError::ErrorTable { .. }
+            | ImportError::Model(_)
+            | ImportError::NotAFile { .. } => ErrorKind::BadInput,
+        }
+    }
+}
+
 /// A rejected value (or a whole rejected record when `column` is `None`).
 #[derive(Debug, Clone)]
 struct Reject {
@@ -176,280 +233,6 @@ struct Reject {
     rule: &'static str,
     reason: String,
     raw_record: String,
-}
-
-/// The PostgreSQL types clue loads, with the limits it checks client-side so
-/// that a bad value becomes a reject instead of an aborted COPY.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum PgKind {
-    Int2,
-    Int4,
-    Int8,
-    Float4,
-    Float8,
-    Numeric {
-        precision: Option<u32>,
-        scale: Option<u32>,
-    },
-    Text {
-        max_chars: Option<usize>,
-    },
-    Bool,
-    Date,
-    Timestamp,
-    TimestampTz,
-    Uuid,
-}
-
-impl PgKind {
-    fn of(column: &Column) -> Option<PgKind> {
-        let modifier = (column.typmod >= 4).then(|| column.typmod - 4);
-        Some(match column.ty {
-            Type::INT2 => PgKind::Int2,
-            Type::INT4 => PgKind::Int4,
-            Type::INT8 => PgKind::Int8,
-            Type::FLOAT4 => PgKind::Float4,
-            Type::FLOAT8 => PgKind::Float8,
-            Type::NUMERIC => PgKind::Numeric {
-                precision: modifier.map(|m| ((m >> 16) & 0xffff) as u32),
-                scale: modifier.map(|m| (m & 0xffff) as u32),
-            },
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => PgKind::Text {
-                max_chars: modifier.map(|m| m as usize),
-            },
-            Type::BOOL => PgKind::Bool,
-            Type::DATE => PgKind::Date,
-            Type::TIMESTAMP => PgKind::Timestamp,
-            Type::TIMESTAMPTZ => PgKind::TimestampTz,
-            Type::UUID => PgKind::Uuid,
-            _ => return None,
-        })
-    }
-
-    /// How rollups read a value of this kind.
-    fn read_kind(self) -> ReadKind {
-        match self {
-            PgKind::Int2 | PgKind::Int4 | PgKind::Int8 => ReadKind::Int,
-            PgKind::Numeric { scale, .. } => ReadKind::Num(scale),
-            PgKind::Float4 | PgKind::Float8 => ReadKind::Float,
-            PgKind::Date => ReadKind::Date,
-            PgKind::Bool => ReadKind::Bool,
-            _ => ReadKind::Text,
-        }
-    }
-
-    fn pg_type(self) -> Type {
-        match self {
-            PgKind::Int2 => Type::INT2,
-            PgKind::Int4 => Type::INT4,
-            PgKind::Int8 => Type::INT8,
-            PgKind::Float4 => Type::FLOAT4,
-            PgKind::Float8 => Type::FLOAT8,
-            PgKind::Numeric { .. } => Type::NUMERIC,
-            PgKind::Text { .. } => Type::TEXT,
-            PgKind::Bool => Type::BOOL,
-            PgKind::Date => Type::DATE,
-            PgKind::Timestamp => Type::TIMESTAMP,
-            PgKind::TimestampTz => Type::TIMESTAMPTZ,
-            PgKind::Uuid => Type::UUID,
-        }
-    }
-}
-
-/// How one CSV field becomes one COPY value.
-#[derive(Debug, Clone)]
-struct FieldCodec {
-    name: String,
-    kind: PgKind,
-    nullable: bool,
-    rule: Option<ColumnRule>,
-}
-
-impl FieldCodec {
-    /// Appends the field's binary COPY encoding (length word and bytes).
-    fn encode(&self, raw: &str, out: &mut BytesMut) -> Result<(), Violation> {
-        let value = if matches!(self.kind, PgKind::Text { .. }) {
-            raw
-        } else {
-            raw.trim()
-        };
-        if value.is_empty() {
-            let required = self.rule.as_ref().is_some_and(|r| r.required);
-            if required || !self.nullable {
-                return Err(Violation::new(
-                    "required",
-                    "is empty but a value is required",
-                ));
-            }
-            out.put_i32(-1);
-            return Ok(());
-        }
-        if let Some(rule) = &self.rule {
-            rule.check(raw)?;
-        }
-        let date_format = self.rule.as_ref().and_then(|r| r.date_format.as_deref());
-        let at = out.len();
-        out.put_i32(0);
-        let ty = self.kind.pg_type();
-        let written = match self.kind {
-            PgKind::Int2 => int::<i16>(value, "smallint")?.to_sql(&ty, out),
-            PgKind::Int4 => int::<i32>(value, "integer")?.to_sql(&ty, out),
-            PgKind::Int8 => int::<i64>(value, "bigint")?.to_sql(&ty, out),
-            PgKind::Float4 => float(value)
-                .filter(|f| f.is_finite() && (*f as f32).is_finite())
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))
-                .map(|f| f as f32)?
-                .to_sql(&ty, out),
-            PgKind::Float8 => float(value)
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?
-                .to_sql(&ty, out),
-            PgKind::Numeric { precision, scale } => {
-                numeric(value, precision, scale)?.to_sql(&ty, out)
-            }
-            PgKind::Text { max_chars } => {
-                if let Some(max) = max_chars {
-                    let len = value.chars().count();
-                    if len > max {
-                        return Err(Violation::new(
-                            "type",
-                            format!("is {len} characters long; the column holds at most {max}"),
-                        ));
-                    }
-                }
-                if value.contains('\0') {
-                    return Err(Violation::new(
-                        "type",
-                        "contains a NUL character, which PostgreSQL text cannot hold",
-                    ));
-                }
-                value.to_sql(&ty, out)
-            }
-            PgKind::Bool => model::parse_bool(value)
-                .ok_or_else(|| Violation::new("type", format!("{value:?} is not true or false")))?
-                .to_sql(&ty, out),
-            PgKind::Date => model::parse_date(value, date_format)
-                .ok_or_else(|| {
-                    Violation::new(
-                        "type",
-                        format!(
-                            "{value:?} is not a date in the form {}",
-                            date_format.unwrap_or("YYYY-MM-DD")
-                        ),
-                    )
-                })?
-                .to_sql(&ty, out),
-            PgKind::Timestamp => timestamp(value)
-                .ok_or_else(|| {
-                    Violation::new(
-                        "type",
-                        format!("{value:?} is not a timestamp such as 2025-04-01 13:45:00"),
-                    )
-                })?
-                .to_sql(&ty, out),
-            PgKind::TimestampTz => timestamptz(value)
-                .ok_or_else(|| {
-                    Violation::new(
-                        "type",
-                        format!("{value:?} is not a timestamp such as 2025-04-01T13:45:00Z"),
-                    )
-                })?
-                .to_sql(&ty, out),
-            PgKind::Uuid => uuid::Uuid::parse_str(value)
-                .map_err(|_| Violation::new("type", format!("{value:?} is not a UUID")))?
-                .to_sql(&ty, out),
-        };
-        match written {
-            Ok(IsNull::No) => {
-                let len = (out.len() - at - 4) as i32;
-                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                Ok(())
-            }
-            // No value above encodes as NULL; a driver refusal is a value it cannot send.
-            Ok(IsNull::Yes) | Err(_) => Err(Violation::new(
-                "type",
-                format!("{value:?} cannot be stored in this column"),
-            )),
-        }
-    }
-}
-
-fn int<T: FromStr>(value: &str, type_name: &str) -> Result<T, Violation> {
-    value.parse::<T>().map_err(|_| {
-        if value.parse::<i128>().is_ok() {
-            Violation::new("type", format!("{value} is out of range for {type_name}"))
-        } else {
-            Violation::new("type", format!("{value:?} is not a whole number"))
-        }
-    })
-}
-
-fn float(value: &str) -> Option<f64> {
-    value.parse::<f64>().ok()
-}
-
-/// Parses and rounds a decimal as PostgreSQL would store it in numeric(p,s),
-/// refusing values that would overflow the column.
-fn numeric(value: &str, precision: Option<u32>, scale: Option<u32>) -> Result<Decimal, Violation> {
-    let mut d = model::parse_number(value)
-        .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?;
-    if let Some(s) = scale {
-        d = d.round_dp_with_strategy(s, RoundingStrategy::MidpointAwayFromZero);
-        // Pad to the column's scale, as the stored value will be.
-        d.rescale(s);
-    }
-    if let (Some(p), Some(s)) = (precision, scale) {
-        let int_digits = p.saturating_sub(s);
-        let limit = if int_digits >= 28 {
-            None
-        } else {
-            Some(Decimal::from_i128_with_scale(10i128.pow(int_digits), 0))
-        };
-        if limit.is_some_and(|l| d.abs() >= l) {
-            return Err(Violation::new(
-                "type",
-                format!("{value} does not fit numeric({p},{s})"),
-            ));
-        }
-    }
-    Ok(d)
-}
-
-/// Reads an accepted value as the table stores it (rollup deltas use this,
-/// so their sums match the stored, rounded values to the cent).
-fn parse_scalar(kind: ReadKind, value: &str, date_format: Option<&str>) -> Option<Scalar> {
-    Some(match kind {
-        ReadKind::Int => Scalar::Int(value.parse().ok()?),
-        ReadKind::Num(scale) => Scalar::Num(numeric(value, None, scale).ok()?),
-        ReadKind::Float => Scalar::Float(float(value)?),
-        ReadKind::Text => Scalar::Text(value.to_owned()),
-        ReadKind::Date => Scalar::Date(model::parse_date(value, date_format)?),
-        ReadKind::Bool => Scalar::Bool(model::parse_bool(value)?),
-    })
-}
-
-fn timestamp(value: &str) -> Option<NaiveDateTime> {
-    [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(value, f).ok())
-    .or_else(|| {
-        NaiveDate::from_str(value)
-            .ok()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-    })
-}
-
-fn timestamptz(value: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value)
-        .or_else(|_| DateTime::parse_from_str(value, "%Y-%m-%d %H:%M:%S%.f%#z"))
-        .map(|d| d.with_timezone(&Utc))
-        .ok()
-        // A timestamp without an offset is taken as UTC.
-        .or_else(|| timestamp(value).map(|t| t.and_utc()))
 }
 
 /// Opens the file for reading, transparently gunzipping `.gz` content, with
@@ -534,7 +317,7 @@ fn progress_bar(enabled: bool, path: &Path) -> ProgressBar {
 /// months present in the partition key column.
 fn scan(
     path: &Path,
-    month_field: impl Fn(&[String]) -> Option<(usize, Option<String>)>,
+    month_field: impl Fn(&[String]) -> Option<(usize, FieldCodec)>,
     bar: &ProgressBar,
 ) -> Result<Scan, ImportError> {
     let file = path.display().to_string();
@@ -588,7 +371,7 @@ fn scan(
     let mut reader = csv_reader(Box::new(input));
     let mut record = csv::ByteRecord::new();
     let mut header: Option<Vec<String>> = None;
-    let mut key: Option<(usize, Option<String>)> = None;
+    let mut key: Option<(usize, FieldCodec)> = None;
     let mut records = 0u64;
     let mut months = BTreeSet::new();
     loop {
@@ -615,10 +398,10 @@ fn scan(
             }
             Some(_) => {
                 records += 1;
-                if let Some((index, format)) = &key
-                    && let Some(d) = fields
-                        .get(*index)
-                        .and_then(|v| model::parse_date(v.trim(), format.as_deref()))
+                // Only values the load will accept (type, rules, what
+                // PostgreSQL can store) ask for a partition.
+                if let Some((index, codec)) = &key
+                    && let Some(Ok(Value::Date(d))) = fields.get(*index).map(|v| codec.parse(v))
                 {
                     months.insert(Month::of(d));
                 }
@@ -792,6 +575,8 @@ struct ParseOutcome {
     rows_rejected: u64,
     /// Rollup deltas of the loaded rows, when the table has rollups.
     rollups: Option<Accumulator>,
+    /// The months of the partition key of the loaded rows.
+    months: BTreeSet<Month>,
 }
 
 /// Second pass (on its own thread): parse, validate and encode every record,
@@ -801,6 +586,7 @@ fn parse_and_encode(
     codecs: &[FieldCodec],
     validated: bool,
     rollups: Option<Accumulator>,
+    month_index: Option<usize>,
     bar: &ProgressBar,
     tx: mpsc::Sender<Msg>,
 ) -> Result<ParseOutcome, ImportError> {
@@ -817,6 +603,9 @@ fn parse_and_encode(
     };
     let mut record_number = 0u64;
     let mut first = true;
+    let mut last_month: Option<Month> = None;
+    // The typed values of a row, for the rollup deltas.
+    let keep_values = outcome.rollups.is_some();
     // A closed channel means the writer failed; it reports why.
     let send = |msg: Msg| tx.blocking_send(msg).is_ok();
     loop {
@@ -862,29 +651,47 @@ fn parse_and_encode(
             let row_start = out.len();
             out.put_i16(codecs.len() as i16);
             let mut bad = false;
+            let mut values: Vec<Value<'_>> =
+                Vec::with_capacity(if keep_values { codecs.len() } else { 0 });
+            let mut month = None;
             for (i, (codec, raw)) in codecs.iter().zip(&fields).enumerate() {
-                if let Err(v) = codec.encode(raw, &mut out) {
-                    if !validated {
-                        return Err(ImportError::BadValue {
-                            file,
-                            line,
-                            column: i + 1,
-                            name: codec.name.clone(),
-                            reason: v.reason,
-                        });
+                match codec.encode(raw, &mut out) {
+                    Ok(value) => {
+                        if Some(i) == month_index
+                            && let Value::Date(d) = value
+                        {
+                            month = Some(Month::of(d));
+                        }
+                        if keep_values {
+                            values.push(value);
+                        }
                     }
-                    bad = true;
-                    rejects.push(Reject {
-                        line,
-                        record: record_number,
-                        column: Some(codec.name.clone()),
-                        raw_value: Some((*raw).to_owned()),
-                        rule: v.rule,
-                        reason: v.reason,
-                        raw_record: csv_line(&fields),
-                    });
-                    // Keep going: every bad value of the row is logged, not just the first.
-                    out.put_i32(-1);
+                    Err(v) => {
+                        if !validated {
+                            return Err(ImportError::BadValue {
+                                file,
+                                line,
+                                column: i + 1,
+                                name: codec.name.clone(),
+                                reason: v.reason,
+                            });
+                        }
+                        bad = true;
+                        rejects.push(Reject {
+                            line,
+                            record: record_number,
+                            column: Some(codec.name.clone()),
+                            raw_value: Some((*raw).to_owned()),
+                            rule: v.rule,
+                            reason: v.reason,
+                            raw_record: csv_line(&fields),
+                        });
+                        // Keep going: every bad value of the row is logged, not just the first.
+                        out.put_i32(-1);
+                        if keep_values {
+                            values.push(Value::Null);
+                        }
+                    }
                 }
             }
             if bad {
@@ -893,7 +700,11 @@ fn parse_and_encode(
             } else {
                 outcome.rows_loaded += 1;
                 if let Some(acc) = outcome.rollups.as_mut() {
-                    acc.add(&fields);
+                    acc.add(&values);
+                }
+                if month.is_some() && month != last_month {
+                    last_month = month;
+                    outcome.months.extend(month);
                 }
             }
         }
@@ -925,85 +736,151 @@ fn csv_line(fields: &[&str]) -> String {
         .to_owned()
 }
 
-/// Runs `clue import-data`.
-pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport, ImportError> {
-    let started = Instant::now();
-    let started_at = Utc::now();
-    let file = opts.csv_path.display().to_string();
-    let file_name = opts
-        .csv_path
-        .file_name()
-        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
-    let schema = opts
-        .schema_path
-        .as_deref()
-        .map(ValidationSchema::load)
-        .transpose()?;
+/// Runs `clue import-data`: every failure, from a missing file to a load
+/// the database refused, is recorded in `clue.imports` as a failed job.
+pub async fn import(
+    db: &Database,
+    catalog: &Catalog,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let mut facts = store::imports::JobFacts {
+        table: opts.table.clone(),
+        file_name: opts.csv_path.file_name().map_or_else(
+            || opts.csv_path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        schema: opts.schema.as_ref().map(|s| s.name.clone()),
+        forced: opts.force,
+        started_at: Some(Utc::now()),
+        ..Default::default()
+    };
     let mut client = db.client().await?;
-    let table = schema::load_table(&**client, &opts.table).await?;
-    // A table with a dataset keeps its rollups exact through this load.
-    let catalog = Catalog::from_env()?;
-    let dataset = catalog.for_table(&**client, table.table.oid).await?;
+    let result = import_in(&mut client, catalog, opts, &mut facts).await;
+    if let Err(e) = &result
+        && e.kind() != ErrorKind::Unavailable
+    {
+        store::imports::record_failure(&**client, &facts, &e.to_string()).await;
+    }
+    result
+}
+
+/// Refuses inputs that cannot be read twice, before reading them.
+fn check_regular_file(path: &Path) -> Result<(), ImportError> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| ImportError::Read {
+        file: file.clone(),
+        source: e,
+    })?;
+    let t = meta.file_type();
+    let what = if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else {
+        return Ok(());
+    };
+    Err(ImportError::NotAFile { file, what })
+}
+
+async fn import_in(
+    client: &mut deadpool_postgres::Object,
+    catalog: &Catalog,
+    opts: &ImportOptions,
+    facts: &mut store::imports::JobFacts,
+) -> Result<ImportReport, ImportError> {
+    let started = Instant::now();
+    let file = opts.csv_path.display().to_string();
+    check_regular_file(&opts.csv_path)?;
+    let schema = opts.schema.as_ref().map(|s| &s.schema);
+    let table = schema::load_table(&***client, &opts.table).await?;
+    facts.table = table.table.display();
+    // A table with a dataset (or a partition of one) keeps its rollups
+    // exact through this load, and tells the caches what it wrote.
+    let root = table
+        .partition_of
+        .as_ref()
+        .map_or(table.table.oid, |p| p.root.oid);
+    let dataset = schema::dataset_for_table(catalog, &***client, root).await?;
     let rollups = match dataset {
         Some(dataset) if !dataset.rollups.is_empty() => {
-            rollup::ensure(&mut client, dataset, false).await?;
-            Some((
-                rollup::current(&**client, dataset).await?,
-                dataset.time_column.clone(),
-            ))
+            let mut current = store::rollups::current(&***client, dataset).await?;
+            // Rollups are reconciled when a writer starts; only a missing
+            // one (a table created since) is built here.
+            if current.len() < dataset.rollups.len() {
+                rollup::ensure(client, dataset, false).await?;
+                current = store::rollups::current(&***client, dataset).await?;
+            }
+            Some((current, dataset.time_column.clone()))
         }
         _ => None,
     };
     let dataset = dataset.map(|d| d.name.clone());
     let error_table = match schema {
-        Some(_) => Some(resolve_error_table(&client, &opts.error_table).await?),
+        Some(_) => Some(resolve_error_table(client, &opts.error_table).await?),
         None => None,
     };
+    facts.error_table = error_table.clone();
 
     let bar = progress_bar(opts.progress, &opts.csv_path);
     bar.set_message("checking");
-    let key = table.date_partitioning.as_ref().map(|p| p.key.clone());
-    let date_format = key
-        .as_ref()
-        .and_then(|k| schema.as_ref()?.column(k)?.date_format.clone());
+    // The partition key's codec: only rows it accepts ask for a partition.
+    let key_codec = table.date_partitioning.as_ref().and_then(|p| {
+        let column = table.column(&p.key)?;
+        Some(FieldCodec {
+            name: p.key.clone(),
+            kind: PgKind::of(column)?,
+            nullable: !column.not_null,
+            rule: schema.and_then(|s| s.column(&p.key)).cloned(),
+        })
+    });
     let path = opts.csv_path.clone();
     let scan_bar = bar.clone();
-    let scan = tokio::task::spawn_blocking(move || {
+    let scanned = tokio::task::spawn_blocking(move || {
         scan(
             &path,
             |header| {
-                Some((
-                    header.iter().position(|h| Some(h) == key.as_ref())?,
-                    date_format.clone(),
-                ))
+                let codec = key_codec.clone()?;
+                Some((header.iter().position(|h| *h == codec.name)?, codec))
             },
             &scan_bar,
         )
     })
     .await
-    .map_err(|e| DbError::Pool(format!("scan task failed: {e}")))??;
-    let codecs = plan_fields(&file, &scan.header, &table, schema.as_ref())?;
+    .map_err(|e| ImportError::Internal {
+        file: file.clone(),
+        what: "the file check",
+        reason: e.to_string(),
+    })?;
+    let scan = match scanned {
+        Ok(scan) => scan,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    facts.sha256 = Some(scan.sha256.clone());
+    facts.bytes = Some(scan.bytes as i64);
+    let codecs = plan_fields(&file, &scan.header, &table, schema)?;
 
     if !opts.force
-        && let Some(row) = client
-            .query_opt(
-                "SELECT import_id, to_char(finished_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM clue.imports
-                  WHERE table_name = $1 AND content_sha256 = $2 AND status = 'completed'
-                  ORDER BY import_id DESC LIMIT 1",
-                &[&table.table.display(), &scan.sha256],
-            )
-            .await?
+        && let Some((import_id, at)) =
+            store::imports::previous(&***client, &facts.table, &scan.sha256).await?
     {
         return Err(ImportError::AlreadyImported {
             file,
             table: table.table.display(),
-            import_id: row.get(0),
-            at: row.get(1),
+            import_id,
+            at,
         });
     }
 
-    let partitions = if table.date_partitioning.is_some() && !scan.months.is_empty() {
-        partition::ensure_months(&mut client, &table, &scan.months).await?
+    let mut partitions = if table.date_partitioning.is_some() && !scan.months.is_empty() {
+        partition::ensure_months(client, &table, &scan.months).await?
     } else {
         partition::PartitionReport::default()
     };
@@ -1013,68 +890,60 @@ pub async fn import(db: &Database, opts: &ImportOptions) -> Result<ImportReport,
     let job = Job {
         table: &table,
         file: &file,
-        file_name: &file_name,
+        facts,
         scan: &scan,
         codecs,
         error_table: error_table.as_deref(),
         opts,
-        started_at,
         bar: &bar,
         rollups,
         dataset,
     };
-    let result = load(&mut client, job).await;
+    let result = load(client, job).await;
     bar.finish_and_clear();
-    match result {
-        Ok((import_id, outcome)) => {
-            if let Some(acc) = &outcome.rollups {
-                acc.refresh_estimates(&client).await;
-            }
-            Ok(ImportReport {
-                import_id,
-                table: table.table.display(),
-                rows_loaded: outcome.rows_loaded,
-                rows_rejected: outcome.rows_rejected,
-                error_table,
-                partitions_created: partitions.created,
-                rows_moved: partitions.rows_moved,
-                elapsed: started.elapsed(),
-            })
-        }
-        Err(e) => {
-            // Keep a record of the failure; the load itself left nothing behind.
-            let _ = client
-                .execute(
-                    "INSERT INTO clue.imports (table_name, file_name, content_sha256, file_bytes, schema_file,
-                                               error_table, forced, status, error, started_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'failed', $8, $9)",
-                    &[
-                        &table.table.display(),
-                        &file_name,
-                        &scan.sha256,
-                        &(scan.bytes as i64),
-                        &opts.schema_path.as_ref().map(|p| p.display().to_string()),
-                        &error_table,
-                        &opts.force,
-                        &e.to_string(),
-                        &started_at,
-                    ],
-                )
-                .await;
-            Err(e)
+    // Partitions made for rows that did not load (rejected, or the load
+    // failed) are dropped again while still empty.
+    let loaded_months = match &result {
+        Ok((_, outcome)) => outcome.months.clone(),
+        Err(_) => BTreeSet::new(),
+    };
+    let unused: Vec<String> = scan
+        .months
+        .iter()
+        .filter(|m| !loaded_months.contains(m))
+        .map(|m| partition::partition_name(&table.table.name, *m))
+        .filter(|name| partitions.created.contains(name))
+        .collect();
+    if !unused.is_empty() {
+        match partition::drop_if_empty(client, &table, &unused).await {
+            Ok(dropped) => partitions.created.retain(|p| !dropped.contains(p)),
+            Err(e) => tracing::warn!(error = %e, "could not drop unused partitions"),
         }
     }
+    let (import_id, outcome) = result?;
+    if let Some(acc) = &outcome.rollups {
+        rollup::refresh_estimates(acc, client).await;
+    }
+    Ok(ImportReport {
+        import_id,
+        table: table.table.display(),
+        rows_loaded: outcome.rows_loaded,
+        rows_rejected: outcome.rows_rejected,
+        error_table,
+        partitions_created: partitions.created,
+        rows_moved: partitions.rows_moved,
+        elapsed: started.elapsed(),
+    })
 }
 
 struct Job<'a> {
     table: &'a Table,
     file: &'a str,
-    file_name: &'a str,
+    facts: &'a store::imports::JobFacts,
     scan: &'a Scan,
     codecs: Vec<FieldCodec>,
     error_table: Option<&'a str>,
     opts: &'a ImportOptions,
-    started_at: DateTime<Utc>,
     bar: &'a ProgressBar,
     /// The table's rollups and its dataset's time column, when it has any.
     rollups: Option<(Vec<RollupInfo>, String)>,
@@ -1088,25 +957,9 @@ async fn load(
     job: Job<'_>,
 ) -> Result<(i64, ParseOutcome), ImportError> {
     let tx = client.transaction().await?;
-    let import_id: i64 = tx
-        .query_one(
-            "INSERT INTO clue.imports (table_name, file_name, content_sha256, file_bytes, schema_file,
-                                       error_table, forced, status, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'completed', $8) RETURNING import_id",
-            &[
-                &job.table.table.display(),
-                &job.file_name,
-                &job.scan.sha256,
-                &(job.scan.bytes as i64),
-                &job.opts.schema_path.as_ref().map(|p| p.display().to_string()),
-                &job.error_table,
-                &job.opts.force,
-                &job.started_at,
-            ],
-        )
+    let import_id = store::imports::begin(&tx, job.facts)
         .await
-        .map_err(|e| already_imported(e, &job))?
-        .get(0);
+        .map_err(|e| already_imported(e, &job))?;
 
     let copy_sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
@@ -1129,26 +982,15 @@ async fn load(
     let codecs = job.codecs.clone();
     let validated = job.error_table.is_some();
     let bar = job.bar.clone();
+    let month_index = job
+        .table
+        .date_partitioning
+        .as_ref()
+        .and_then(|p| job.codecs.iter().position(|c| c.name == p.key));
     let accumulator = job.rollups.as_ref().map(|(infos, time_column)| {
-        let time_column = time_column.clone();
-        let date_format = job
-            .codecs
-            .iter()
-            .find(|c| c.name == time_column)
-            .and_then(|c| c.rule.as_ref()?.date_format.clone());
-        Accumulator::new(
-            infos,
-            &time_column,
-            date_format,
-            |column| {
-                let index = job.codecs.iter().position(|c| c.name == column)?;
-                Some(FieldReader {
-                    index,
-                    kind: job.codecs[index].kind.read_kind(),
-                })
-            },
-            parse_scalar,
-        )
+        Accumulator::new(infos, time_column, |column| {
+            job.codecs.iter().position(|c| c.name == column)
+        })
     });
     let accumulator = match accumulator {
         Some(None) => {
@@ -1165,7 +1007,17 @@ async fn load(
     };
     let parser = std::thread::Builder::new()
         .name("clue-import-parse".into())
-        .spawn(move || parse_and_encode(&path, &codecs, validated, accumulator, &bar, sender))
+        .spawn(move || {
+            parse_and_encode(
+                &path,
+                &codecs,
+                validated,
+                accumulator,
+                month_index,
+                &bar,
+                sender,
+            )
+        })
         .map_err(|e| ImportError::Read {
             file: job.file.to_owned(),
             source: e,
@@ -1193,7 +1045,7 @@ async fn load(
                         copied += s.as_mut().finish().await?;
                     }
                     if let Some(sql) = &reject_sql {
-                        write_rejects(&tx, sql, import_id, job.file_name, &rejects).await?;
+                        write_rejects(&tx, sql, import_id, &job.facts.file_name, &rejects).await?;
                     }
                 }
             }
@@ -1208,16 +1060,18 @@ async fn load(
     .await;
     // Dropping the receiver first unblocks a parser still sending.
     drop(receiver);
-    let parsed = parser.join().map_err(|_| ImportError::Load {
+    let parsed = parser.join().map_err(|_| ImportError::Internal {
         file: job.file.to_owned(),
-        message: "the CSV parser thread panicked".into(),
+        what: "parsing",
+        reason: "the CSV parser thread panicked".into(),
     })?;
     let outcome = parsed?;
     if outcome.rows_loaded + outcome.rows_rejected != job.scan.records {
-        return Err(ImportError::Load {
+        return Err(ImportError::Malformed {
             file: job.file.to_owned(),
-            message: format!(
-                "the file changed while it was being imported ({} records when checked, {} when loaded)",
+            line: 0,
+            reason: format!(
+                "the file changed while it was being imported ({} records when checked, {} when loaded); nothing was loaded",
                 job.scan.records,
                 outcome.rows_loaded + outcome.rows_rejected
             ),
@@ -1225,14 +1079,13 @@ async fn load(
     }
     let copied = written.map_err(|e| ImportError::Load {
         file: job.file.to_owned(),
-        message: e
-            .as_db_error()
-            .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+        message: pg_message(&e),
+        kind: classify_pg(&e),
     })?;
     debug_assert_eq!(copied, outcome.rows_loaded);
     if let Some(acc) = &outcome.rollups {
         let started = std::time::Instant::now();
-        acc.apply(&tx, job.table).await?;
+        rollup::apply_deltas(acc, &tx, job.table).await?;
         tracing::debug!(
             ms = started.elapsed().as_secs_f64() * 1000.0,
             "rollup deltas upserted"
@@ -1243,18 +1096,14 @@ async fn load(
         let range = outcome
             .rollups
             .as_ref()
-            .and_then(Accumulator::date_range)
+            .and_then(Accumulator::days)
             .or_else(|| {
-                let (first, last) = (job.scan.months.first()?, job.scan.months.last()?);
-                Some((first.first_day(), last.next().first_day().pred_opt()?))
+                let (first, last) = (outcome.months.first()?, outcome.months.last()?);
+                Some(first.days().union(last.days()))
             });
-        crate::query::notify_write(&tx, dataset, range).await?;
+        notify_write(&tx, dataset, range).await?;
     }
-    tx.execute(
-        "UPDATE clue.imports SET rows_loaded = $2, rows_rejected = $3, finished_at = clock_timestamp() WHERE import_id = $1",
-        &[&import_id, &(outcome.rows_loaded as i64), &(outcome.rows_rejected as i64)],
-    )
-    .await?;
+    store::imports::finish(&tx, import_id, outcome.rows_loaded, outcome.rows_rejected).await?;
     tx.commit().await.map_err(|e| already_imported(e, &job))?;
     Ok((import_id, outcome))
 }
@@ -1376,98 +1225,6 @@ async fn resolve_error_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn codec(kind: PgKind, nullable: bool) -> FieldCodec {
-        FieldCodec {
-            name: "c".into(),
-            kind,
-            nullable,
-            rule: None,
-        }
-    }
-
-    /// Encodes `raw` and returns the value bytes (without the length word), or the violation.
-    fn check(kind: PgKind, raw: &str, expect: Result<&[u8], &str>) {
-        let mut out = BytesMut::new();
-        let got = codec(kind, true)
-            .encode(raw, &mut out)
-            .map(|()| out[4..].to_vec())
-            .map_err(|v| v.reason);
-        assert_eq!(
-            got,
-            expect.map(|b| b.to_vec()).map_err(str::to_owned),
-            "{kind:?} {raw:?}"
-        );
-    }
-
-    #[test]
-    fn encodes_values_and_names_bad_ones() {
-        check(PgKind::Int4, "42", Ok(&[0, 0, 0, 42]));
-        check(PgKind::Int4, " 7 ", Ok(&[0, 0, 0, 7]));
-        check(
-            PgKind::Int4,
-            "3000000000",
-            Err("3000000000 is out of range for integer"),
-        );
-        check(PgKind::Int4, "4x", Err("\"4x\" is not a whole number"));
-        check(
-            PgKind::Int2,
-            "70000",
-            Err("70000 is out of range for smallint"),
-        );
-        check(PgKind::Date, "2000-01-02", Ok(&[0, 0, 0, 1]));
-        check(
-            PgKind::Date,
-            "2025-13-01",
-            Err("\"2025-13-01\" is not a date in the form YYYY-MM-DD"),
-        );
-        check(
-            PgKind::Text { max_chars: Some(3) },
-            "abcd",
-            Err("is 4 characters long; the column holds at most 3"),
-        );
-        check(PgKind::Text { max_chars: None }, " a ", Ok(b" a "));
-        check(PgKind::Bool, "t", Ok(&[1]));
-        let num = PgKind::Numeric {
-            precision: Some(10),
-            scale: Some(2),
-        };
-        check(num, "xxxx", Err("\"xxxx\" is not a number"));
-        check(
-            num,
-            "123456789",
-            Err("123456789 does not fit numeric(10,2)"),
-        );
-        check(PgKind::Float8, "abc", Err("\"abc\" is not a number"));
-    }
-
-    #[test]
-    fn numeric_rounds_like_postgres() {
-        let n = |v| {
-            numeric(v, Some(10), Some(2))
-                .map(|d| d.to_string())
-                .map_err(|v| v.reason)
-        };
-        assert_eq!(n("5000.075"), Ok("5000.08".into()));
-        assert_eq!(n("-0.005"), Ok("-0.01".into()));
-        assert_eq!(n("99999999.994"), Ok("99999999.99".into()));
-        assert_eq!(
-            n("99999999.995"),
-            Err("99999999.995 does not fit numeric(10,2)".into())
-        );
-        assert_eq!(n("1e3"), Ok("1000.00".into()));
-    }
-
-    #[test]
-    fn empty_values_are_null_or_required() {
-        let mut out = BytesMut::new();
-        codec(PgKind::Int4, true).encode("", &mut out).unwrap();
-        assert_eq!(&out[..], &(-1i32).to_be_bytes());
-        let err = codec(PgKind::Int4, false)
-            .encode("  ", &mut BytesMut::new())
-            .unwrap_err();
-        assert_eq!(err.rule, "required");
-    }
 
     #[test]
     fn csv_lines_are_quoted_as_needed() {

@@ -5,13 +5,14 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use crate::db::Database;
-use crate::generate::{self, GenerateOptions};
-use crate::import::{self, ImportOptions};
-use crate::schema;
+use crate::domain::dataset::Catalog;
+use crate::ingest::csv::{self as import, ImportOptions, NamedSchema};
+use crate::pg::catalog as schema;
+use crate::pg::database::Database;
 
-/// The validation rules of the built-in table, shipped with the binary.
-pub const SALES_REPORT_RULES: &str = include_str!("../models/sales_report.yaml");
+pub mod generate;
+
+use generate::GenerateOptions;
 
 /// What the demo data looks like once loaded.
 #[derive(Debug, Clone)]
@@ -27,6 +28,7 @@ pub struct DemoData {
 /// rows into `work_dir` and imports them with validation.
 pub async fn prepare(
     db: &Database,
+    catalog: &Catalog,
     rows: u64,
     work_dir: &Path,
     progress: bool,
@@ -47,8 +49,11 @@ pub async fn prepare(
     if !has_rows {
         std::fs::create_dir_all(work_dir)?;
         let csv = work_dir.join("demo-sales.csv");
-        let rules = work_dir.join("demo-sales.yaml");
-        std::fs::write(&rules, SALES_REPORT_RULES)?;
+        // The rules of the built-in dataset, as loaded with the catalog.
+        let rules = NamedSchema {
+            schema: catalog.get("sales_report")?.columns.clone(),
+            name: "built-in sales_report rules".into(),
+        };
         eprintln!("Generating {rows} sales rows...");
         let opts = GenerateOptions {
             rows,
@@ -62,10 +67,11 @@ pub async fn prepare(
         eprintln!("Importing them with validation...");
         let report = import::import(
             db,
+            catalog,
             &ImportOptions {
                 csv_path: csv.clone(),
                 table: "sales_report".into(),
-                schema_path: Some(rules.clone()),
+                schema: Some(rules),
                 error_table: import::DEFAULT_ERROR_TABLE.into(),
                 force: false,
                 progress,
@@ -73,7 +79,6 @@ pub async fn prepare(
         )
         .await;
         let _ = std::fs::remove_file(&csv);
-        let _ = std::fs::remove_file(&rules);
         let report = report?;
         eprintln!(
             "Imported {} rows in {:.1} s ({:.0} rows/s).",

@@ -7,8 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::dataset::Catalog;
-use crate::rollup::Partial;
+use crate::domain::dataset::Catalog;
 
 #[derive(Debug, Deserialize, Serialize)]
 struct Case {

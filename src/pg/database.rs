@@ -1,5 +1,6 @@
-//! The connection to PostgreSQL: pool, embedded-cluster lease, migrations,
-//! and the translation of connection failures into one-line reasons.
+//! The connection to PostgreSQL: pool, embedded-cluster lease, the session
+//! settings of every connection, and the translation of connection failures
+//! into one-line reasons. (Migrations are `store::migrations`.)
 
 use std::time::Duration;
 
@@ -7,15 +8,37 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::cluster::{self, ClusterError, Lease};
-use crate::config::{DatabaseTarget, describe_config};
+use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
+use crate::pg::cluster::{self, ClusterError, Lease};
+use crate::settings::{DatabaseTarget, describe_config};
 
-mod embedded {
-    refinery::embed_migrations!("migrations");
+/// The connection settings clue uses for a target, with the session
+/// settings every clue connection gets.
+pub fn connection_config(target: &DatabaseTarget) -> tokio_postgres::Config {
+    let mut config = match target {
+        DatabaseTarget::Configured(config) => (**config).clone(),
+        DatabaseTarget::Embedded(embedded) => {
+            let cluster = cluster::Cluster::from_settings(embedded);
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host_path(cluster.socket_dir())
+                .port(cluster::PORT)
+                .user(cluster::USER)
+                .dbname(cluster::DATABASE);
+            config
+        }
+    };
+    if config.get_application_name().is_none() {
+        config.application_name("clue");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    // JIT makes clue's aggregate queries 1.3-1.5x slower (DESIGN.md).
+    let options = config.get_options().unwrap_or("").to_owned();
+    config.options(format!("{options} -c jit=off").trim());
+    config
 }
-
-/// Serializes migrations between clue processes that start together.
-const MIGRATION_LOCK: i64 = 0x636c_7565_0001; // "clue" 1
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -29,27 +52,30 @@ pub enum DbError {
     DatabaseMissing { database: String, target: String },
     #[error("cannot reach PostgreSQL at {target}: {reason}")]
     Unreachable { target: String, reason: String },
-    #[error("applying clue's schema migrations failed: {0}")]
-    Migration(String),
     #[error("database error: {}", pg_message(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("no database connection available: {0}")]
     Pool(String),
+    #[error("no database connection became free within {0:?}")]
+    PoolTimeout(Duration),
 }
 
-impl DbError {
-    /// True when the failure is the database being away, not a bad request.
-    pub fn is_unavailable(&self) -> bool {
+impl Classify for DbError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            DbError::Unreachable { .. }
+            DbError::Query(e) => classify_pg(e),
+            DbError::Cluster(_)
+            | DbError::AuthFailed { .. }
+            | DbError::DatabaseMissing { .. }
+            | DbError::Unreachable { .. }
             | DbError::Pool(_)
-            | DbError::Cluster(_)
-            | DbError::Migration(_) => true,
-            DbError::Query(e) => e.is_closed() || e.as_db_error().is_none(),
-            _ => false,
+            | DbError::PoolTimeout(_) => ErrorKind::Unavailable,
         }
     }
 }
+
+/// How long a request waits for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// An open database: a connection pool, plus the lease that keeps clue's
 /// embedded cluster running while this process uses it.
@@ -65,8 +91,8 @@ impl Database {
     /// checks the connection and applies pending migrations.
     pub async fn open(target: &DatabaseTarget) -> Result<Database, DbError> {
         let lease = match target {
-            DatabaseTarget::Embedded { home } => {
-                let cluster = cluster::Cluster::new(home.clone());
+            DatabaseTarget::Embedded(embedded) => {
+                let cluster = cluster::Cluster::from_settings(embedded);
                 let lease = tokio::task::spawn_blocking(move || cluster.lease())
                     .await
                     .map_err(|e| DbError::Pool(format!("cluster start task failed: {e}")))??;
@@ -74,7 +100,7 @@ impl Database {
             }
             DatabaseTarget::Configured(_) => None,
         };
-        let config = target.connection_config();
+        let config = connection_config(target);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -84,7 +110,7 @@ impl Database {
         );
         let pool = Pool::builder(manager)
             .max_size(16)
-            .wait_timeout(Some(Duration::from_secs(30)))
+            .wait_timeout(Some(POOL_WAIT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
@@ -94,7 +120,9 @@ impl Database {
             lease,
             query_timeout: None,
         };
-        db.migrate().await?;
+        // Connect once now, so a wrong password or a missing database is
+        // reported by `open`, not by the first statement.
+        drop(db.client().await?);
         Ok(db)
     }
 
@@ -114,6 +142,7 @@ impl Database {
     pub async fn client(&self) -> Result<Object, DbError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => classify_connect_error(e, &self.config),
+            deadpool_postgres::PoolError::Timeout(_) => DbError::PoolTimeout(POOL_WAIT),
             other => DbError::Pool(other.to_string()),
         })
     }
@@ -137,61 +166,6 @@ impl Database {
                 .map_err(|e| DbError::Pool(format!("cluster stop task failed: {e}")))??;
         }
         Ok(())
-    }
-
-    /// Ready to serve: the database answers and every migration this build
-    /// knows is applied.
-    pub async fn check_ready(&self) -> Result<(), DbError> {
-        let client = self.client().await?;
-        let applied: Option<i32> = client
-            .query_one("SELECT max(version) FROM clue.schema_history", &[])
-            .await?
-            .get(0);
-        let expected = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| m.version())
-            .max();
-        if applied < expected {
-            return Err(DbError::Migration(format!(
-                "database is at migration {applied:?}, this build needs {expected:?}"
-            )));
-        }
-        Ok(())
-    }
-
-    async fn migrate(&self) -> Result<(), DbError> {
-        let mut client = self.client().await?;
-        // The advisory lock makes two clue processes starting at once apply
-        // each migration exactly once: the second waits, then finds them done.
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        let result = async {
-            client
-                .batch_execute("CREATE SCHEMA IF NOT EXISTS clue")
-                .await?;
-            let c: &mut tokio_postgres::Client = &mut client;
-            embedded::migrations::runner()
-                .set_migration_table_name("clue.schema_history")
-                .run_async(c)
-                .await
-                .map_err(|e| DbError::Migration(e.to_string()))?;
-            Ok::<(), DbError>(())
-        }
-        .await;
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        result
-    }
-}
-
-/// The server's own message when there is one (the driver's Display says only "db error").
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
     }
 }
 
@@ -233,4 +207,31 @@ pub fn classify_connect_error(
         };
     }
     DbError::Unreachable { target, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::EmbeddedSettings;
+    use std::path::PathBuf;
+    use tokio_postgres::config::Host;
+
+    #[test]
+    fn sessions_turn_jit_off() {
+        let t = DatabaseTarget::Configured(Box::new(
+            "postgresql://u@h/d?options=-c%20work_mem%3D64MB"
+                .parse()
+                .unwrap(),
+        ));
+        assert_eq!(
+            connection_config(&t).get_options(),
+            Some("-c work_mem=64MB -c jit=off")
+        );
+        let embedded = connection_config(&DatabaseTarget::Embedded(EmbeddedSettings::at("/tmp/x")));
+        assert_eq!(embedded.get_user(), Some("clue"));
+        assert_eq!(
+            embedded.get_hosts(),
+            &[Host::Unix(PathBuf::from("/tmp/x/run"))]
+        );
+    }
 }

@@ -12,10 +12,13 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::dataset::{Catalog, Grain};
-use crate::db::Database;
-use crate::planner::{RawFilter, Served};
-use crate::query::{self, Cell, OrderRequest, QueryError, QueryRequest, Row};
+use crate::domain::dataset::Catalog;
+use crate::domain::time::Grain;
+use crate::pg::database::Database;
+use crate::plan::{RawFilter, Served};
+use crate::serve::cache::Cache;
+use crate::serve::execute::{self, Cell, Row};
+use crate::serve::query::{OrderRequest, QueryError, QueryRequest};
 
 /// An exact amount of money: serialized as a JSON number with exactly two
 /// decimals (`70575.00`), never passed through a float.
@@ -252,11 +255,11 @@ fn month(row: &Row) -> String {
 pub async fn run(
     db: &Database,
     catalog: &Catalog,
-    cache: Option<&query::Cache>,
+    cache: Option<&Cache>,
     report: Report,
     filter: &ReportFilter,
 ) -> Result<(ReportRows, Vec<Served>), QueryError> {
-    let answer = query::execute(db, catalog, &report.query(filter), false, cache).await?;
+    let answer = execute::execute(db, catalog, &report.query(filter), false, cache).await?;
     let rows = answer.rows;
     let shaped = match report {
         Report::MonthlySummary => ReportRows::Summary(

@@ -13,13 +13,14 @@
 //! sources out. Identifiers come only from the dataset definition; values
 //! are always parameters.
 
-use chrono::{Datelike, Days, Months, NaiveDate};
+use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Agg, Dataset, Grain, Measure};
-use crate::model::ValueType;
-use crate::rollup::{PartialKind, RollupInfo, bucket_sql};
-use crate::schema::quote_ident;
+use crate::domain::dataset::{Agg, Dataset, Measure};
+use crate::domain::rollup::{Partial, PartialKind, RollupInfo};
+use crate::domain::time::Grain;
+use crate::domain::value::ValueType;
+use crate::sql::{bucket_sql, quote_ident, rollup_table};
 
 /// The most rows one answer may have; larger answers are refused, not cut.
 pub const MAX_ROWS: u64 = 2_000_000;
@@ -73,6 +74,17 @@ pub struct RawFilter {
     pub max: Option<serde_json::Value>,
 }
 
+impl RawFilter {
+    /// Every value it names.
+    pub fn values(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.equals
+            .iter()
+            .chain(self.in_.iter().flatten())
+            .chain(&self.min)
+            .chain(&self.max)
+    }
+}
+
 /// A filter value as text: strings as they are, numbers and booleans printed.
 fn value_text(v: &serde_json::Value, dimension: &str) -> Result<String, String> {
     match v {
@@ -80,7 +92,7 @@ fn value_text(v: &serde_json::Value, dimension: &str) -> Result<String, String> 
         serde_json::Value::Number(n) => Ok(n.to_string()),
         serde_json::Value::Bool(b) => Ok(b.to_string()),
         _ => Err(format!(
-            "filters: values of {dimension:?} must be strings, numbers or booleans"
+            "values of {dimension:?} must be strings, numbers or booleans"
         )),
     }
 }
@@ -89,12 +101,19 @@ impl TryFrom<RawFilter> for Filter {
     type Error = String;
 
     fn try_from(r: RawFilter) -> Result<Filter, String> {
+        Filter::parse(r).map_err(|reason| format!("filters: {reason}"))
+    }
+}
+
+impl Filter {
+    /// The filter a raw one describes; the error is the reason alone.
+    pub fn parse(r: RawFilter) -> Result<Filter, String> {
         let d = r.dimension.clone();
         let op = match (r.equals, r.in_, r.min, r.max) {
             (Some(v), None, None, None) => FilterOp::Equals(value_text(&v, &d)?),
             (None, Some(vs), None, None) => {
                 if vs.is_empty() || vs.len() > 10_000 {
-                    return Err(format!("filters: `in` of {d:?} needs 1 to 10000 values"));
+                    return Err(format!("`in` of {d:?} needs 1 to 10000 values"));
                 }
                 FilterOp::In(
                     vs.iter()
@@ -108,7 +127,7 @@ impl TryFrom<RawFilter> for Filter {
             },
             _ => {
                 return Err(format!(
-                    "filters: {d:?} needs exactly one of `equals`, `in`, or `min`/`max`"
+                    "{d:?} needs exactly one of `equals`, `in`, or `min`/`max`"
                 ));
             }
         };
@@ -250,6 +269,43 @@ pub enum PlanError {
     GapFillNeedsRange,
     #[error("{0}: is given more than once")]
     Repeated(String),
+    #[error(
+        "granularity: {grain} is finer than the time column {column} (a {kind}) holds; ask for {finest} or coarser"
+    )]
+    GrainTooFine {
+        grain: Grain,
+        column: String,
+        kind: &'static str,
+        finest: Grain,
+    },
+}
+
+impl PlanError {
+    /// The query field at fault.
+    pub fn field(&self) -> &str {
+        match self {
+            PlanError::UnknownMeasure(..) | PlanError::NoMeasures => "measures",
+            PlanError::UnknownDimension(..) => "dimensions",
+            PlanError::UnknownFilter(..) => "filters",
+            PlanError::UnknownOrder(_) => "order",
+            PlanError::GapFillNeedsRange => "gap_fill",
+            PlanError::Repeated(f) => f.split('.').next().unwrap_or(f),
+            PlanError::GrainTooFine { .. } => "granularity",
+        }
+    }
+
+    /// The message without its leading field name.
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        match self {
+            // `measures.revenue: is given more than once` names the item too.
+            PlanError::Repeated(_) => text,
+            _ => text
+                .strip_prefix(self.field())
+                .and_then(|t| t.strip_prefix(": "))
+                .map_or(text.clone(), str::to_owned),
+        }
+    }
 }
 
 /// A piece of the range and where it is answered from.
@@ -265,18 +321,6 @@ struct Segment<'a> {
 enum Source<'a> {
     Fact,
     Rollup(&'a RollupInfo),
-}
-
-fn month_floor(d: NaiveDate) -> NaiveDate {
-    d.with_day(1).expect("day 1 exists")
-}
-
-fn month_ceil(d: NaiveDate) -> NaiveDate {
-    if d.day() == 1 {
-        d
-    } else {
-        month_floor(d) + Months::new(1)
-    }
 }
 
 /// Checks the query's names against the dataset.
@@ -318,6 +362,16 @@ pub fn check(dataset: &Dataset, q: &Query) -> Result<(), PlanError> {
     }
     if q.gap_fill && (q.granularity.is_none() || q.start.is_none() || q.end.is_none()) {
         return Err(PlanError::GapFillNeedsRange);
+    }
+    if let Some(g) = q.granularity
+        && !g.fits(dataset.time_kind)
+    {
+        return Err(PlanError::GrainTooFine {
+            grain: g,
+            column: dataset.time_column.clone(),
+            kind: dataset.time_kind.name(),
+            finest: dataset.time_kind.finest_grain(),
+        });
     }
     Ok(())
 }
@@ -365,7 +419,8 @@ fn segments<'a>(
     force_fact: bool,
 ) -> Vec<Segment<'a>> {
     let from = q.start;
-    let to = q.end.map(|e| e + Days::new(1));
+    // Half-open: the day after the end (none after the calendar's last day).
+    let to = q.end.and_then(|e| e.checked_add_days(Days::new(1)));
     let usable: Vec<&RollupInfo> = if force_fact {
         Vec::new()
     } else {
@@ -383,8 +438,22 @@ fn segments<'a>(
     };
     let day = smallest(Grain::Day).map_or(Source::Fact, Source::Rollup);
     if let Some(month) = smallest(Grain::Month) {
-        let inner_from = from.map(month_ceil);
-        let inner_to = to.map(month_floor);
+        // Whole months inside the range; a start past the calendar's last
+        // month has none.
+        let inner_from = match from {
+            Some(f) => match Grain::Month.ceil(f) {
+                Some(c) => Some(c),
+                None => {
+                    return vec![Segment {
+                        source: day,
+                        from,
+                        to,
+                    }];
+                }
+            },
+            None => None,
+        };
+        let inner_to = to.map(|t| Grain::Month.floor(t));
         let has_inner = match (inner_from, inner_to) {
             (Some(a), Some(b)) => a < b,
             _ => true,
@@ -603,7 +672,12 @@ pub fn plan(
                     dataset.table.clone(),
                     "fact",
                 ),
-                Source::Rollup(r) => (r.table(), "bucket".to_owned(), r.name.clone(), "rollup"),
+                Source::Rollup(r) => (
+                    rollup_table(&r.name),
+                    "bucket".to_owned(),
+                    r.name.clone(),
+                    "rollup",
+                ),
             };
             served_from.push(Served {
                 source: kind,
@@ -640,7 +714,7 @@ pub fn plan(
                                 None => ("row_count".to_owned(), PartialKind::Count),
                                 Some(c) => (
                                     quote_ident(
-                                        &crate::rollup::Partial {
+                                        &Partial {
                                             kind: *kind,
                                             source: (*c).to_owned(),
                                         }

@@ -8,21 +8,41 @@
 //! table is used (`rollup`).
 
 use std::collections::BTreeMap;
-use std::fmt;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{ModelError, ValidationSchema, ValueType};
+use crate::domain::rules::{ModelError, ValidationSchema};
+use crate::domain::time::{Grain, TimeKind};
+use crate::domain::value::ValueType;
 
 /// The built-in definitions.
 const BUILT_IN: &[(&str, &str)] = &[(
     "sales_report.yaml",
-    include_str!("../models/sales_report.yaml"),
+    include_str!("../../models/sales_report.yaml"),
 )];
 
 /// Where user definitions are read from when `CLUE_MODELS` is not set.
 pub const DEFAULT_MODELS_DIR: &str = "models";
+
+/// Checks a table name (`table` or `schema.table`) before it goes near SQL:
+/// letters, digits, `_` and `$`, at most 63 bytes a part.
+pub fn check_table_name(name: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+            && p.len() <= 63
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| part_ok(p)) {
+        return Err(format!(
+            "{name:?} is not a table name clue accepts (letters, digits, _ and $, optionally schema-qualified as schema.table)"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -49,6 +69,12 @@ pub enum DatasetError {
     },
     #[error("unknown dataset {0:?}")]
     Unknown(String),
+}
+
+impl crate::error::Classify for DatasetError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BadInput
+    }
 }
 
 /// How a measure aggregates.
@@ -95,100 +121,6 @@ pub struct Measure {
     pub column: Option<String>,
 }
 
-/// A time granularity.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    serde::Serialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Grain {
-    Hour,
-    Day,
-    Week,
-    Month,
-    Quarter,
-    Year,
-}
-
-impl Grain {
-    pub fn parse(s: &str) -> Option<Grain> {
-        Some(match s {
-            "hour" => Grain::Hour,
-            "day" => Grain::Day,
-            "week" => Grain::Week,
-            "month" => Grain::Month,
-            "quarter" => Grain::Quarter,
-            "year" => Grain::Year,
-            _ => return None,
-        })
-    }
-
-    /// The unit `date_trunc` and `interval` understand.
-    pub fn unit(self) -> &'static str {
-        match self {
-            Grain::Hour => "hour",
-            Grain::Day => "day",
-            Grain::Week => "week",
-            Grain::Month => "month",
-            Grain::Quarter => "quarter",
-            Grain::Year => "year",
-        }
-    }
-
-    /// One bucket as a PostgreSQL interval.
-    pub fn interval(self) -> &'static str {
-        match self {
-            Grain::Hour => "1 hour",
-            Grain::Day => "1 day",
-            Grain::Week => "1 week",
-            Grain::Month => "1 month",
-            Grain::Quarter => "3 months",
-            Grain::Year => "1 year",
-        }
-    }
-
-    /// Whether `day` is the first day of one of this grain's buckets
-    /// (`date_trunc` of it is itself; weeks start on Monday).
-    pub fn starts_bucket(self, day: chrono::NaiveDate) -> bool {
-        use chrono::Datelike;
-        match self {
-            Grain::Hour | Grain::Day => true,
-            Grain::Week => day.weekday() == chrono::Weekday::Mon,
-            Grain::Month => day.day() == 1,
-            Grain::Quarter => day.day() == 1 && day.month0().is_multiple_of(3),
-            Grain::Year => day.ordinal() == 1,
-        }
-    }
-
-    /// Whether buckets of `self` are unions of buckets of `finer`.
-    pub fn is_coarsening_of(self, finer: Grain) -> bool {
-        match finer {
-            Grain::Hour => true,
-            Grain::Day => self != Grain::Hour,
-            // Weeks do not nest in months.
-            Grain::Week => self == Grain::Week,
-            Grain::Month => matches!(self, Grain::Month | Grain::Quarter | Grain::Year),
-            Grain::Quarter => matches!(self, Grain::Quarter | Grain::Year),
-            Grain::Year => self == Grain::Year,
-        }
-    }
-}
-
-impl fmt::Display for Grain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.unit())
-    }
-}
-
 /// A rollup: the dataset pre-aggregated at a grain over some dimensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupDef {
@@ -205,6 +137,8 @@ pub struct Dataset {
     pub name: String,
     pub table: String,
     pub time_column: String,
+    /// What the time column holds: the finest grain it can be asked at.
+    pub time_kind: TimeKind,
     pub columns: ValidationSchema,
     pub dimensions: Vec<String>,
     pub measures: Vec<Measure>,
@@ -267,7 +201,7 @@ impl Dataset {
             ));
         }
         let table = raw.table.unwrap_or_else(|| raw.dataset.clone());
-        crate::schema::parse_table_name(&table).map_err(|e| field("table", e.to_string()))?;
+        check_table_name(&table).map_err(|reason| field("table", reason))?;
         let columns = ValidationSchema::from_yaml(raw.columns, file)?;
         let column_type = |name: &str| columns.column(name).map(|c| c.ty);
         match column_type(&raw.time_column) {
@@ -433,6 +367,7 @@ impl Dataset {
             name: raw.dataset,
             table,
             time_column: raw.time_column,
+            time_kind: TimeKind::Date,
             columns,
             dimensions: raw.dimensions,
             measures,
@@ -534,61 +469,17 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The models directory: `CLUE_MODELS`, else `./models`.
-    pub fn from_env() -> Result<Catalog, DatasetError> {
-        let dir = std::env::var_os("CLUE_MODELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR));
-        Catalog::load(Some(&dir))
-    }
-
     pub fn get(&self, name: &str) -> Result<&Dataset, DatasetError> {
         self.datasets
             .iter()
             .find(|d| d.name == name)
             .ok_or_else(|| DatasetError::Unknown(name.to_owned()))
     }
-
-    /// The dataset stored in the table with this oid, resolving each
-    /// dataset's table name as SQL would (search path included), so a load
-    /// into a table always keeps the rollups its dataset declares.
-    pub async fn for_table(
-        &self,
-        client: &impl tokio_postgres::GenericClient,
-        oid: u32,
-    ) -> Result<Option<&Dataset>, crate::schema::SchemaError> {
-        for d in &self.datasets {
-            if crate::schema::find_table(client, &d.table)
-                .await?
-                .is_some_and(|t| t.oid == oid)
-            {
-                return Ok(Some(d));
-            }
-        }
-        Ok(None)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_starts() {
-        let check = |grain: Grain, day: &str, expect: bool| {
-            let d: chrono::NaiveDate = day.parse().unwrap();
-            assert_eq!(grain.starts_bucket(d), expect, "{grain} {day}");
-        };
-        check(Grain::Day, "2024-03-15", true);
-        check(Grain::Week, "2024-03-18", true); // a Monday
-        check(Grain::Week, "2024-03-17", false);
-        check(Grain::Month, "2024-03-01", true);
-        check(Grain::Month, "2024-03-02", false);
-        check(Grain::Quarter, "2024-04-01", true);
-        check(Grain::Quarter, "2024-05-01", false);
-        check(Grain::Year, "2025-01-01", true);
-        check(Grain::Year, "2025-02-01", false);
-    }
 
     #[test]
     fn built_in_sales_report() {
@@ -686,14 +577,5 @@ mod tests {
             "dataset: t\ntime_column: d\ncolumns: {d: dat}\n",
             "unknown type \"dat\"",
         );
-    }
-
-    #[test]
-    fn grains_nest() {
-        assert!(Grain::Month.is_coarsening_of(Grain::Day));
-        assert!(Grain::Year.is_coarsening_of(Grain::Month));
-        assert!(!Grain::Week.is_coarsening_of(Grain::Month));
-        assert!(!Grain::Month.is_coarsening_of(Grain::Week));
-        assert!(Grain::Week.is_coarsening_of(Grain::Day));
     }
 }

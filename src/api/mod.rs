@@ -27,14 +27,18 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::dataset::Catalog;
-use crate::db::{Database, DbError};
-use crate::planner::Served;
-use crate::query::{self, Cache, Cached, QueryError, QueryRequest, QueryResponse, etag};
-use crate::report::{
-    self, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, ReportRows,
+use crate::domain::dataset::Catalog;
+use crate::error::{Error, ErrorKind};
+use crate::pg::database::Database;
+use crate::plan::Served;
+use crate::serve::cache::{Cache, Cached, etag};
+use crate::serve::execute::{self, QueryResponse};
+use crate::serve::query::{QueryError, QueryRequest, parse_request};
+use crate::serve::reports::{
+    self as report, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, ReportRows,
     TopProductByRevenue,
 };
+use crate::store::{migrations, notify};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -56,47 +60,66 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    #[error("the database is unavailable")]
-    Unavailable(#[source] DbError),
-    /// A query ran past the server's limit and was cancelled.
-    #[error("{0}; narrow it (a shorter range, fewer dimensions, filters)")]
-    QueryTimeout(String),
-    /// Anything else; the text is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Any other failure, by its kind; only client mistakes' text is sent.
+    #[error("{0}")]
+    Failed(Error),
 }
 
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> Self {
-        if e.is_unavailable() {
-            ApiError::Unavailable(e)
-        } else {
-            ApiError::Internal(e.to_string())
+impl ApiError {
+    /// The kind of failure, which decides the status.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::InvalidParameter { .. } => ErrorKind::BadInput,
+            ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorKind::BadInput,
+            ApiError::Failed(e) => e.kind(),
         }
     }
 }
 
-impl From<QueryError> for ApiError {
-    fn from(e: QueryError) -> Self {
-        // Client mistakes read `field: reason`; the field names the parameter.
-        let invalid = |text: String| match text.split_once(": ") {
-            Some((name, reason)) => ApiError::InvalidParameter {
-                name: name.to_owned(),
-                reason: reason.to_owned(),
-            },
-            None => ApiError::InvalidParameter {
-                name: "query".to_owned(),
-                reason: text,
-            },
-        };
-        match e {
-            QueryError::Invalid(text) => invalid(text),
-            QueryError::Plan(p) => invalid(p.to_string()),
-            QueryError::Dataset(d) => invalid(format!("dataset: {d}")),
-            QueryError::Db(d) => d.into(),
-            QueryError::Rollup(r) => ApiError::Internal(r.to_string()),
-            e @ QueryError::Timeout(_) => ApiError::QueryTimeout(e.to_string()),
-        }
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Failed(e.into())
+    }
+}
+
+/// A query's failure: a client's mistake names its field as data.
+fn query_error(e: QueryError) -> ApiError {
+    use crate::error::Classify;
+    match e.field() {
+        Some(field) if e.kind() == ErrorKind::BadInput => ApiError::InvalidParameter {
+            name: field.to_owned(),
+            reason: e.reason(),
+        },
+        _ => ApiError::Failed(e.into()),
+    }
+}
+
+/// The one mapping of error kinds to HTTP: status, problem type and title.
+fn http_status(kind: ErrorKind) -> (StatusCode, &'static str, &'static str) {
+    match kind {
+        ErrorKind::BadInput => (
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid request parameter",
+        ),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
+        ErrorKind::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unavailable",
+            "Database unavailable",
+        ),
+        ErrorKind::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "query-timeout",
+            "Query timeout",
+        ),
+        ErrorKind::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+        ),
     }
 }
 
@@ -130,41 +153,32 @@ pub struct InvalidParam {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, title) = match &self {
-            ApiError::InvalidParameter { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid request parameter",
-            ),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
             ),
-            ApiError::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database-unavailable",
-                "Database unavailable",
-            ),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal server error",
-            ),
-            ApiError::QueryTimeout(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "query-timeout",
-                "Query timeout",
-            ),
+            other => http_status(other.kind()),
         };
+        // Only a client's own mistakes are described; server-side text
+        // (SQL, driver messages) goes to the log.
         let detail = match &self {
-            ApiError::Unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                "The database cannot be reached right now; retry shortly.".to_owned()
-            }
-            ApiError::Internal(e) => {
-                tracing::error!(error = %e, "request failed");
-                "The request failed on the server; the error was logged.".to_owned()
+            ApiError::Failed(e) => {
+                let text = e.chain();
+                match e.kind() {
+                    ErrorKind::Unavailable => {
+                        tracing::warn!(error = %text, "database unavailable");
+                        "The database cannot be used right now; retry shortly.".to_owned()
+                    }
+                    ErrorKind::Timeout => {
+                        tracing::warn!(error = %text, "query timeout");
+                        format!("{e}; narrow it (a shorter range, fewer dimensions, filters)")
+                    }
+                    _ => {
+                        tracing::error!(error = %text, "request failed");
+                        "The request failed on the server; the error was logged.".to_owned()
+                    }
+                }
             }
             other => other.to_string(),
         };
@@ -241,6 +255,30 @@ struct BreakdownParams {
 
 const MAX_TEXT_PARAM: usize = 255;
 
+/// Splits a query string into decoded name/value pairs, refusing (rather
+/// than replacing) bytes that do not decode to UTF-8 text.
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |part: &str, name: Option<&str>| -> Result<String, ApiError> {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| ApiError::InvalidParameter {
+                name: name.map_or_else(|| "query".to_owned(), |n| n.chars().take(64).collect()),
+                reason: "is not valid UTF-8 text once percent-decoded".into(),
+            })
+    };
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name, None)?;
+            let value = decode(value, Some(&name))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
 /// Parses a report's query string: known names only, each at most once.
 fn parse_params(
     raw: Option<&str>,
@@ -255,8 +293,7 @@ fn parse_params(
         name: name.to_owned(),
         reason,
     };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|_| invalid("query", "is not a valid URL query string".into()))?;
+    let pairs = query_pairs(raw.unwrap_or(""))?;
     let mut values = BTreeMap::new();
     for (name, value) in pairs {
         if !allowed.contains(&name.as_str()) {
@@ -275,16 +312,22 @@ fn parse_params(
     }
     let date = |name: &str| -> Result<Option<NaiveDate>, ApiError> {
         match values.get(name).map(|v| v.trim()) {
-            None | Some("") => Ok(None),
-            Some(v) => crate::model::parse_date(v, None).map(Some).ok_or_else(|| {
-                invalid(
-                    name,
-                    format!(
-                        "{:?} is not a date in the form YYYY-MM-DD",
-                        v.chars().take(64).collect::<String>()
-                    ),
-                )
-            }),
+            None => Ok(None),
+            Some("") => Err(invalid(
+                name,
+                "is empty; give a date in the form YYYY-MM-DD or leave the parameter out".into(),
+            )),
+            Some(v) => crate::domain::value::parse_date(v, None)
+                .map(Some)
+                .ok_or_else(|| {
+                    invalid(
+                        name,
+                        format!(
+                            "{:?} is not a date in the form YYYY-MM-DD",
+                            v.chars().take(64).collect::<String>()
+                        ),
+                    )
+                }),
         }
     };
     let text = |name: &str| -> Result<Option<String>, ApiError> {
@@ -387,7 +430,7 @@ fn render<T: Serialize + CsvRow>(
     rows: Vec<T>,
     format: Format,
 ) -> Result<(Bytes, &'static str), ApiError> {
-    let internal = ApiError::Internal;
+    let internal = |e: String| ApiError::Failed(Error::new(ErrorKind::Internal, e));
     match format {
         Format::Json => Ok((
             Bytes::from(serde_json::to_vec(&rows).map_err(|e| internal(e.to_string()))?),
@@ -499,7 +542,7 @@ where
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+        .is_some_and(|v| none_match(v, &tag));
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -523,6 +566,13 @@ where
         h.insert("clue-served-from", v);
     }
     Ok(response)
+}
+
+/// Whether an `If-None-Match` value matches `tag`: `*` matches any, and
+/// the comparison is weak (RFC 9110 §13.1.2: `W/"x"` matches `"x"`).
+fn none_match(header: &str, tag: &str) -> bool {
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    header.trim() == "*" || header.split(',').any(|t| opaque(t) == opaque(tag))
 }
 
 /// Cached bodies at least this large are kept gzip-compressed too.
@@ -557,7 +607,9 @@ async fn report_response(
         report::DATASET,
         range,
         || async move {
-            let (rows, served) = report::run(&s.db, &s.catalog, Some(&s.cache), report, &f).await?;
+            let (rows, served) = report::run(&s.db, &s.catalog, Some(&s.cache), report, &f)
+                .await
+                .map_err(query_error)?;
             let (body, content_type) = match rows {
                 ReportRows::Summary(r) => render(r, format)?,
                 ReportRows::Breakdown(r) => render(r, format)?,
@@ -688,19 +740,18 @@ async fn query_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let req: QueryRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidParameter {
-            name: "body".into(),
-            reason: format!("is not a valid query: {e}"),
-        })?;
+    let req = parse_request(&body).map_err(query_error)?;
     let key = format!("query|{}", serde_json::to_string(&req).unwrap_or_default());
     let range = (req.start_date, req.end_date);
     let dataset = req.dataset.clone();
     let s = state.clone();
     cached(&state, &headers, key, &dataset, range, || async move {
-        let answer = query::execute(&s.db, &s.catalog, &req, false, Some(&s.cache)).await?;
+        let answer = execute::execute(&s.db, &s.catalog, &req, false, Some(&s.cache))
+            .await
+            .map_err(query_error)?;
         let served = describe_sources(&answer.served_from);
-        let body = serde_json::to_vec(&answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let body = serde_json::to_vec(&answer)
+            .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
         Ok((Bytes::from(body), "application/json", served))
     })
     .await
@@ -732,7 +783,7 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.db.check_ready().await?;
+    migrations::check_version(&state.db).await?;
     Ok(Json(Health { status: "ready" }))
 }
 
@@ -812,23 +863,17 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds `host:port` (port 0 picks a free one).
-    /// Binds `host:port` (port 0 picks a free one), loads the datasets,
-    /// brings their rollups up to date and starts the cache's write listener.
+    /// Binds `host:port` (port 0 picks a free one) and starts the cache's
+    /// write listener. The database is open for the process's role
+    /// (`app::open`), rollups reconciled by a writer.
     pub async fn build(
         db: Arc<Database>,
+        catalog: Arc<Catalog>,
         host: &str,
         port: u16,
-    ) -> Result<Application, Box<dyn std::error::Error + Send + Sync>> {
-        let catalog = Arc::new(Catalog::from_env()?);
-        {
-            let mut client = db.client().await?;
-            for d in &catalog.datasets {
-                crate::rollup::ensure(&mut client, d, false).await?;
-            }
-        }
+    ) -> std::io::Result<Application> {
         let cache = Arc::new(Cache::default());
-        query::spawn_listener(db.connection_config().clone(), cache.clone());
+        notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         Ok(Application {
             listener,
@@ -916,9 +961,37 @@ mod tests {
             )),
         );
         check(
-            "start_date=&format=CSV",
+            "format=CSV",
             Top5ByRevenue,
             Ok(("None None None None", Format::Csv)),
+        );
+        // The document says a date: an empty one is not "absent".
+        check(
+            "start_date=&format=CSV",
+            Top5ByRevenue,
+            Err((
+                "start_date",
+                "is empty; give a date in the form YYYY-MM-DD or leave the parameter out",
+            )),
+        );
+        // Bytes that are not UTF-8 are refused, not replaced.
+        check(
+            "region=%FF%FE",
+            MonthlyBreakdown,
+            Err(("region", "is not valid UTF-8 text once percent-decoded")),
+        );
+        check(
+            "%FF=1",
+            MonthlyBreakdown,
+            Err(("query", "is not valid UTF-8 text once percent-decoded")),
+        );
+        check(
+            "region=North+East&product=Widget%2BA",
+            MonthlyBreakdown,
+            Ok((
+                "None None Some(\"Widget+A\") Some(\"North East\")",
+                Format::Json,
+            )),
         );
         check(
             "product=Widget%20A&region=North",

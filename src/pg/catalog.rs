@@ -10,10 +10,12 @@ use std::path::Path;
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
 
-use crate::sqlscript::{self, Kind, SplitError};
+use crate::domain::dataset::{Catalog, Dataset, check_table_name};
+use crate::sql::script::{self as sqlscript, Kind, SplitError};
+use crate::sql::table::{Column, DatePartitioning, PartitionOf, Table, TableRef};
 
 /// The built-in table of prototype 000, created by `create-schema` without `--source`.
-pub const SALES_REPORT_DDL: &str = include_str!("../sql/sales_report.sql");
+pub const SALES_REPORT_DDL: &str = include_str!("../../sql/sales_report.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -39,84 +41,24 @@ pub enum SchemaError {
         path: String,
         source: std::io::Error,
     },
-    #[error("database error: {0}")]
+    #[error("database error: {}", crate::error::pg_message(.0))]
     Db(#[from] tokio_postgres::Error),
 }
 
-/// Quotes an identifier for SQL (`"` doubled), as `quote_ident` does.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A table resolved from the catalog.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableRef {
-    pub oid: u32,
-    pub schema: String,
-    pub name: String,
-}
-
-impl TableRef {
-    /// `"schema"."name"`, safe to splice into SQL.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-
-    /// `schema.name` for messages and bookkeeping.
-    pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-}
-
-/// A column of a table, as the importer needs it.
-#[derive(Debug, Clone)]
-pub struct Column {
-    pub name: String,
-    pub ty: Type,
-    /// `atttypmod`: length of varchar(n), precision/scale of numeric(p,s); -1 when unset.
-    pub typmod: i32,
-    pub not_null: bool,
-    /// Has a default, identity or generation expression: may be left out of a load.
-    pub has_default: bool,
-    pub generated: bool,
-}
-
-/// How a table is range-partitioned on a single date column, if it is.
-#[derive(Debug, Clone)]
-pub struct DatePartitioning {
-    pub key: String,
-}
-
-/// A table with its columns and partitioning.
-#[derive(Debug, Clone)]
-pub struct Table {
-    pub table: TableRef,
-    pub columns: Vec<Column>,
-    /// `Some` when range-partitioned by one `date` column.
-    pub date_partitioning: Option<DatePartitioning>,
-    /// `Some(description)` when partitioned some other way.
-    pub other_partitioning: Option<String>,
-}
-
-impl Table {
-    pub fn column(&self, name: &str) -> Option<&Column> {
-        self.columns.iter().find(|c| c.name == name)
+impl crate::error::Classify for SchemaError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            SchemaError::Db(e) => crate::error::classify_pg(e),
+            SchemaError::NoSuchTable(_) => ErrorKind::BadInput,
+            _ => ErrorKind::BadInput,
+        }
     }
 }
 
 /// Checks a user-given table name before it goes near the catalog.
 pub fn parse_table_name(name: &str) -> Result<(), SchemaError> {
-    let part_ok = |p: &str| {
-        let mut chars = p.chars();
-        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-            && p.len() <= 63
-    };
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.is_empty() || parts.len() > 2 || !parts.iter().all(|p| part_ok(p)) {
-        return Err(SchemaError::BadName(name.to_owned()));
-    }
-    Ok(())
+    check_table_name(name).map_err(|_| SchemaError::BadName(name.to_owned()))
 }
 
 /// Finds a table by the name a user typed (search path and case folding as
@@ -215,12 +157,51 @@ pub async fn load_table(client: &impl GenericClient, name: &str) -> Result<Table
             }
         }
     }
+    // A partition belongs to the tree's root (and its dataset).
+    let root = client
+        .query_opt(
+            "SELECT r.oid, n.nspname, r.relname
+               FROM pg_class c
+               JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+               JOIN pg_namespace n ON n.oid = r.relnamespace
+              WHERE c.oid = $1 AND c.relispartition",
+            &[&table.oid],
+        )
+        .await?;
+    let partition_of = root.map(|r| PartitionOf {
+        root: TableRef {
+            oid: r.get(0),
+            schema: r.get(1),
+            name: r.get(2),
+        },
+    });
     Ok(Table {
         table,
         columns,
         date_partitioning,
         other_partitioning,
+        partition_of,
     })
+}
+
+/// The dataset stored in the table with this oid, resolving each dataset's
+/// table name as SQL would (search path included), so a load into a table
+/// (or into any partition of it: pass the root's oid) keeps the rollups its
+/// dataset declares.
+pub async fn dataset_for_table<'c>(
+    catalog: &'c Catalog,
+    client: &impl GenericClient,
+    oid: u32,
+) -> Result<Option<&'c Dataset>, SchemaError> {
+    for d in &catalog.datasets {
+        if find_table(client, &d.table)
+            .await?
+            .is_some_and(|t| t.oid == oid)
+        {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs a SQL script in one transaction, statement by statement, so that a
@@ -334,11 +315,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("sales_report"), "\"sales_report\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 }

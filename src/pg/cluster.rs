@@ -27,6 +27,8 @@ use std::sync::OnceLock;
 
 use nix::unistd::{User, geteuid};
 
+use crate::settings::EmbeddedSettings;
+
 /// Database created in the cluster and used by clue.
 pub const DATABASE: &str = "clue";
 /// Superuser role created by initdb; authentication is `trust` because only
@@ -94,6 +96,12 @@ pub enum ClusterError {
     StatusFailed { detail: String },
 }
 
+impl crate::error::Classify for ClusterError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Unavailable
+    }
+}
+
 fn io_err(action: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError {
     let action = action.into();
     move |source| ClusterError::Io { action, source }
@@ -113,9 +121,11 @@ pub struct Cluster {
     /// Found on first need, so commands that never touch the cluster do not
     /// fail on machines without PostgreSQL.
     bin_dir: OnceLock<PathBuf>,
-    /// Overrides `CLUE_PG_BIN`; lets tests avoid mutating the process env.
+    /// Where the server programs are (`CLUE_PG_BIN`); searched for when unset.
     pg_bin: Option<PathBuf>,
-    /// Forces `--no-sync` like `CLUE_FAST_INIT=1`, for the same reason.
+    /// As root, the account the server runs as (`CLUE_SERVER_USER`).
+    server_user: Option<String>,
+    /// `initdb --no-sync` (`CLUE_FAST_INIT=1`).
     fast_init: bool,
 }
 
@@ -143,7 +153,18 @@ impl Cluster {
             home,
             bin_dir: OnceLock::new(),
             pg_bin: None,
+            server_user: None,
             fast_init: false,
+        }
+    }
+
+    /// The cluster the resolved settings describe.
+    pub fn from_settings(settings: &EmbeddedSettings) -> Cluster {
+        Cluster {
+            pg_bin: settings.pg_bin.clone(),
+            server_user: settings.server_user.clone(),
+            fast_init: settings.fast_init,
+            ..Cluster::new(settings.home.clone())
         }
     }
 
@@ -242,19 +263,14 @@ impl Cluster {
     }
 
     fn fast_init(&self) -> bool {
-        self.fast_init || std::env::var_os("CLUE_FAST_INIT").is_some_and(|v| v == "1")
+        self.fast_init
     }
 
     fn bin_dir(&self) -> Result<PathBuf, ClusterError> {
         if let Some(dir) = self.bin_dir.get() {
             return Ok(dir.clone());
         }
-        let explicit = self.pg_bin.clone().or_else(|| {
-            std::env::var_os("CLUE_PG_BIN")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        let dir = locate_binaries(explicit)?;
+        let dir = locate_binaries(self.pg_bin.clone())?;
         // A concurrent caller may have set it first; both found the same.
         let _ = self.bin_dir.set(dir.clone());
         Ok(dir)
@@ -263,7 +279,7 @@ impl Cluster {
     fn context(&self) -> Result<Ctx, ClusterError> {
         Ok(Ctx {
             bin: self.bin_dir()?,
-            account: server_account()?,
+            account: server_account(self.server_user.as_deref())?,
         })
     }
 
@@ -608,7 +624,7 @@ fn chown_to(path: &Path, ctx: &Ctx) -> Result<(), ClusterError> {
 }
 
 /// The account the server programs run as, or None to run them as ourselves.
-fn server_account() -> Result<Option<Account>, ClusterError> {
+fn server_account(server_user: Option<&str>) -> Result<Option<Account>, ClusterError> {
     if !geteuid().is_root() {
         return Ok(None);
     }
@@ -616,11 +632,11 @@ fn server_account() -> Result<Option<Account>, ClusterError> {
         User::from_name(name)
             .map_err(|e| io_err(format!("look up user {name}"))(io::Error::from(e)))
     };
-    let user = match std::env::var("CLUE_SERVER_USER") {
-        Ok(name) if !name.is_empty() => {
-            lookup(&name)?.ok_or(ClusterError::UnknownServerUser { user: name })?
-        }
-        _ => match lookup("postgres")? {
+    let user = match server_user {
+        Some(name) => lookup(name)?.ok_or(ClusterError::UnknownServerUser {
+            user: name.to_owned(),
+        })?,
+        None => match lookup("postgres")? {
             Some(user) => user,
             None => lookup("nobody")?.ok_or_else(|| ClusterError::UnknownServerUser {
                 user: "nobody".into(),
@@ -882,7 +898,7 @@ mod tests {
         );
         let conf = fs::read_to_string(c.home().join("pgdata/clue.conf")).unwrap();
         assert!(conf.contains("listen_addresses = ''"));
-        if let Some(account) = server_account().unwrap() {
+        if let Some(account) = server_account(None).unwrap() {
             for dir in ["pgdata", "run", "log"] {
                 let meta = fs::metadata(c.home().join(dir)).unwrap();
                 assert_eq!(meta.uid(), account.uid, "{dir}");

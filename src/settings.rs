@@ -1,17 +1,17 @@
-//! Resolved settings: which PostgreSQL clue talks to and where its home is.
+//! Settings, resolved once: the raw CLI arguments (`cli::args`) and the
+//! environment (passed in as a lookup) become one [`Settings`] value that is
+//! handed down; nothing below the CLI reads the process environment.
 //!
-//! The CLI keeps raw arguments (`cli.rs`); this module turns them plus the
-//! environment into one [`DatabaseTarget`]. Precedence, highest first:
-//! `--database-url`, `CLUE_DATABASE_URL`, the `CLUE_DB_*` variables of
-//! prototype 000, and finally clue's embedded cluster in `CLUE_HOME`.
+//! The database, highest precedence first: `--database-url`,
+//! `CLUE_DATABASE_URL`, the `CLUE_DB_*` variables of prototype 000, and
+//! finally clue's embedded cluster in `--home`/`CLUE_HOME`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use crate::cluster;
+use crate::domain::dataset::DEFAULT_MODELS_DIR;
 
 /// Where clue keeps its private cluster when no database is configured.
 pub const DEFAULT_HOME: &str = ".clue";
@@ -27,13 +27,75 @@ pub enum ConfigError {
     InvalidPort(String),
 }
 
+impl crate::error::Classify for ConfigError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::BadInput
+    }
+}
+
+/// Everything a command needs to know from flags and environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseTarget,
+    /// Where user dataset definitions are read from (`CLUE_MODELS`, default `./models`).
+    pub models_dir: PathBuf,
+}
+
+impl Settings {
+    /// Resolves every setting from the `--database-url` and `--home` flags
+    /// and the environment lookup `env`.
+    pub fn resolve(
+        url_flag: Option<&str>,
+        home_flag: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut database = DatabaseTarget::resolve(url_flag, &env)?;
+        if let (DatabaseTarget::Embedded(embedded), Some(home)) = (&mut database, home_flag) {
+            embedded.home = home.to_owned();
+        }
+        let models_dir = env("CLUE_MODELS")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_MODELS_DIR.to_owned());
+        Ok(Settings {
+            database,
+            models_dir: PathBuf::from(models_dir),
+        })
+    }
+}
+
+/// How clue runs its embedded cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedSettings {
+    /// The cluster's home (`--home`, `CLUE_HOME`, default `./.clue`).
+    pub home: PathBuf,
+    /// Directory of `initdb`, `pg_ctl`, `postgres` (`CLUE_PG_BIN`); found
+    /// through `pg_config`, `PATH` and `/usr/lib/postgresql` when unset.
+    pub pg_bin: Option<PathBuf>,
+    /// As root, the account the server runs as (`CLUE_SERVER_USER`).
+    pub server_user: Option<String>,
+    /// `initdb --no-sync` (`CLUE_FAST_INIT=1`), for tests.
+    pub fast_init: bool,
+}
+
+impl EmbeddedSettings {
+    /// The defaults for a home: binaries searched for, no other overrides.
+    pub fn at(home: impl Into<PathBuf>) -> EmbeddedSettings {
+        EmbeddedSettings {
+            home: home.into(),
+            pg_bin: None,
+            server_user: None,
+            fast_init: false,
+        }
+    }
+}
+
 /// The database a command works on.
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
     /// A server the user configured.
     Configured(Box<tokio_postgres::Config>),
-    /// clue's own private cluster under `home`.
-    Embedded { home: PathBuf },
+    /// clue's own private cluster.
+    Embedded(EmbeddedSettings),
 }
 
 impl DatabaseTarget {
@@ -73,7 +135,7 @@ impl DatabaseTarget {
             };
             config.port(port);
             // Like libpq: the user defaults to the OS account, the database to the user.
-            let user = nonempty("CLUE_DB_USER").unwrap_or_else(os_user_name);
+            let user = nonempty("CLUE_DB_USER").unwrap_or_else(|| os_user_name(nonempty("USER")));
             config.dbname(nonempty("CLUE_DB").as_deref().unwrap_or(&user));
             config.user(&user);
             if let Some(pwd) = env("CLUE_DB_PWD").filter(|p| !p.is_empty()) {
@@ -82,49 +144,19 @@ impl DatabaseTarget {
             return Ok(DatabaseTarget::Configured(Box::new(config)));
         }
         let home = nonempty("CLUE_HOME").unwrap_or_else(|| DEFAULT_HOME.to_owned());
-        Ok(DatabaseTarget::Embedded {
+        Ok(DatabaseTarget::Embedded(EmbeddedSettings {
             home: PathBuf::from(home),
-        })
-    }
-
-    /// The target as seen by a process environment.
-    pub fn from_env(url_flag: Option<&str>) -> Result<DatabaseTarget, ConfigError> {
-        Self::resolve(url_flag, |name| std::env::var(name).ok())
-    }
-
-    /// The connection settings clue uses for this target, with the session
-    /// settings every clue connection gets.
-    pub fn connection_config(&self) -> tokio_postgres::Config {
-        let mut config = match self {
-            DatabaseTarget::Configured(config) => (**config).clone(),
-            DatabaseTarget::Embedded { home } => {
-                let cluster = cluster::Cluster::new(home.clone());
-                let mut config = tokio_postgres::Config::new();
-                config
-                    .host_path(cluster.socket_dir())
-                    .port(cluster::PORT)
-                    .user(cluster::USER)
-                    .dbname(cluster::DATABASE);
-                config
-            }
-        };
-        if config.get_application_name().is_none() {
-            config.application_name("clue");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
-        // JIT makes clue's aggregate queries 1.3-1.5x slower (DESIGN.md).
-        let options = config.get_options().unwrap_or("").to_owned();
-        config.options(format!("{options} -c jit=off").trim());
-        config
+            pg_bin: nonempty("CLUE_PG_BIN").map(PathBuf::from),
+            server_user: nonempty("CLUE_SERVER_USER"),
+            fast_init: env("CLUE_FAST_INIT").is_some_and(|v| v == "1"),
+        }))
     }
 
     /// A human description for messages, never including a password.
     pub fn describe(&self) -> String {
         match self {
-            DatabaseTarget::Embedded { home } => {
-                format!("clue's embedded cluster in {}", home.display())
+            DatabaseTarget::Embedded(e) => {
+                format!("clue's embedded cluster in {}", e.home.display())
             }
             DatabaseTarget::Configured(config) => describe_config(config),
         }
@@ -157,12 +189,12 @@ fn parse_url(url: &str, source_name: &'static str) -> Result<tokio_postgres::Con
     })
 }
 
-fn os_user_name() -> String {
+fn os_user_name(user_var: Option<String>) -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid())
         .ok()
         .flatten()
         .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
+        .or(user_var)
         .unwrap_or_else(|| "postgres".to_owned())
 }
 
@@ -250,19 +282,43 @@ mod tests {
     }
 
     #[test]
-    fn sessions_turn_jit_off() {
-        let t = resolve(Some("postgresql://u@h/d?options=-c%20work_mem%3D64MB"), &[]).unwrap();
+    fn settings_resolve_once_from_flags_and_environment() {
+        let env = [
+            ("CLUE_HOME", "/tmp/h"),
+            ("CLUE_PG_BIN", "/opt/pg/bin"),
+            ("CLUE_SERVER_USER", "pg"),
+            ("CLUE_FAST_INIT", "1"),
+            ("CLUE_MODELS", "/etc/clue/models"),
+        ];
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let s = Settings::resolve(None, None, lookup).unwrap();
+        assert_eq!(s.models_dir, PathBuf::from("/etc/clue/models"));
+        let DatabaseTarget::Embedded(e) = &s.database else {
+            panic!("embedded expected")
+        };
         assert_eq!(
-            t.connection_config().get_options(),
-            Some("-c work_mem=64MB -c jit=off")
+            e,
+            &EmbeddedSettings {
+                home: "/tmp/h".into(),
+                pg_bin: Some("/opt/pg/bin".into()),
+                server_user: Some("pg".into()),
+                fast_init: true
+            }
         );
-        let embedded = resolve(None, &[("CLUE_HOME", "/tmp/x")])
-            .unwrap()
-            .connection_config();
-        assert_eq!(embedded.get_user(), Some("clue"));
+        let s = Settings::resolve(None, Some(std::path::Path::new("/elsewhere")), lookup).unwrap();
+        let DatabaseTarget::Embedded(e) = &s.database else {
+            panic!("embedded expected")
+        };
         assert_eq!(
-            embedded.get_hosts(),
-            &[Host::Unix(PathBuf::from("/tmp/x/run"))]
+            e.home,
+            PathBuf::from("/elsewhere"),
+            "--home wins over CLUE_HOME"
         );
+        let s = Settings::resolve(None, None, |_| None).unwrap();
+        assert_eq!(s.models_dir, PathBuf::from("models"));
     }
 }

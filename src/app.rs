@@ -1,0 +1,49 @@
+//! Start-up by role: a writer migrates the schema and reconciles every
+//! dataset's rollups with its definition; a reader (a server on a replica)
+//! only checks that the schema is at this build's version.
+
+use crate::domain::dataset::Catalog;
+use crate::error::Error;
+use crate::pg::database::Database;
+use crate::settings::{DatabaseTarget, Settings};
+use crate::store::migrations;
+use crate::write::rollups;
+
+/// What a process does to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Loads data, serves, migrates: may change the schema.
+    Writer,
+    /// Only reads; the schema must already be current.
+    Reader,
+}
+
+/// The datasets of these settings (built-in and the models directory's).
+pub fn catalog(settings: &Settings) -> Result<Catalog, Error> {
+    Ok(Catalog::load(Some(&settings.models_dir))?)
+}
+
+/// Opens the database for `role`.
+pub async fn open(target: &DatabaseTarget, role: Role) -> Result<Database, Error> {
+    let db = Database::open(target).await?;
+    let ready = match role {
+        Role::Writer => migrations::migrate(&db).await,
+        Role::Reader => migrations::check_version(&db).await,
+    };
+    if let Err(e) = ready {
+        let _ = db.close().await;
+        return Err(e.into());
+    }
+    Ok(db)
+}
+
+/// Brings every dataset's rollups in line with its definition (new ones
+/// built, changed ones rebuilt, dropped ones removed): once when a writer
+/// starts, not inside every load.
+pub async fn reconcile_rollups(db: &Database, catalog: &Catalog) -> Result<(), Error> {
+    let mut client = db.client().await?;
+    for d in &catalog.datasets {
+        rollups::ensure(&mut client, d, false).await?;
+    }
+    Ok(())
+}

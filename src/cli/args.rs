@@ -1,0 +1,204 @@
+//! The raw command-line arguments (clap), kept apart from the settings
+//! they resolve to (`settings`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ingest::csv as import;
+
+#[derive(Debug, Parser)]
+#[command(name = "clue", version, about = "Fast, exact sales and activity aggregates on PostgreSQL", long_about = None)]
+pub struct Cli {
+    /// PostgreSQL connection string (overrides CLUE_DATABASE_URL and CLUE_DB_*).
+    /// Without any, clue runs its own private cluster in CLUE_HOME.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Home of the embedded cluster [env: CLUE_HOME] [default: ./.clue]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Cancel a query that runs longer than this many seconds and answer
+    /// 504 (0: no limit).
+    #[arg(
+        long,
+        env = "CLUE_QUERY_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECONDS",
+        value_parser = parse_timeout
+    )]
+    pub query_timeout: f64,
+}
+
+impl ServeArgs {
+    pub fn query_timeout(&self) -> Option<std::time::Duration> {
+        (self.query_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(self.query_timeout))
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the sales report database schema (the built-in sales_report
+    /// table, or run a SQL script in one transaction).
+    CreateSchema {
+        /// SQL script to run; without it, the built-in partitioned sales_report table is created.
+        #[arg(short = 's', long, value_name = "FILE")]
+        source: Option<PathBuf>,
+    },
+    /// Create monthly partitions TABLE_YYYY_MM (with product_name and region
+    /// indexes) and the default partition TABLE_other.
+    CreateMonthlyPartitions {
+        #[arg(short = 't', long, value_name = "TABLE")]
+        table: String,
+        /// First year.
+        #[arg(short = 's', long, value_name = "YEAR")]
+        start: i32,
+        /// Last year (inclusive).
+        #[arg(short = 'e', long, value_name = "YEAR")]
+        end: i32,
+    },
+    /// Load a CSV file (optionally gzip-compressed) into a table.
+    ImportData(ImportArgs),
+    /// Write a realistic demo sales CSV in prototype 000's format.
+    GenerateSales {
+        /// Number of rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Output file ('-' for standard output).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Random seed: the same seed writes the same file.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Number of distinct products.
+        #[arg(long, default_value_t = 5_000)]
+        products: u32,
+    },
+    /// Serve the report API (with OpenAPI docs at /docs) until Ctrl-C.
+    Serve(ServeArgs),
+    /// The one-command demo: embedded database, realistic data (generated and
+    /// imported on first run), then the API with URLs to try.
+    Demo {
+        /// Rows to generate on first run.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Print the OpenAPI document (YAML) that `clue serve` serves as /openapi.json.
+    Openapi,
+    /// List the declared datasets (built-in and in CLUE_MODELS, default ./models).
+    Datasets,
+    /// Run a query (the JSON of POST /api/v1/query) and print the answer as JSON.
+    Query {
+        /// The query JSON, or '-' to read it from standard input.
+        json: String,
+        /// Answer from the fact table only, ignoring rollups (for checking).
+        #[arg(long)]
+        fact: bool,
+        /// Print the plan (sources, SQL and parameters) instead of running it.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Rebuild or verify the rollups that imports keep exact.
+    Rollups {
+        #[command(subcommand)]
+        action: RollupAction,
+    },
+    /// Manage clue's embedded PostgreSQL cluster.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The CSV file; its header names the table columns it fills.
+    #[arg(
+        short = 'c',
+        long = "csv_path",
+        visible_alias = "csv-path",
+        value_name = "FILE"
+    )]
+    pub csv_path: PathBuf,
+    /// Target table.
+    #[arg(short = 't', long, value_name = "TABLE")]
+    pub table: String,
+    /// YAML validation schema: valid rows load, invalid ones go to the error table.
+    /// Without it, the first bad value aborts the whole load.
+    #[arg(
+        short = 'p',
+        long = "schema_path",
+        visible_alias = "schema-path",
+        value_name = "YAML"
+    )]
+    pub schema_path: Option<PathBuf>,
+    /// Table for rejected rows (validated imports).
+    #[arg(short = 'e', long = "error_table", visible_alias = "error-table", default_value = import::DEFAULT_ERROR_TABLE)]
+    pub error_table: String,
+    /// Load the file even if the same content was imported into the table before.
+    #[arg(long)]
+    pub force: bool,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupAction {
+    /// Recompute rollups from the fact table (after changing facts with plain SQL).
+    Rebuild {
+        /// Only this dataset (default: all).
+        dataset: Option<String>,
+    },
+    /// Compare every rollup with the fact table and report differences (exit 1 if any).
+    Verify {
+        /// Only this dataset (default: all).
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Start the embedded cluster and keep it running after commands end.
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+    /// Show whether the embedded cluster runs (or which database is configured).
+    Status,
+    /// Print a connection string for psql and other tools.
+    Url,
+}

@@ -1,0 +1,12 @@
+//! The pure domain: typed values, the time model, validation rules,
+//! declared datasets, rollup definitions and rollup deltas.
+//!
+//! Architecture Invariant: no I/O beyond reading a definition file it is
+//! handed, and no `use` of any other layer of clue.
+
+pub mod dataset;
+pub mod delta;
+pub mod rollup;
+pub mod rules;
+pub mod time;
+pub mod value;

@@ -1,0 +1,261 @@
+//! Answering a query: plan it over the dataset's current sources, run the
+//! plan with a time limit (cancelled in the database past it), and decode
+//! the rows exactly.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use tokio_postgres::types::ToSql;
+
+use crate::domain::dataset::Catalog;
+use crate::error::{ErrorKind, classify_pg};
+use crate::pg::catalog;
+use crate::pg::database::Database;
+use crate::pg::numeric::ExactNumeric;
+use crate::plan::{self, OutKind, Plan, PlanParam, Served};
+use crate::serve::cache::Cache;
+use crate::serve::query::{QueryError, QueryRequest};
+use crate::store;
+
+/// An answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueryResponse {
+    pub dataset: String,
+    /// Which rollups or fact table answered which days.
+    pub served_from: Vec<Served>,
+    /// Rows as objects: `period` (with a granularity), dimensions, measures.
+    /// Decimal measures are exact JSON numbers.
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<Row>,
+}
+
+/// One result row: typed values under the answer's column names (shared by
+/// every row), serialized as a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    names: Arc<[String]>,
+    cells: Vec<Cell>,
+}
+
+impl Row {
+    pub fn get(&self, name: &str) -> Option<&Cell> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.cells.get(i)
+    }
+
+    /// Moves the value of `name` out, leaving `Null`.
+    pub fn take(&mut self, name: &str) -> Option<Cell> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.cells.get_mut(i).map(std::mem::take)
+    }
+}
+
+/// A typed result value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Cell {
+    #[default]
+    Null,
+    Int(i64),
+    Decimal(rust_decimal::Decimal),
+    Text(String),
+    Date(NaiveDate),
+    Bool(bool),
+}
+
+impl Serialize for Cell {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cell::Null => s.serialize_none(),
+            Cell::Int(i) => s.serialize_i64(*i),
+            // Every digit, as a JSON number: a float would round.
+            Cell::Decimal(d) => serde_json::value::RawValue::from_string(d.to_string())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s),
+            Cell::Text(t) => s.serialize_str(t),
+            Cell::Date(d) => s.serialize_str(&d.to_string()),
+            Cell::Bool(b) => s.serialize_bool(*b),
+        }
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.cells.len()))?;
+        for (k, v) in self.names.iter().zip(&self.cells) {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Runs the query; `force_fact` answers from the fact table alone.
+pub async fn execute(
+    db: &Database,
+    catalog: &Catalog,
+    req: &QueryRequest,
+    force_fact: bool,
+    cache: Option<&Cache>,
+) -> Result<QueryResponse, QueryError> {
+    let client = db.client().await?;
+    let plan = prepare(&client, catalog, req, force_fact, cache).await?;
+    let started = std::time::Instant::now();
+    let rows = run(&client, &plan, db.query_timeout()).await?;
+    tracing::debug!(
+        dataset = %req.dataset,
+        rows = rows.len(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "query answered"
+    );
+    // Only possible without a limit: limits are at most MAX_LIMIT.
+    if rows.len() as u64 > plan::MAX_ROWS {
+        return Err(QueryError::invalid(
+            "query",
+            format!(
+                "the answer has more than {} rows; narrow it with filters, a coarser granularity or a limit",
+                plan::MAX_ROWS
+            ),
+        ));
+    }
+    Ok(QueryResponse {
+        dataset: req.dataset.clone(),
+        served_from: plan.served_from,
+        rows,
+    })
+}
+
+/// Checks the query and plans it over the dataset's current sources (looked
+/// up in the database unless `cache` knows them).
+pub async fn prepare(
+    client: &tokio_postgres::Client,
+    catalog: &Catalog,
+    req: &QueryRequest,
+    force_fact: bool,
+    cache: Option<&Cache>,
+) -> Result<Plan, QueryError> {
+    let dataset = catalog.get(&req.dataset)?;
+    let query = req.to_query()?;
+    req.check_filter_types(dataset)?;
+    if let Some(tz) = &req.time_zone {
+        // The zone names the server knows, read once per process: the view
+        // reads the zone files, tens of milliseconds a request otherwise.
+        static ZONES: tokio::sync::OnceCell<std::collections::HashSet<String>> =
+            tokio::sync::OnceCell::const_new();
+        let zones = ZONES
+            .get_or_try_init(|| async {
+                let rows = client
+                    .query("SELECT name FROM pg_timezone_names", &[])
+                    .await?;
+                Ok::<_, tokio_postgres::Error>(rows.iter().map(|r| r.get(0)).collect())
+            })
+            .await?;
+        if !zones.contains(tz) {
+            return Err(QueryError::invalid(
+                "time_zone",
+                format!("{tz:?} is not an IANA time zone name"),
+            ));
+        }
+    }
+    let (table, rollups) = match cache.and_then(|c| c.sources(&dataset.name)) {
+        Some(known) => known,
+        None => {
+            let generation = cache.map(Cache::generation);
+            let table = catalog::find_table(client, &dataset.table)
+                .await?
+                .ok_or_else(|| {
+                    QueryError::invalid(
+                        "dataset",
+                        format!(
+                            "{} has no table yet (create it and import data first)",
+                            dataset.name
+                        ),
+                    )
+                })?
+                .quoted();
+            let rollups = store::rollups::current(client, dataset).await?;
+            if let (Some(c), Some(g)) = (cache, generation) {
+                c.store_sources(&dataset.name, g, table.clone(), rollups.clone());
+            }
+            (table, rollups)
+        }
+    };
+    Ok(plan::plan(dataset, &table, &rollups, &query, force_fact)?)
+}
+
+async fn run(
+    client: &deadpool_postgres::Client,
+    plan: &Plan,
+    timeout: Option<std::time::Duration>,
+) -> Result<Vec<Row>, QueryError> {
+    let params: Vec<&(dyn ToSql + Sync)> = plan
+        .params
+        .iter()
+        .map(|p| match p {
+            PlanParam::Date(d) => d as &(dyn ToSql + Sync),
+            PlanParam::Text(t) => t,
+            PlanParam::TextArray(v) => v,
+        })
+        .collect();
+    // Preparing takes the tables' locks too: the limit covers both steps.
+    let work = async {
+        let statement = client.prepare_cached(&plan.sql).await?;
+        client.query(&statement, &params).await
+    };
+    let rows = match timeout {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                // Stop the server's work too, not only our wait for it.
+                let _ = client
+                    .cancel_token()
+                    .cancel_query(tokio_postgres::NoTls)
+                    .await;
+                return Err(QueryError::Timeout(limit));
+            }
+        },
+    };
+    let rows = rows.map_err(|e| {
+        // Values reach a plan only as filter values and range bounds: a
+        // data exception is a value that does not fit its dimension's type.
+        if classify_pg(&e) == ErrorKind::BadInput {
+            QueryError::invalid(
+                "filters",
+                "a value does not match the type of its dimension",
+            )
+        } else {
+            QueryError::from(e)
+        }
+    })?;
+    let names: Arc<[String]> = plan.columns.iter().map(|c| c.name.clone()).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut cells = Vec::with_capacity(plan.columns.len());
+        for (i, c) in plan.columns.iter().enumerate() {
+            // try_get: a value that does not decode is an error, not a panic.
+            let v = match c.kind {
+                OutKind::Int => row.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
+                OutKind::Numeric => row
+                    .try_get::<_, Option<ExactNumeric>>(i)
+                    .map_err(|e| {
+                        // Named by its column: a float dimension decodes here too.
+                        QueryError::Inexact {
+                            column: c.name.clone(),
+                            reason: e.into_source().map_or_else(String::new, |s| s.to_string()),
+                        }
+                    })?
+                    .map(|n| Cell::Decimal(n.0)),
+                OutKind::Text => row.try_get::<_, Option<String>>(i)?.map(Cell::Text),
+                OutKind::Date => row.try_get::<_, Option<NaiveDate>>(i)?.map(Cell::Date),
+                OutKind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
+            };
+            cells.push(v.unwrap_or(Cell::Null));
+        }
+        out.push(Row {
+            names: names.clone(),
+            cells,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,11 @@
+//! The read runtime: queries as clients write them, their execution
+//! through the planner (time limits, exact decoding), the answer cache, and
+//! the saved reports of the prototypes.
+//!
+//! Architecture Invariant: no SQL text is written here; plans come from
+//! `plan`, catalog lookups from `pg::catalog`, registry reads from `store`.
+
+pub mod cache;
+pub mod execute;
+pub mod query;
+pub mod reports;

@@ -1,0 +1,42 @@
+//! The one registry of advisory-lock keys, so no two uses of a lock can
+//! collide. Two-part keys `(class, id)` use `pg_advisory_xact_lock(int4, int4)`;
+//! the single migration key uses the `int8` form.
+
+use tokio_postgres::GenericClient;
+
+/// Serializes schema migrations between clue processes that start together
+/// (session lock, `int8` space).
+pub const MIGRATIONS: i64 = 0x636c_7565_0001; // "clue" 1
+
+/// Class of the per-table locks serializing partition changes (id: the table's oid).
+const PARTITIONS: i32 = 1_668_052_325;
+
+/// Class of the per-dataset locks serializing rollup writers (id: hash of the dataset's name).
+const ROLLUPS: i32 = 1_668_052_326;
+
+/// Serializes partition changes of one table until the transaction ends.
+pub async fn lock_partitions(
+    tx: &impl GenericClient,
+    table_oid: u32,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2::oid::int)",
+        &[&PARTITIONS, &table_oid],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Serializes the writers of one dataset's rollups (builds, and loads
+/// applying their deltas) until the transaction ends.
+pub async fn lock_rollups(
+    tx: &impl GenericClient,
+    dataset: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&ROLLUPS, &dataset],
+    )
+    .await?;
+    Ok(())
+}
