@@ -11,7 +11,8 @@ use std::str::FromStr;
 
 use tokio_postgres::config::Host;
 
-use crate::domain::dataset::DEFAULT_MODELS_DIR;
+/// Where user dataset definitions are read from when `CLUE_MODELS` is not set.
+pub const DEFAULT_MODELS_DIR: &str = "models";
 
 /// Where clue keeps its private cluster when no database is configured.
 pub const DEFAULT_HOME: &str = ".clue";

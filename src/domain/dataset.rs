@@ -23,9 +23,6 @@ const BUILT_IN: &[(&str, &str)] = &[(
     include_str!("../../models/sales_report.yaml"),
 )];
 
-/// Where user definitions are read from when `CLUE_MODELS` is not set.
-pub const DEFAULT_MODELS_DIR: &str = "models";
-
 /// Checks a table name (`table` or `schema.table`) before it goes near SQL:
 /// letters, digits, `_` and `$`, at most 63 bytes a part.
 pub fn check_table_name(name: &str) -> Result<(), String> {

@@ -266,6 +266,16 @@ async fn bad_requests_are_problem_details_naming_the_parameter() {
             "is given more than once",
         ),
         (
+            "/reports/monthly-sales-summary?start_date=",
+            "start_date",
+            "is empty; give a date in the form YYYY-MM-DD or leave the parameter out",
+        ),
+        (
+            "/reports/monthly-sales-breakdown?region=%FF%FE",
+            "region",
+            "is not valid UTF-8 text once percent-decoded",
+        ),
+        (
             "/reports/monthly-sales-breakdown?product='%3B%20DROP%20TABLE%20sales_report%3B--",
             "",
             "",
@@ -492,6 +502,30 @@ async fn the_server_survives_a_database_restart() {
     };
     assert_eq!(summary().await.unwrap().status(), StatusCode::OK);
 
+    // While the server shuts down, is away and starts again, requests are
+    // answered 200 or 503, never 500.
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = {
+        let (http, base, probing) = (http.clone(), base.clone(), probing.clone());
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeMap::<u16, u32>::new();
+            while probing.load(std::sync::atomic::Ordering::SeqCst) {
+                for path in ["/readyz", "/reports/top-5-by-revenue"] {
+                    if let Ok(r) = http
+                        .get(format!("{base}{path}"))
+                        .header("Cache-Control", "no-cache")
+                        .send()
+                        .await
+                    {
+                        *seen.entry(r.status().as_u16()).or_default() += 1;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            seen
+        })
+    };
+
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.stop())
         .await
@@ -543,6 +577,12 @@ async fn the_server_survives_a_database_restart() {
     assert_eq!(
         recovered.as_deref(),
         Some(r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#)
+    );
+    probing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = prober.await.unwrap();
+    assert!(
+        seen.keys().all(|s| *s == 200 || *s == 503),
+        "statuses during the restart: {seen:?}"
     );
     let _ = stop.send(());
     server.await.unwrap().unwrap();

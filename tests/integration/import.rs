@@ -692,3 +692,201 @@ async fn missing_inputs_and_bad_schemas_are_named() {
         .fails_with(2, "--csv_path");
     assert_eq!(totals(&db).await.0, 0);
 }
+
+#[tokio::test]
+async fn a_load_into_a_partition_is_a_load_into_the_dataset() {
+    let db = db_with_sales_report().await;
+    db.clue(&[
+        "create-monthly-partitions",
+        "-t",
+        "sales_report",
+        "-s",
+        "2025",
+        "-e",
+        "2025",
+    ])
+    .ok();
+    db.clue(&[
+        "import-data",
+        "-c",
+        peer_file("sales_data.csv").to_str().unwrap(),
+        "-t",
+        "sales_report_2025_04",
+    ])
+    .ok();
+    // The rollups took the rows: verify agrees and the report counts them.
+    let verify = db.clue(&["rollups", "verify"]).ok();
+    assert!(!verify.stdout.contains("differ"), "{}", verify.stdout);
+    let answer = db
+        .clue(&[
+            "query",
+            r#"{"dataset": "sales_report", "measures": ["quantity", "revenue"]}"#,
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&answer.stdout).unwrap();
+    assert_eq!(v["rows"][0]["quantity"], 845, "{}", answer.stdout);
+    assert!(
+        answer.stdout.contains("\"revenue\": 70575.00"),
+        "{}",
+        answer.stdout
+    );
+}
+
+#[tokio::test]
+async fn dates_at_the_ends_of_the_calendar_load_or_are_rejected_by_line() {
+    let db = db_with_sales_report().await;
+    let dir = scratch_dir();
+    let csv = write_file(
+        dir.path(),
+        "ends.csv",
+        format!(
+            "{HEADER}\n1,A,North,0000-01-01,1,1.00,1.00\n2,B,North,9999-12-31,2,2.00,1.00\n3,C,North,2025-04-01,3,3.00,1.00\n"
+        ),
+    );
+    // Without a schema, PostgreSQL can store all three: they load.
+    db.import(&csv).ok();
+    assert_eq!(totals(&db).await, (3, 6, dec("6.00")));
+    for p in [
+        "sales_report_0000_01",
+        "sales_report_9999_12",
+        "sales_report_2025_04",
+    ] {
+        assert_eq!(
+            db.value::<i64>(&format!("SELECT count(*) FROM {p}")).await,
+            1,
+            "{p}"
+        );
+    }
+    // With a schema whose min refuses year 0, just that row is rejected,
+    // and no partition is made for it.
+    let db = db_with_sales_report().await;
+    let schema = write_file(
+        dir.path(),
+        "rules.yaml",
+        "product_id: int\nproduct_name: str\nregion: str\nsales_date: {type: date, min: 2000-01-01}\nquantity_sold: int\nsales_amount: float\nunit_price: float\n",
+    );
+    let out = db
+        .clue(&[
+            "import-data",
+            "-c",
+            csv.to_str().unwrap(),
+            "-t",
+            "sales_report",
+            "-p",
+            schema.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(out.stdout.contains("Imported 2 row(s)"), "{}", out.stdout);
+    let reject: (i64, String, String) = {
+        let row = db
+            .client()
+            .await
+            .query_one(
+                "SELECT line_number, column_name, rule FROM validation_logs",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(reject, (2, "sales_date".to_owned(), "min".to_owned()));
+    assert!(
+        !db.value::<bool>("SELECT to_regclass('sales_report_0000_01') IS NOT NULL")
+            .await,
+        "no partition for a rejected row"
+    );
+}
+
+#[tokio::test]
+async fn months_whose_rows_were_all_rejected_keep_no_partition() {
+    let db = db_with_sales_report().await;
+    let dir = scratch_dir();
+    // The March row has a bad amount: rejected by the schema.
+    let csv = write_file(
+        dir.path(),
+        "mixed.csv",
+        format!("{HEADER}\n1,A,North,2025-03-05,1,oops,1.00\n2,B,North,2025-04-01,2,2.00,1.00\n"),
+    );
+    let out = db
+        .clue(&[
+            "import-data",
+            "-c",
+            csv.to_str().unwrap(),
+            "-t",
+            "sales_report",
+            "-p",
+            peer_file("sales_data.yaml").to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("Created partition(s): sales_report_2025_04."),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !db.value::<bool>("SELECT to_regclass('sales_report_2025_03') IS NOT NULL")
+            .await
+    );
+}
+
+#[tokio::test]
+async fn failures_before_loading_are_recorded_and_fifos_refused() {
+    let db = db_with_sales_report().await;
+    let dir = scratch_dir();
+    let empty = write_file(dir.path(), "empty.csv", "");
+    db.import(&empty).fails_with(4, "the file is empty");
+    let header = write_file(dir.path(), "header.csv", "colour\nred\n");
+    db.import(&header).fails_with(4, "is not a column of table");
+    let fifo = dir.path().join("pipe.csv");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    db.import(&fifo).fails_with(
+        4,
+        "pipe.csv is a FIFO (named pipe), not a regular file; clue reads a file twice",
+    );
+    let recorded: Vec<String> = db
+        .client()
+        .await
+        .query(
+            "SELECT file_name || ' ' || status FROM clue.imports ORDER BY import_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        recorded,
+        ["empty.csv failed", "header.csv failed", "pipe.csv failed"]
+    );
+}
+
+#[tokio::test]
+async fn a_role_without_privileges_is_a_database_failure_not_bad_input() {
+    let db = db_with_sales_report().await;
+    let role = format!("clue_noprivs_{}", uuid::Uuid::new_v4().simple());
+    db.client()
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let run = crate::helpers::clue_with(
+        &[
+            "import-data",
+            "-c",
+            peer_file("sales_data.csv").to_str().unwrap(),
+            "-t",
+            "sales_report",
+        ],
+        &[("CLUE_DATABASE_URL", &db.url_as(&role))],
+    );
+    db.client()
+        .await
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("permission denied"), "{}", run.stderr);
+    assert!(!run.stderr.contains("db error"), "{}", run.stderr);
+}

@@ -6,5 +6,6 @@ mod cli;
 mod cluster;
 mod helpers;
 mod import;
+mod layers;
 mod rollups;
 mod schema;

@@ -353,6 +353,27 @@ async fn cached_answers_never_outlive_a_late_write() {
         .await
         .unwrap();
     assert_eq!(not_modified.status(), reqwest::StatusCode::NOT_MODIFIED);
+    // `*` matches any representation; If-None-Match compares weakly.
+    for tag in [
+        "*".to_owned(),
+        format!("W/{etag}"),
+        format!("\"other\", W/{etag}"),
+    ] {
+        let r = http
+            .get(&url)
+            .header("If-None-Match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_MODIFIED, "{tag}");
+    }
+    let r = http
+        .get(&url)
+        .header("If-None-Match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
     // A late row for April arrives through another process.
     let dir = scratch_dir();
     let late = write_file(
