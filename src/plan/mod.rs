@@ -17,10 +17,10 @@ use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::dataset::{Agg, Dataset, Measure};
-use crate::domain::rollup::{Partial, PartialKind, RollupInfo};
+use crate::domain::rollup::{PartialKind, RollupInfo};
 use crate::domain::time::Grain;
-use crate::domain::value::ValueType;
-use crate::sql::{bucket_sql, quote_ident, rollup_table};
+
+mod render;
 
 /// The most rows one answer may have; larger answers are refused, not cut.
 pub const MAX_ROWS: u64 = 2_000_000;
@@ -493,70 +493,127 @@ fn segments<'a>(
     }]
 }
 
-fn cast_of(ty: ValueType) -> &'static str {
-    match ty {
-        ValueType::Int => "int8",
-        ValueType::Float => "numeric",
-        ValueType::Str => "text",
-        ValueType::Date => "date",
-        ValueType::Bool => "bool",
+/// Where a piece of the answer is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PieceSource {
+    /// The fact table, with partition pruning on the time column.
+    Fact,
+    Rollup(RollupInfo),
+}
+
+/// How a piece is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The source holds one row per output key already (a rollup at the
+    /// asked grain over exactly the asked dimensions): read, not aggregated.
+    AsStored,
+    /// Partial aggregates per period and dimensions, combined afterwards.
+    Partials,
+    /// Final aggregates in one pass over the facts (count distinct cannot
+    /// be combined from pieces): the only piece.
+    Final,
+}
+
+/// A piece of the answer: a source over a half-open range of days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub source: PieceSource,
+    /// First day (inclusive); `None` is unbounded.
+    pub from: Option<NaiveDate>,
+    /// Day after the last (exclusive); `None` is unbounded.
+    pub to: Option<NaiveDate>,
+    pub read: Read,
+}
+
+/// How the pieces' rows become the answer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// One piece, or pieces holding disjoint periods: stacked as they are.
+    Stack,
+    /// Pieces share periods (a boundary inside a bucket): their partials
+    /// are regrouped by period and dimensions.
+    Regroup,
+}
+
+/// The plan as data: which pieces answer which days, how each is read and
+/// how they combine. [`render`] writes its SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogicalPlan {
+    pub pieces: Vec<Piece>,
+    pub combine: Combine,
+}
+
+/// Chooses the pieces of a checked query. `force_fact` ignores every rollup.
+pub fn logical(
+    dataset: &Dataset,
+    rollups: &[RollupInfo],
+    q: &Query,
+    force_fact: bool,
+) -> LogicalPlan {
+    let distinct = q
+        .measures
+        .iter()
+        .filter_map(|m| dataset.measure(m))
+        .any(|m| m.agg == Agg::CountDistinct);
+    let segs = segments(dataset, rollups, q, force_fact || distinct);
+    let piece = |seg: &Segment<'_>, read| Piece {
+        source: match seg.source {
+            Source::Fact => PieceSource::Fact,
+            Source::Rollup(r) => PieceSource::Rollup(r.clone()),
+        },
+        from: seg.from,
+        to: seg.to,
+        read,
+    };
+    if distinct {
+        return LogicalPlan {
+            pieces: vec![piece(&segs[0], Read::Final)],
+            combine: Combine::Stack,
+        };
+    }
+    // Pieces cover disjoint periods when every boundary between them
+    // starts a bucket: the combining query then only has to stack them.
+    let disjoint = match q.granularity {
+        Some(g) => segs
+            .iter()
+            .skip(1)
+            .all(|s| s.from.is_some_and(|f| g.starts_bucket(f))),
+        None => false,
+    };
+    let pieces = segs
+        .iter()
+        .map(|seg| {
+            let as_stored = match seg.source {
+                Source::Rollup(r) => {
+                    q.granularity == Some(r.grain)
+                        && r.dimensions.len() == q.dimensions.len()
+                        && q.dimensions.iter().all(|d| r.dimensions.contains(d))
+                }
+                Source::Fact => false,
+            };
+            piece(
+                seg,
+                if as_stored {
+                    Read::AsStored
+                } else {
+                    Read::Partials
+                },
+            )
+        })
+        .collect::<Vec<_>>();
+    LogicalPlan {
+        combine: if pieces.len() > 1 && !disjoint {
+            Combine::Regroup
+        } else {
+            Combine::Stack
+        },
+        pieces,
     }
 }
 
-fn out_kind(ty: ValueType) -> OutKind {
-    match ty {
-        ValueType::Int => OutKind::Int,
-        ValueType::Float => OutKind::Numeric,
-        ValueType::Str => OutKind::Text,
-        ValueType::Date => OutKind::Date,
-        ValueType::Bool => OutKind::Bool,
-    }
-}
-
-/// `SELECT cols FROM from [WHERE ...] [GROUP BY 1..=keys]`: pieces and the
-/// combining query group by period and the dimensions, the first columns;
-/// with `keys == 0` nothing is grouped.
-fn grouped(cols: &[String], from: &str, conditions: &[String], keys: usize) -> String {
-    let mut sql = format!("SELECT {} FROM {from}", cols.join(", "));
-    if !conditions.is_empty() {
-        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
-    }
-    if keys > 0 {
-        let group: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
-        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
-    }
-    sql
-}
-
-struct Params(Vec<PlanParam>);
-
-impl Params {
-    fn push(&mut self, p: PlanParam) -> String {
-        self.0.push(p);
-        format!("${}", self.0.len())
-    }
-
-    /// The conditions keeping `time_expr` within the segment's [from, to).
-    fn range(&mut self, time_expr: &str, seg: &Segment<'_>) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(f) = seg.from {
-            out.push(format!(
-                "{time_expr} >= {}::date",
-                self.push(PlanParam::Date(f))
-            ));
-        }
-        if let Some(t) = seg.to {
-            out.push(format!(
-                "{time_expr} < {}::date",
-                self.push(PlanParam::Date(t))
-            ));
-        }
-        out
-    }
-}
-
-/// Plans `q` over `dataset`. `force_fact` ignores every rollup (the
-/// reference answer the property tests compare with).
+/// Plans `q` over `dataset`: checks it, chooses its pieces and renders
+/// them. `force_fact` ignores every rollup (the reference answer the
+/// property tests compare with).
 pub fn plan(
     dataset: &Dataset,
     table_sql: &str,
@@ -565,300 +622,8 @@ pub fn plan(
     force_fact: bool,
 ) -> Result<Plan, PlanError> {
     check(dataset, q)?;
-    let mut params = Params(Vec::new());
-    let measures: Vec<&Measure> = q
-        .measures
-        .iter()
-        .filter_map(|m| dataset.measure(m))
-        .collect();
-    let distinct = measures.iter().any(|m| m.agg == Agg::CountDistinct);
-    let segs = segments(dataset, rollups, q, force_fact || distinct);
-    let time = quote_ident(&dataset.time_column);
-    let dims: Vec<String> = q.dimensions.iter().map(|d| quote_ident(d)).collect();
-
-    // Filters, shared by every piece (rollups keep the same column names).
-    let mut filter_sql = Vec::new();
-    for f in &q.filters {
-        let col = quote_ident(&f.dimension);
-        let cast = cast_of(dataset.column_type(&f.dimension).unwrap_or(ValueType::Str));
-        match &f.op {
-            FilterOp::Equals(v) => filter_sql.push(format!(
-                "{col} = {}::text::{cast}",
-                params.push(PlanParam::Text(v.clone()))
-            )),
-            FilterOp::In(vs) => filter_sql.push(format!(
-                "{col} = ANY({}::text[]::{cast}[])",
-                params.push(PlanParam::TextArray(vs.clone()))
-            )),
-            FilterOp::Range { min, max } => {
-                if let Some(v) = min {
-                    filter_sql.push(format!(
-                        "{col} >= {}::text::{cast}",
-                        params.push(PlanParam::Text(v.clone()))
-                    ));
-                }
-                if let Some(v) = max {
-                    filter_sql.push(format!(
-                        "{col} <= {}::text::{cast}",
-                        params.push(PlanParam::Text(v.clone()))
-                    ));
-                }
-            }
-        }
-    }
-
-    let period_of = |expr: &str| match q.granularity {
-        Some(g) => bucket_sql(expr, g),
-        None => "NULL::date".to_owned(),
-    };
-
-    let mut served_from = Vec::new();
-    let body = if distinct {
-        // count distinct cannot be combined from pieces: one pass over the facts.
-        let seg = &segs[0];
-        let mut wh = filter_sql.clone();
-        wh.extend(params.range(&time, seg));
-        served_from.push(Served {
-            source: "fact",
-            name: dataset.table.clone(),
-            from: seg.from,
-            to: seg.to.map(|t| t - Days::new(1)),
-        });
-        let mut cols = vec![format!("{} AS period", period_of(&time))];
-        cols.extend(dims.iter().cloned());
-        for (i, m) in measures.iter().enumerate() {
-            let col = m
-                .column
-                .as_deref()
-                .map(quote_ident)
-                .unwrap_or_else(|| "*".into());
-            cols.push(match m.agg {
-                Agg::Sum => format!("sum({col}) AS m{i}"),
-                Agg::Count => format!("count({col}) AS m{i}"),
-                Agg::Min => format!("min({col}) AS m{i}"),
-                Agg::Max => format!("max({col}) AS m{i}"),
-                Agg::Avg => format!("avg({col}) AS m{i}"),
-                Agg::CountDistinct => format!("count(DISTINCT {col}) AS m{i}"),
-            });
-        }
-        grouped(&cols, table_sql, &wh, dims.len() + 1)
-    } else {
-        // Pieces cover disjoint periods when every boundary between them
-        // starts a bucket: the combining query then only has to stack them.
-        let disjoint = match q.granularity {
-            Some(g) => segs
-                .iter()
-                .skip(1)
-                .all(|s| s.from.is_some_and(|f| g.starts_bucket(f))),
-            None => false,
-        };
-        let combine = segs.len() > 1 && !disjoint;
-        let mut pieces = Vec::new();
-        for seg in &segs {
-            // A rollup at the asked grain over exactly the asked dimensions
-            // already holds one row per output key: read, do not aggregate.
-            let direct = match seg.source {
-                Source::Rollup(r) => {
-                    q.granularity == Some(r.grain)
-                        && r.dimensions.len() == q.dimensions.len()
-                        && q.dimensions.iter().all(|d| r.dimensions.contains(d))
-                }
-                Source::Fact => false,
-            };
-            let (from_sql, time_expr, name, kind) = match seg.source {
-                Source::Fact => (
-                    table_sql.to_owned(),
-                    time.clone(),
-                    dataset.table.clone(),
-                    "fact",
-                ),
-                Source::Rollup(r) => (
-                    rollup_table(&r.name),
-                    "bucket".to_owned(),
-                    r.name.clone(),
-                    "rollup",
-                ),
-            };
-            served_from.push(Served {
-                source: kind,
-                name,
-                from: seg.from,
-                to: seg.to.map(|t| t - Days::new(1)),
-            });
-            let mut wh = filter_sql.clone();
-            wh.extend(params.range(&time_expr, seg));
-            // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
-            let period = if direct {
-                "bucket AS period".to_owned()
-            } else {
-                format!("{} AS period", period_of(&time_expr))
-            };
-            let mut cols = vec![period];
-            cols.extend(dims.iter().cloned());
-            for (i, m) in measures.iter().enumerate() {
-                for (j, (kind, col)) in needs(m).iter().enumerate() {
-                    let alias = format!("p{i}_{j}");
-                    cols.push(match (seg.source, col) {
-                        (Source::Fact, None) => format!("count(*)::int8 AS {alias}"),
-                        (Source::Fact, Some(c)) => {
-                            let c = quote_ident(c);
-                            match kind {
-                                PartialKind::Sum => format!("sum({c})::numeric AS {alias}"),
-                                PartialKind::Count => format!("count({c})::int8 AS {alias}"),
-                                PartialKind::Min => format!("min({c}) AS {alias}"),
-                                PartialKind::Max => format!("max({c}) AS {alias}"),
-                            }
-                        }
-                        (Source::Rollup(_), _) => {
-                            let (pc, kind) = match col {
-                                None => ("row_count".to_owned(), PartialKind::Count),
-                                Some(c) => (
-                                    quote_ident(
-                                        &Partial {
-                                            kind: *kind,
-                                            source: (*c).to_owned(),
-                                        }
-                                        .column(),
-                                    ),
-                                    *kind,
-                                ),
-                            };
-                            // Read as stored when `direct`, else combined
-                            // (counts add up, extremes are extremes).
-                            let combined = match kind {
-                                _ if direct => pc,
-                                PartialKind::Sum | PartialKind::Count => format!("sum({pc})"),
-                                PartialKind::Min => format!("min({pc})"),
-                                PartialKind::Max => format!("max({pc})"),
-                            };
-                            match kind {
-                                PartialKind::Sum => format!("{combined}::numeric AS {alias}"),
-                                PartialKind::Count => format!("{combined}::int8 AS {alias}"),
-                                PartialKind::Min | PartialKind::Max => {
-                                    format!("{combined} AS {alias}")
-                                }
-                            }
-                        }
-                    });
-                }
-            }
-            pieces.push(if direct {
-                grouped(&cols, &from_sql, &wh, 0)
-            } else {
-                grouped(&cols, &from_sql, &wh, dims.len() + 1)
-            });
-        }
-        let mut cols = vec!["period".to_owned()];
-        cols.extend(dims.iter().cloned());
-        for (i, m) in measures.iter().enumerate() {
-            cols.push(match (m.agg, combine) {
-                (Agg::Sum, true) => format!("sum(p{i}_0) AS m{i}"),
-                (Agg::Count, true) => format!("sum(p{i}_0)::int8 AS m{i}"),
-                (Agg::Min, true) => format!("min(p{i}_0) AS m{i}"),
-                (Agg::Max, true) => format!("max(p{i}_0) AS m{i}"),
-                (Agg::Avg, true) => format!("sum(p{i}_0) / nullif(sum(p{i}_1), 0) AS m{i}"),
-                (Agg::Avg, false) => format!("p{i}_0 / nullif(p{i}_1, 0) AS m{i}"),
-                (_, false) => format!("p{i}_0 AS m{i}"),
-                (Agg::CountDistinct, true) => unreachable!("planned on the facts"),
-            });
-        }
-        let union = format!("({}) pieces", pieces.join(" UNION ALL "));
-        grouped(&cols, &union, &[], if combine { dims.len() + 1 } else { 0 })
-    };
-
-    // Final shape: typed columns, gap fill, order, limit.
-    let mut columns = Vec::new();
-    let mut select = Vec::new();
-    if q.granularity.is_some() {
-        columns.push(OutputColumn {
-            name: "period".into(),
-            kind: OutKind::Date,
-        });
-        select.push(if q.gap_fill {
-            "g.period".to_owned()
-        } else {
-            "a.period".to_owned()
-        });
-    }
-    for d in &q.dimensions {
-        let ty = dataset.column_type(d).unwrap_or(ValueType::Str);
-        columns.push(OutputColumn {
-            name: d.clone(),
-            kind: out_kind(ty),
-        });
-        select.push(format!("a.{}::{}", quote_ident(d), cast_of(ty)));
-    }
-    for (i, m) in measures.iter().enumerate() {
-        let col_ty = m.column.as_deref().and_then(|c| dataset.column_type(c));
-        let (kind, cast) = match m.agg {
-            Agg::Count | Agg::CountDistinct => (OutKind::Int, "int8"),
-            Agg::Avg => (OutKind::Numeric, "numeric"),
-            Agg::Sum if col_ty == Some(ValueType::Int) => (OutKind::Int, "int8"),
-            Agg::Sum => (OutKind::Numeric, "numeric"),
-            Agg::Min | Agg::Max => {
-                let ty = col_ty.unwrap_or(ValueType::Str);
-                (out_kind(ty), cast_of(ty))
-            }
-        };
-        let zero = q.gap_fill && matches!(m.agg, Agg::Sum | Agg::Count | Agg::CountDistinct);
-        select.push(if zero {
-            format!("coalesce(a.m{i}, 0)::{cast}")
-        } else {
-            format!("a.m{i}::{cast}")
-        });
-        columns.push(OutputColumn {
-            name: m.name.clone(),
-            kind,
-        });
-    }
-    let from_sql = if q.gap_fill {
-        let g = q.granularity.expect("checked");
-        let (s, e) = (q.start.expect("checked"), q.end.expect("checked"));
-        let s = params.push(PlanParam::Date(s));
-        let e = params.push(PlanParam::Date(e));
-        format!(
-            "(SELECT gs::date AS period FROM generate_series(date_trunc('{u}', {s}::date), date_trunc('{u}', {e}::date), interval '{i}') gs) g LEFT JOIN ({body}) a ON a.period = g.period",
-            u = g.unit(),
-            i = g.interval()
-        )
-    } else {
-        format!("({body}) a")
-    };
-    let mut order: Vec<String> = q
-        .order
-        .iter()
-        .map(|o| {
-            let pos = columns
-                .iter()
-                .position(|c| c.name == o.field)
-                .map_or(1, |p| p + 1);
-            format!("{pos} {}", if o.desc { "DESC" } else { "ASC" })
-        })
-        .collect();
-    // Then every output key, so the order is total and answers are repeatable.
-    for (i, c) in columns.iter().enumerate() {
-        if c.name == "period" || q.dimensions.contains(&c.name) {
-            let key = format!("{} ASC", i + 1);
-            if !q.order.iter().any(|o| o.field == c.name) {
-                order.push(key);
-            }
-        }
-    }
-    let mut sql = format!("SELECT {} FROM {from_sql}", select.join(", "));
-    if !order.is_empty() {
-        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
-    }
-    // One row past the cap tells the caller the answer was cut.
-    let cap = q
-        .limit
-        .map_or(MAX_ROWS + 1, |l| u64::from(l).min(MAX_ROWS + 1));
-    sql.push_str(&format!(" LIMIT {cap}"));
-    Ok(Plan {
-        sql,
-        params: params.0,
-        served_from,
-        columns,
-    })
+    let logical = logical(dataset, rollups, q, force_fact);
+    Ok(render::render(dataset, table_sql, q, &logical))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::domain::dataset::Catalog;
+use crate::domain::rollup::Partial;
 
 #[derive(Debug, Deserialize, Serialize)]
 struct Case {
@@ -224,5 +225,71 @@ fn bad_queries_are_refused_by_name() {
     check_err(
         q(&["revenue", "revenue"]),
         "measures.revenue: is given more than once",
+    );
+}
+
+/// The logical plan of a query, one piece a line: `source from..to read`,
+/// then how the pieces combine.
+fn check_logical(query: serde_json::Value, expect: &[&str]) {
+    let dataset = Catalog::load(None)
+        .unwrap()
+        .get("sales_report")
+        .unwrap()
+        .clone();
+    let q: Query = serde_json::from_value(query).unwrap();
+    let lp = logical(&dataset, &rollups(&dataset), &q, false);
+    let day = |d: Option<NaiveDate>| d.map_or("…".to_owned(), |d| d.to_string());
+    let mut got: Vec<String> = lp
+        .pieces
+        .iter()
+        .map(|p| {
+            let source = match &p.source {
+                PieceSource::Fact => "fact".to_owned(),
+                PieceSource::Rollup(r) => r.name.clone(),
+            };
+            format!("{source} {}..{} {:?}", day(p.from), day(p.to), p.read)
+        })
+        .collect();
+    got.push(format!("{:?}", lp.combine));
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn logical_plans_are_data() {
+    let q = |extra: serde_json::Value| {
+        let mut base = serde_json::json!({
+            "measures": ["revenue"], "dimensions": [], "granularity": null,
+            "start": null, "end": null, "filters": [], "order": [], "limit": null, "gap_fill": false
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        base
+    };
+    // Mid-month range by month: edges from the day rollup, whole months
+    // read as stored; the edges share months with nothing else, so stack.
+    check_logical(
+        q(serde_json::json!({"granularity": "month", "start": "2024-03-15", "end": "2024-06-10"})),
+        &[
+            "sales_report_day 2024-03-15..2024-04-01 Partials",
+            "sales_report_month 2024-04-01..2024-06-01 AsStored",
+            "sales_report_day 2024-06-01..2024-06-11 Partials",
+            "Stack",
+        ],
+    );
+    // One total over the same range: the pieces are regrouped.
+    check_logical(
+        q(serde_json::json!({"start": "2024-03-15", "end": "2024-06-10"})),
+        &[
+            "sales_report_day 2024-03-15..2024-04-01 Partials",
+            "sales_report_month 2024-04-01..2024-06-01 Partials",
+            "sales_report_day 2024-06-01..2024-06-11 Partials",
+            "Regroup",
+        ],
+    );
+    // Count distinct reads the facts once, with final aggregates.
+    check_logical(
+        q(serde_json::json!({"measures": ["products"], "start": "2024-03-15"})),
+        &["fact 2024-03-15..… Final", "Stack"],
     );
 }

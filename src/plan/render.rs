@@ -1,0 +1,410 @@
+//! SQL from a logical plan: the filters (bound once, shared by every
+//! piece), each piece's SELECT, the query combining them, and the final
+//! shape (typed columns, gap fill, a total order, the row cap).
+//!
+//! Architecture Invariant: pure; identifiers come only from the dataset
+//! definition and values are parameters (filter values are text cast to the
+//! column's type).
+
+use chrono::Days;
+
+use super::{
+    Combine, FilterOp, LogicalPlan, MAX_ROWS, OutKind, OutputColumn, Piece, PieceSource, Plan,
+    PlanParam, Query, Read, Served, needs,
+};
+use crate::domain::dataset::{Agg, Dataset, Measure};
+use crate::domain::rollup::{Partial, PartialKind};
+use crate::domain::value::ValueType;
+use crate::sql::{bucket_sql, quote_ident, rollup_table};
+
+/// The SQL of a logical plan over `dataset`, whose fact table is `table_sql`.
+pub(super) fn render(dataset: &Dataset, table_sql: &str, q: &Query, lp: &LogicalPlan) -> Plan {
+    let measures: Vec<&Measure> = q
+        .measures
+        .iter()
+        .filter_map(|m| dataset.measure(m))
+        .collect();
+    let mut r = Renderer {
+        dataset,
+        table_sql,
+        q,
+        measures: &measures,
+        dims: q.dimensions.iter().map(|d| quote_ident(d)).collect(),
+        params: Params(Vec::new()),
+        filters: Vec::new(),
+        served_from: Vec::new(),
+    };
+    r.filters = r.filter_conditions();
+    let body = match lp.pieces.as_slice() {
+        [only] if only.read == Read::Final => r.piece(only),
+        pieces => {
+            let sqls: Vec<String> = pieces.iter().map(|p| r.piece(p)).collect();
+            r.combination(&sqls, lp.combine)
+        }
+    };
+    let (columns, sql) = r.output(&body);
+    Plan {
+        sql,
+        params: r.params.0,
+        served_from: r.served_from,
+        columns,
+    }
+}
+
+struct Renderer<'a> {
+    dataset: &'a Dataset,
+    table_sql: &'a str,
+    q: &'a Query,
+    measures: &'a [&'a Measure],
+    /// The asked dimensions, quoted.
+    dims: Vec<String>,
+    params: Params,
+    /// The filters' conditions (rollups keep the facts' column names).
+    filters: Vec<String>,
+    served_from: Vec<Served>,
+}
+
+impl Renderer<'_> {
+    fn filter_conditions(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.q.filters {
+            let col = quote_ident(&f.dimension);
+            let cast = cast_of(
+                self.dataset
+                    .column_type(&f.dimension)
+                    .unwrap_or(ValueType::Str),
+            );
+            let params = &mut self.params;
+            match &f.op {
+                FilterOp::Equals(v) => out.push(format!(
+                    "{col} = {}::text::{cast}",
+                    params.push(PlanParam::Text(v.clone()))
+                )),
+                FilterOp::In(vs) => out.push(format!(
+                    "{col} = ANY({}::text[]::{cast}[])",
+                    params.push(PlanParam::TextArray(vs.clone()))
+                )),
+                FilterOp::Range { min, max } => {
+                    if let Some(v) = min {
+                        out.push(format!(
+                            "{col} >= {}::text::{cast}",
+                            params.push(PlanParam::Text(v.clone()))
+                        ));
+                    }
+                    if let Some(v) = max {
+                        out.push(format!(
+                            "{col} <= {}::text::{cast}",
+                            params.push(PlanParam::Text(v.clone()))
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The bucket of a time expression at the asked grain (`NULL` for one
+    /// bucket over the whole range).
+    fn period_of(&self, expr: &str) -> String {
+        match self.q.granularity {
+            Some(g) => bucket_sql(expr, g),
+            None => "NULL::date".to_owned(),
+        }
+    }
+
+    /// One piece's SELECT; records which source served which days.
+    fn piece(&mut self, piece: &Piece) -> String {
+        let (from_sql, time_expr, name, kind) = match &piece.source {
+            PieceSource::Fact => (
+                self.table_sql.to_owned(),
+                quote_ident(&self.dataset.time_column),
+                self.dataset.table.clone(),
+                "fact",
+            ),
+            PieceSource::Rollup(r) => (
+                rollup_table(&r.name),
+                "bucket".to_owned(),
+                r.name.clone(),
+                "rollup",
+            ),
+        };
+        self.served_from.push(Served {
+            source: kind,
+            name,
+            from: piece.from,
+            to: piece.to.map(|t| t - Days::new(1)),
+        });
+        let mut conditions = self.filters.clone();
+        conditions.extend(self.params.range(&time_expr, piece));
+        // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
+        let period = match piece.read {
+            Read::AsStored => "bucket AS period".to_owned(),
+            _ => format!("{} AS period", self.period_of(&time_expr)),
+        };
+        let mut cols = vec![period];
+        cols.extend(self.dims.iter().cloned());
+        for (i, m) in self.measures.iter().enumerate() {
+            match piece.read {
+                Read::Final => cols.push(final_aggregate(m, i)),
+                read => {
+                    for (j, (kind, col)) in needs(m).iter().enumerate() {
+                        let alias = format!("p{i}_{j}");
+                        cols.push(partial_column(&piece.source, read, *kind, *col, &alias));
+                    }
+                }
+            }
+        }
+        let keys = match piece.read {
+            Read::AsStored => 0,
+            _ => self.dims.len() + 1,
+        };
+        grouped(&cols, &from_sql, &conditions, keys)
+    }
+
+    /// The query combining the pieces into one row per output key.
+    fn combination(&self, pieces: &[String], combine: Combine) -> String {
+        let regroup = combine == Combine::Regroup;
+        let mut cols = vec!["period".to_owned()];
+        cols.extend(self.dims.iter().cloned());
+        for (i, m) in self.measures.iter().enumerate() {
+            cols.push(match (m.agg, regroup) {
+                (Agg::Sum, true) => format!("sum(p{i}_0) AS m{i}"),
+                (Agg::Count, true) => format!("sum(p{i}_0)::int8 AS m{i}"),
+                (Agg::Min, true) => format!("min(p{i}_0) AS m{i}"),
+                (Agg::Max, true) => format!("max(p{i}_0) AS m{i}"),
+                (Agg::Avg, true) => format!("sum(p{i}_0) / nullif(sum(p{i}_1), 0) AS m{i}"),
+                (Agg::Avg, false) => format!("p{i}_0 / nullif(p{i}_1, 0) AS m{i}"),
+                (_, false) => format!("p{i}_0 AS m{i}"),
+                (Agg::CountDistinct, true) => unreachable!("planned on the facts"),
+            });
+        }
+        let union = format!("({}) pieces", pieces.join(" UNION ALL "));
+        let keys = if regroup { self.dims.len() + 1 } else { 0 };
+        grouped(&cols, &union, &[], keys)
+    }
+
+    /// The final shape: typed columns, gap fill, a total order, the row cap.
+    fn output(&mut self, body: &str) -> (Vec<OutputColumn>, String) {
+        let q = self.q;
+        let (columns, select) = self.output_columns();
+        let from_sql = match (q.gap_fill, q.granularity, q.start, q.end) {
+            (true, Some(g), Some(s), Some(e)) => {
+                let s = self.params.push(PlanParam::Date(s));
+                let e = self.params.push(PlanParam::Date(e));
+                format!(
+                    "(SELECT gs::date AS period FROM generate_series(date_trunc('{u}', {s}::date), date_trunc('{u}', {e}::date), interval '{i}') gs) g LEFT JOIN ({body}) a ON a.period = g.period",
+                    u = g.unit(),
+                    i = g.interval()
+                )
+            }
+            _ => format!("({body}) a"),
+        };
+        let mut order: Vec<String> = q
+            .order
+            .iter()
+            .map(|o| {
+                let pos = columns
+                    .iter()
+                    .position(|c| c.name == o.field)
+                    .map_or(1, |p| p + 1);
+                format!("{pos} {}", if o.desc { "DESC" } else { "ASC" })
+            })
+            .collect();
+        // Then every output key, so the order is total and answers are repeatable.
+        for (i, c) in columns.iter().enumerate() {
+            if (c.name == "period" || q.dimensions.contains(&c.name))
+                && !q.order.iter().any(|o| o.field == c.name)
+            {
+                order.push(format!("{} ASC", i + 1));
+            }
+        }
+        let mut sql = format!("SELECT {} FROM {from_sql}", select.join(", "));
+        if !order.is_empty() {
+            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        }
+        // One row past the cap tells the caller the answer was cut.
+        let cap = q
+            .limit
+            .map_or(MAX_ROWS + 1, |l| u64::from(l).min(MAX_ROWS + 1));
+        sql.push_str(&format!(" LIMIT {cap}"));
+        (columns, sql)
+    }
+
+    /// The answer's columns and the expressions selecting them.
+    fn output_columns(&self) -> (Vec<OutputColumn>, Vec<String>) {
+        let q = self.q;
+        let mut columns = Vec::new();
+        let mut select = Vec::new();
+        if q.granularity.is_some() {
+            columns.push(OutputColumn {
+                name: "period".into(),
+                kind: OutKind::Date,
+            });
+            select.push(if q.gap_fill { "g.period" } else { "a.period" }.to_owned());
+        }
+        for d in &q.dimensions {
+            let ty = self.dataset.column_type(d).unwrap_or(ValueType::Str);
+            columns.push(OutputColumn {
+                name: d.clone(),
+                kind: out_kind(ty),
+            });
+            select.push(format!("a.{}::{}", quote_ident(d), cast_of(ty)));
+        }
+        for (i, m) in self.measures.iter().enumerate() {
+            let col_ty = m
+                .column
+                .as_deref()
+                .and_then(|c| self.dataset.column_type(c));
+            let (kind, cast) = match m.agg {
+                Agg::Count | Agg::CountDistinct => (OutKind::Int, "int8"),
+                Agg::Avg => (OutKind::Numeric, "numeric"),
+                Agg::Sum if col_ty == Some(ValueType::Int) => (OutKind::Int, "int8"),
+                Agg::Sum => (OutKind::Numeric, "numeric"),
+                Agg::Min | Agg::Max => {
+                    let ty = col_ty.unwrap_or(ValueType::Str);
+                    (out_kind(ty), cast_of(ty))
+                }
+            };
+            let zero = q.gap_fill && matches!(m.agg, Agg::Sum | Agg::Count | Agg::CountDistinct);
+            select.push(if zero {
+                format!("coalesce(a.m{i}, 0)::{cast}")
+            } else {
+                format!("a.m{i}::{cast}")
+            });
+            columns.push(OutputColumn {
+                name: m.name.clone(),
+                kind,
+            });
+        }
+        (columns, select)
+    }
+}
+
+/// A measure's final aggregate over the facts (the one-pass plan).
+fn final_aggregate(m: &Measure, i: usize) -> String {
+    let col = m
+        .column
+        .as_deref()
+        .map(quote_ident)
+        .unwrap_or_else(|| "*".into());
+    match m.agg {
+        Agg::Sum => format!("sum({col}) AS m{i}"),
+        Agg::Count => format!("count({col}) AS m{i}"),
+        Agg::Min => format!("min({col}) AS m{i}"),
+        Agg::Max => format!("max({col}) AS m{i}"),
+        Agg::Avg => format!("avg({col}) AS m{i}"),
+        Agg::CountDistinct => format!("count(DISTINCT {col}) AS m{i}"),
+    }
+}
+
+/// One partial aggregate of a piece: computed from the facts, or read from
+/// a rollup's partial column (as stored, or combined: counts add up,
+/// extremes are extremes).
+fn partial_column(
+    source: &PieceSource,
+    read: Read,
+    kind: PartialKind,
+    col: Option<&str>,
+    alias: &str,
+) -> String {
+    match (source, col) {
+        (PieceSource::Fact, None) => format!("count(*)::int8 AS {alias}"),
+        (PieceSource::Fact, Some(c)) => {
+            let c = quote_ident(c);
+            match kind {
+                PartialKind::Sum => format!("sum({c})::numeric AS {alias}"),
+                PartialKind::Count => format!("count({c})::int8 AS {alias}"),
+                PartialKind::Min => format!("min({c}) AS {alias}"),
+                PartialKind::Max => format!("max({c}) AS {alias}"),
+            }
+        }
+        (PieceSource::Rollup(_), _) => {
+            let (pc, kind) = match col {
+                None => ("row_count".to_owned(), PartialKind::Count),
+                Some(c) => (
+                    quote_ident(
+                        &Partial {
+                            kind,
+                            source: c.to_owned(),
+                        }
+                        .column(),
+                    ),
+                    kind,
+                ),
+            };
+            let combined = match kind {
+                _ if read == Read::AsStored => pc,
+                PartialKind::Sum | PartialKind::Count => format!("sum({pc})"),
+                PartialKind::Min => format!("min({pc})"),
+                PartialKind::Max => format!("max({pc})"),
+            };
+            match kind {
+                PartialKind::Sum => format!("{combined}::numeric AS {alias}"),
+                PartialKind::Count => format!("{combined}::int8 AS {alias}"),
+                PartialKind::Min | PartialKind::Max => format!("{combined} AS {alias}"),
+            }
+        }
+    }
+}
+
+fn cast_of(ty: ValueType) -> &'static str {
+    match ty {
+        ValueType::Int => "int8",
+        ValueType::Float => "numeric",
+        ValueType::Str => "text",
+        ValueType::Date => "date",
+        ValueType::Bool => "bool",
+    }
+}
+
+fn out_kind(ty: ValueType) -> OutKind {
+    match ty {
+        ValueType::Int => OutKind::Int,
+        ValueType::Float => OutKind::Numeric,
+        ValueType::Str => OutKind::Text,
+        ValueType::Date => OutKind::Date,
+        ValueType::Bool => OutKind::Bool,
+    }
+}
+
+/// `SELECT cols FROM from [WHERE ...] [GROUP BY 1..=keys]`: pieces and the
+/// combining query group by period and the dimensions, the first columns;
+/// with `keys == 0` nothing is grouped.
+fn grouped(cols: &[String], from: &str, conditions: &[String], keys: usize) -> String {
+    let mut sql = format!("SELECT {} FROM {from}", cols.join(", "));
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    if keys > 0 {
+        let group: Vec<String> = (1..=keys).map(|i| i.to_string()).collect();
+        sql.push_str(&format!(" GROUP BY {}", group.join(", ")));
+    }
+    sql
+}
+
+struct Params(Vec<PlanParam>);
+
+impl Params {
+    fn push(&mut self, p: PlanParam) -> String {
+        self.0.push(p);
+        format!("${}", self.0.len())
+    }
+
+    /// The conditions keeping `time_expr` within the piece's [from, to).
+    fn range(&mut self, time_expr: &str, piece: &Piece) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = piece.from {
+            out.push(format!(
+                "{time_expr} >= {}::date",
+                self.push(PlanParam::Date(f))
+            ));
+        }
+        if let Some(t) = piece.to {
+            out.push(format!(
+                "{time_expr} < {}::date",
+                self.push(PlanParam::Date(t))
+            ));
+        }
+        out
+    }
+}
