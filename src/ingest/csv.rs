@@ -22,11 +22,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use chrono::Utc;
-use futures_util::SinkExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use postgres_types::{IsNull, ToSql, Type};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -36,14 +34,13 @@ use crate::domain::rollup::RollupInfo;
 use crate::domain::rules::{ModelError, ValidationSchema};
 use crate::domain::time::Month;
 use crate::domain::value::Value;
-use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
+use crate::error::{Classify, ErrorKind};
 use crate::pg::catalog::{self as schema, SchemaError};
-use crate::pg::copy::{COPY_HEADER, COPY_TRAILER, FieldCodec, PgKind};
+use crate::pg::copy::{FieldCodec, PgKind};
 use crate::pg::database::{Database, DbError};
-use crate::sql::quote_ident;
 use crate::sql::table::Table;
 use crate::store;
-use crate::store::notify::notify_write;
+use crate::write::load::{self, Batch, ErrorTableError, LoadError, Produced, Reject, Target};
 use crate::write::partitions::{self as partition, PartitionError};
 use crate::write::rollups::{self as rollup, RollupError};
 
@@ -57,17 +54,6 @@ const MAX_COLUMNS: usize = 1600;
 const CHUNK_BYTES: usize = 1 << 20;
 /// Rejects are written out in batches of this many.
 const REJECT_BATCH: usize = 10_000;
-const ERROR_TABLE_COLUMNS: [&str; 9] = [
-    "import_id",
-    "file_name",
-    "line_number",
-    "record_number",
-    "column_name",
-    "raw_value",
-    "rule",
-    "reason",
-    "raw_record",
-];
 
 /// A validation schema and the name it is recorded under in `clue.imports`.
 #[derive(Debug, Clone)]
@@ -157,8 +143,8 @@ pub enum ImportError {
         "{file} was just imported into {table} by a concurrent load (same content); pass --force to load it again"
     )]
     ImportedConcurrently { file: String, table: String },
-    #[error("error table {table}: {reason}")]
-    ErrorTable { table: String, reason: String },
+    #[error(transparent)]
+    ErrorTable(#[from] ErrorTableError),
     #[error("{file}: the load failed in the database, nothing was loaded: {message}")]
     Load {
         file: String,
@@ -204,6 +190,7 @@ impl Classify for ImportError {
                 ErrorKind::Conflict
             }
             ImportError::Schema(e) => e.kind(),
+            ImportError::ErrorTable(e) => e.kind(),
             ImportError::Partition(e) => e.kind(),
             ImportError::Rollup(e) => e.kind(),
             ImportError::Db(e) => e.kind(),
@@ -216,23 +203,10 @@ impl Classify for ImportError {
             | ImportError::Header { .. }
             | ImportError::UnsupportedColumn { .. }
             | ImportError::BadValue { .. }
-            | ImportError::ErrorTable { .. }
             | ImportError::Model(_)
             | ImportError::NotAFile { .. } => ErrorKind::BadInput,
         }
     }
-}
-
-/// A rejected value (or a whole rejected record when `column` is `None`).
-#[derive(Debug, Clone)]
-struct Reject {
-    line: u64,
-    record: u64,
-    column: Option<String>,
-    raw_value: Option<String>,
-    rule: &'static str,
-    reason: String,
-    raw_record: String,
 }
 
 /// Opens the file for reading, transparently gunzipping `.gz` content, with
@@ -563,33 +537,17 @@ fn plan_fields(
     Ok(codecs)
 }
 
-/// A message from the parsing thread to the COPY writer.
-enum Msg {
-    Data(Bytes),
-    Rejects(Vec<Reject>),
-}
-
-#[derive(Debug, Default)]
-struct ParseOutcome {
-    rows_loaded: u64,
-    rows_rejected: u64,
-    /// Rollup deltas of the loaded rows, when the table has rollups.
-    rollups: Option<Accumulator>,
-    /// The months of the partition key of the loaded rows.
-    months: BTreeSet<Month>,
-}
-
 /// Second pass (on its own thread): parse, validate and encode every record,
 /// streaming COPY data and rejects to the writer.
 fn parse_and_encode(
     path: &Path,
     codecs: &[FieldCodec],
     validated: bool,
-    rollups: Option<Accumulator>,
+    deltas: Option<Accumulator>,
     month_index: Option<usize>,
     bar: &ProgressBar,
-    tx: mpsc::Sender<Msg>,
-) -> Result<ParseOutcome, ImportError> {
+    tx: mpsc::Sender<Batch>,
+) -> Result<Produced, ImportError> {
     let file = path.display().to_string();
     let b = bar.clone();
     let input = open_input(path, move |chunk| b.inc(chunk.len() as u64))?;
@@ -597,17 +555,17 @@ fn parse_and_encode(
     let mut record = csv::ByteRecord::new();
     let mut out = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
     let mut rejects = Vec::new();
-    let mut outcome = ParseOutcome {
-        rollups,
-        ..ParseOutcome::default()
+    let mut outcome = Produced {
+        deltas,
+        ..Produced::default()
     };
     let mut record_number = 0u64;
     let mut first = true;
     let mut last_month: Option<Month> = None;
     // The typed values of a row, for the rollup deltas.
-    let keep_values = outcome.rollups.is_some();
+    let keep_values = outcome.deltas.is_some();
     // A closed channel means the writer failed; it reports why.
-    let send = |msg: Msg| tx.blocking_send(msg).is_ok();
+    let send = |batch: Batch| tx.blocking_send(batch).is_ok();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -699,7 +657,7 @@ fn parse_and_encode(
                 outcome.rows_rejected += 1;
             } else {
                 outcome.rows_loaded += 1;
-                if let Some(acc) = outcome.rollups.as_mut() {
+                if let Some(acc) = outcome.deltas.as_mut() {
                     acc.add(&values);
                 }
                 if month.is_some() && month != last_month {
@@ -708,18 +666,18 @@ fn parse_and_encode(
                 }
             }
         }
-        if out.len() >= CHUNK_BYTES && !send(Msg::Data(out.split().freeze())) {
+        if out.len() >= CHUNK_BYTES && !send(Batch::Rows(out.split().freeze())) {
             return Ok(outcome);
         }
-        if rejects.len() >= REJECT_BATCH && !send(Msg::Rejects(std::mem::take(&mut rejects))) {
+        if rejects.len() >= REJECT_BATCH && !send(Batch::Rejects(std::mem::take(&mut rejects))) {
             return Ok(outcome);
         }
     }
-    if !out.is_empty() && !send(Msg::Data(out.freeze())) {
+    if !out.is_empty() && !send(Batch::Rows(out.freeze())) {
         return Ok(outcome);
     }
     if !rejects.is_empty() {
-        send(Msg::Rejects(rejects));
+        send(Batch::Rejects(rejects));
     }
     Ok(outcome)
 }
@@ -821,7 +779,7 @@ async fn import_in(
     };
     let dataset = dataset.map(|d| d.name.clone());
     let error_table = match schema {
-        Some(_) => Some(resolve_error_table(client, &opts.error_table).await?),
+        Some(_) => Some(load::resolve_error_table(client, &opts.error_table).await?),
         None => None,
     };
     facts.error_table = error_table.clone();
@@ -897,43 +855,60 @@ async fn import_in(
         opts,
         bar: &bar,
         rollups,
-        dataset,
+        dataset: dataset.as_deref(),
     };
-    let result = load(client, job).await;
+    let result = load_file(client, job).await;
     bar.finish_and_clear();
-    // Partitions made for rows that did not load (rejected, or the load
-    // failed) are dropped again while still empty.
     let loaded_months = match &result {
-        Ok((_, outcome)) => outcome.months.clone(),
+        Ok((_, produced)) => produced.months.clone(),
         Err(_) => BTreeSet::new(),
     };
-    let unused: Vec<String> = scan
-        .months
-        .iter()
-        .filter(|m| !loaded_months.contains(m))
-        .map(|m| partition::partition_name(&table.table.name, *m))
-        .filter(|name| partitions.created.contains(name))
-        .collect();
-    if !unused.is_empty() {
-        match partition::drop_if_empty(client, &table, &unused).await {
-            Ok(dropped) => partitions.created.retain(|p| !dropped.contains(p)),
-            Err(e) => tracing::warn!(error = %e, "could not drop unused partitions"),
-        }
-    }
-    let (import_id, outcome) = result?;
-    if let Some(acc) = &outcome.rollups {
-        rollup::refresh_estimates(acc, client).await;
+    drop_unused_partitions(
+        client,
+        &table,
+        &scan.months,
+        &loaded_months,
+        &mut partitions,
+    )
+    .await;
+    let (import_id, produced) = result?;
+    if let Some(deltas) = &produced.deltas {
+        rollup::refresh_estimates(deltas, client).await;
     }
     Ok(ImportReport {
         import_id,
         table: table.table.display(),
-        rows_loaded: outcome.rows_loaded,
-        rows_rejected: outcome.rows_rejected,
+        rows_loaded: produced.rows_loaded,
+        rows_rejected: produced.rows_rejected,
         error_table,
         partitions_created: partitions.created,
         rows_moved: partitions.rows_moved,
         elapsed: started.elapsed(),
     })
+}
+
+/// Partitions this import made for rows that did not load (rejected, or
+/// the load failed) are dropped again while still empty.
+async fn drop_unused_partitions(
+    client: &mut tokio_postgres::Client,
+    table: &Table,
+    scanned: &BTreeSet<Month>,
+    loaded: &BTreeSet<Month>,
+    partitions: &mut partition::PartitionReport,
+) {
+    let unused: Vec<String> = scanned
+        .iter()
+        .filter(|m| !loaded.contains(m))
+        .map(|m| partition::partition_name(&table.table.name, *m))
+        .filter(|name| partitions.created.contains(name))
+        .collect();
+    if unused.is_empty() {
+        return;
+    }
+    match partition::drop_if_empty(client, table, &unused).await {
+        Ok(dropped) => partitions.created.retain(|p| !dropped.contains(p)),
+        Err(e) => tracing::warn!(error = %e, "could not drop unused partitions"),
+    }
 }
 
 struct Job<'a> {
@@ -948,278 +923,94 @@ struct Job<'a> {
     /// The table's rollups and its dataset's time column, when it has any.
     rollups: Option<(Vec<RollupInfo>, String)>,
     /// The dataset stored in the table, whose cached answers this load changes.
-    dataset: Option<String>,
+    dataset: Option<&'a str>,
 }
 
-/// The load transaction: job row, COPY of the rows, rejects, counts, commit.
-async fn load(
+/// Feeds the file to the load transaction: its parser thread produces COPY
+/// rows, rejects and rollup deltas while the transaction streams them.
+async fn load_file(
     client: &mut tokio_postgres::Client,
     job: Job<'_>,
-) -> Result<(i64, ParseOutcome), ImportError> {
-    let tx = client.transaction().await?;
-    let import_id = store::imports::begin(&tx, job.facts)
-        .await
-        .map_err(|e| already_imported(e, &job))?;
-
-    let copy_sql = format!(
-        "COPY {} ({}) FROM STDIN (FORMAT binary)",
-        job.table.table.quoted(),
-        job.codecs
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let reject_sql = job.error_table.map(|t| {
-        format!(
-            "COPY {t} ({}) FROM STDIN (FORMAT binary)",
-            ERROR_TABLE_COLUMNS.join(", ")
-        )
-    });
-
-    let (sender, mut receiver) = mpsc::channel::<Msg>(8);
-    let path = job.opts.csv_path.clone();
-    let codecs = job.codecs.clone();
-    let validated = job.error_table.is_some();
-    let bar = job.bar.clone();
-    let month_index = job
-        .table
-        .date_partitioning
-        .as_ref()
-        .and_then(|p| job.codecs.iter().position(|c| c.name == p.key));
-    let accumulator = job.rollups.as_ref().map(|(infos, time_column)| {
-        Accumulator::new(infos, time_column, |column| {
-            job.codecs.iter().position(|c| c.name == column)
-        })
-    });
-    let accumulator = match accumulator {
-        Some(None) => {
-            return Err(ImportError::Header {
+) -> Result<(i64, Produced), ImportError> {
+    let deltas = match &job.rollups {
+        Some((infos, time_column)) => Some(
+            Accumulator::new(infos, time_column, |column| {
+                job.codecs.iter().position(|c| c.name == column)
+            })
+            .ok_or_else(|| ImportError::Header {
                 file: job.file.to_owned(),
                 reason: format!(
                     "lacks a column that the rollups of table {} aggregate; include every column the dataset's dimensions and measures use",
                     job.table.table.display()
                 ),
-            });
-        }
-        Some(Some(acc)) => Some(acc),
+            })?,
+        ),
         None => None,
     };
+    let month_index = job
+        .table
+        .date_partitioning
+        .as_ref()
+        .and_then(|p| job.codecs.iter().position(|c| c.name == p.key));
+    let (sender, receiver) = mpsc::channel::<Batch>(8);
+    let (path, codecs, bar) = (
+        job.opts.csv_path.clone(),
+        job.codecs.clone(),
+        job.bar.clone(),
+    );
+    let validated = job.error_table.is_some();
     let parser = std::thread::Builder::new()
         .name("clue-import-parse".into())
         .spawn(move || {
-            parse_and_encode(
-                &path,
-                &codecs,
-                validated,
-                accumulator,
-                month_index,
-                &bar,
-                sender,
-            )
+            parse_and_encode(&path, &codecs, validated, deltas, month_index, &bar, sender)
         })
-        .map_err(|e| ImportError::Read {
+        .map_err(|e| ImportError::Internal {
             file: job.file.to_owned(),
-            source: e,
+            what: "starting the parser",
+            reason: e.to_string(),
         })?;
-
-    let written: Result<u64, tokio_postgres::Error> = async {
-        let mut sink = None;
-        let mut copied = 0u64;
-        while let Some(msg) = receiver.recv().await {
-            match msg {
-                Msg::Data(bytes) => {
-                    if sink.is_none() {
-                        let s = tx.copy_in::<_, Bytes>(&copy_sql).await?;
-                        let mut s = Box::pin(s);
-                        s.send(Bytes::from_static(COPY_HEADER)).await?;
-                        sink = Some(s);
-                    }
-                    if let Some(s) = sink.as_mut() {
-                        s.send(bytes).await?;
-                    }
-                }
-                Msg::Rejects(rejects) => {
-                    if let Some(mut s) = sink.take() {
-                        s.send(Bytes::from_static(COPY_TRAILER)).await?;
-                        copied += s.as_mut().finish().await?;
-                    }
-                    if let Some(sql) = &reject_sql {
-                        write_rejects(&tx, sql, import_id, &job.facts.file_name, &rejects).await?;
-                    }
-                }
-            }
-        }
-        // The parser has finished (or failed); only then is the data complete.
-        if let Some(mut s) = sink.take() {
-            s.send(Bytes::from_static(COPY_TRAILER)).await?;
-            copied += s.as_mut().finish().await?;
-        }
-        Ok(copied)
-    }
-    .await;
-    // Dropping the receiver first unblocks a parser still sending.
-    drop(receiver);
-    let parsed = parser.join().map_err(|_| ImportError::Internal {
-        file: job.file.to_owned(),
-        what: "parsing",
-        reason: "the CSV parser thread panicked".into(),
-    })?;
-    let outcome = parsed?;
-    if outcome.rows_loaded + outcome.rows_rejected != job.scan.records {
-        return Err(ImportError::Malformed {
-            file: job.file.to_owned(),
-            line: 0,
-            reason: format!(
-                "the file changed while it was being imported ({} records when checked, {} when loaded); nothing was loaded",
-                job.scan.records,
-                outcome.rows_loaded + outcome.rows_rejected
-            ),
-        });
-    }
-    let copied = written.map_err(|e| ImportError::Load {
-        file: job.file.to_owned(),
-        message: pg_message(&e),
-        kind: classify_pg(&e),
-    })?;
-    debug_assert_eq!(copied, outcome.rows_loaded);
-    if let Some(acc) = &outcome.rollups {
-        let started = std::time::Instant::now();
-        rollup::apply_deltas(acc, &tx, job.table).await?;
-        tracing::debug!(
-            ms = started.elapsed().as_secs_f64() * 1000.0,
-            "rollup deltas upserted"
-        );
-    }
-    if let Some(dataset) = &job.dataset {
-        // The days loaded, else the months found by the scan, else anywhere.
-        let range = outcome
-            .rollups
-            .as_ref()
-            .and_then(Accumulator::days)
-            .or_else(|| {
-                let (first, last) = (outcome.months.first()?, outcome.months.last()?);
-                Some(first.days().union(last.days()))
+    let columns: Vec<String> = job.codecs.iter().map(|c| c.name.clone()).collect();
+    let target = Target {
+        table: job.table,
+        columns: &columns,
+        error_table: job.error_table,
+        dataset: job.dataset,
+        job: job.facts,
+    };
+    let records = job.scan.records;
+    let file = job.file;
+    let finish = move || {
+        let produced = parser.join().map_err(|_| ImportError::Internal {
+            file: file.to_owned(),
+            what: "parsing",
+            reason: "the CSV parser thread panicked".into(),
+        })??;
+        let seen = produced.rows_loaded + produced.rows_rejected;
+        if seen != records {
+            return Err(ImportError::Malformed {
+                file: file.to_owned(),
+                line: 0,
+                reason: format!(
+                    "the file changed while it was being imported ({records} records when checked, {seen} when loaded); nothing was loaded"
+                ),
             });
-        notify_write(&tx, dataset, range).await?;
-    }
-    store::imports::finish(&tx, import_id, outcome.rows_loaded, outcome.rows_rejected).await?;
-    tx.commit().await.map_err(|e| already_imported(e, &job))?;
-    Ok((import_id, outcome))
-}
-
-/// A unique violation on the job row means another process loaded the same
-/// file first.
-fn already_imported(e: tokio_postgres::Error, job: &Job<'_>) -> ImportError {
-    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-        return ImportError::ImportedConcurrently {
-            file: job.file.to_owned(),
-            table: job.table.table.display(),
-        };
-    }
-    e.into()
-}
-
-async fn write_rejects(
-    tx: &tokio_postgres::Transaction<'_>,
-    sql: &str,
-    import_id: i64,
-    file_name: &str,
-    rejects: &[Reject],
-) -> Result<(), tokio_postgres::Error> {
-    let mut buf = BytesMut::with_capacity(COPY_HEADER.len() + rejects.len() * 256);
-    buf.put_slice(COPY_HEADER);
-    for r in rejects {
-        buf.put_i16(ERROR_TABLE_COLUMNS.len() as i16);
-        let values: [&(dyn ToSql + Sync); 9] = [
-            &import_id,
-            &file_name,
-            &(r.line as i64),
-            &(r.record as i64),
-            &r.column,
-            &r.raw_value,
-            &r.rule,
-            &r.reason,
-            &r.raw_record,
-        ];
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-        ];
-        for (v, ty) in values.iter().zip(&types) {
-            let at = buf.len();
-            buf.put_i32(0);
-            match v.to_sql_checked(ty, &mut buf) {
-                Ok(IsNull::No) => {
-                    let len = (buf.len() - at - 4) as i32;
-                    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                _ => {
-                    buf.truncate(at);
-                    buf.put_i32(-1);
-                }
-            }
         }
-    }
-    buf.put_slice(COPY_TRAILER);
-    let sink = tx.copy_in::<_, Bytes>(sql).await?;
-    let mut sink = Box::pin(sink);
-    sink.send(buf.freeze()).await?;
-    sink.as_mut().finish().await?;
-    Ok(())
-}
-
-/// Finds or creates the error table, returning its quoted name.
-async fn resolve_error_table(
-    client: &tokio_postgres::Client,
-    name: &str,
-) -> Result<String, ImportError> {
-    let err = |reason: String| ImportError::ErrorTable {
-        table: name.to_owned(),
-        reason,
+        Ok(produced)
     };
-    let table = match schema::find_table(client, name).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            schema::parse_table_name(name)?;
-            // Same shape as clue's validation_logs, with an identity of its own.
-            let quoted = name
-                .split('.')
-                .map(quote_ident)
-                .collect::<Vec<_>>()
-                .join(".");
-            client
-                .batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {quoted} (LIKE public.validation_logs INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS)"
-                ))
-                .await
-                .map_err(|e| err(format!("cannot be created: {}", e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()))))?;
-            schema::find_table(client, name)
-                .await?
-                .ok_or_else(|| err("vanished after creation".into()))?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let loaded = schema::load_table(client, &table.display()).await?;
-    let missing: Vec<&str> = ERROR_TABLE_COLUMNS
-        .iter()
-        .copied()
-        .filter(|c| loaded.column(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(err(format!(
-            "exists but is not a clue validation log (it lacks {}); name another table with --error_table",
-            missing.join(", ")
-        )));
-    }
-    Ok(table.quoted())
+    load::load(client, target, receiver, finish)
+        .await
+        .map_err(|e| match e {
+            LoadError::Producer(e) => e,
+            LoadError::Concurrent => ImportError::ImportedConcurrently {
+                file: job.file.to_owned(),
+                table: job.table.table.display(),
+            },
+            LoadError::Database { message, kind } => ImportError::Load {
+                file: job.file.to_owned(),
+                message,
+                kind,
+            },
+        })
 }
 
 #[cfg(test)]

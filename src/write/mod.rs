@@ -7,5 +7,6 @@
 //! empty partitions it made may outlive a failed load, dropped again at once
 //! when they can be.
 
+pub mod load;
 pub mod partitions;
 pub mod rollups;
