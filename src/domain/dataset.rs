@@ -233,132 +233,16 @@ impl Dataset {
                 ));
             }
         }
-        let mut measures = Vec::new();
-        for (name, spec) in &raw.measures {
-            if !is_identifier(name) {
-                return Err(field(
-                    "measures",
-                    format!("{name:?} must be lower-case letters, digits and _"),
-                ));
-            }
-            if raw.dimensions.contains(name) || name == "period" {
-                return Err(field(
-                    "measures",
-                    format!("{name:?} is also a dimension name"),
-                ));
-            }
-            let [(agg_name, column)] = spec.iter().collect::<Vec<_>>()[..] else {
-                return Err(field(
-                    &format!("measures.{name}"),
-                    "must be one aggregate, such as {sum: sales_amount}".into(),
-                ));
-            };
-            let agg = Agg::parse(agg_name).ok_or_else(|| {
-                field(&format!("measures.{name}"), format!("unknown aggregate {agg_name:?}; expected sum, count, min, max, avg or count_distinct"))
-            })?;
-            let column = if column == "*" {
-                if agg != Agg::Count {
-                    return Err(field(
-                        &format!("measures.{name}"),
-                        "only count may count every row (\"*\")".into(),
-                    ));
-                }
-                None
-            } else {
-                let ty = column_type(column).ok_or_else(|| {
-                    field(
-                        &format!("measures.{name}"),
-                        format!("{column:?} is not one of the columns"),
-                    )
-                })?;
-                if matches!(agg, Agg::Sum | Agg::Avg)
-                    && !matches!(ty, ValueType::Int | ValueType::Float)
-                {
-                    return Err(field(
-                        &format!("measures.{name}"),
-                        format!(
-                            "{agg_name} needs a numeric column; {column:?} is {}",
-                            ty_name(ty)
-                        ),
-                    ));
-                }
-                Some(column.clone())
-            };
-            measures.push(Measure {
-                name: name.clone(),
-                agg,
-                column,
-            });
-        }
+        let measures = raw
+            .measures
+            .iter()
+            .map(|(name, spec)| parse_measure(name, spec, &raw.dimensions, &columns, &field))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut rollups: Vec<RollupDef> = Vec::new();
         for (i, r) in raw.rollups.into_iter().enumerate() {
-            let at = format!("rollups[{i}]");
-            let grain = match Grain::parse(&r.grain) {
-                Some(g @ (Grain::Day | Grain::Month)) => g,
-                _ => {
-                    return Err(field(
-                        &at,
-                        format!(
-                            "grain {:?} is not supported; rollups of a date column are day or month",
-                            r.grain
-                        ),
-                    ));
-                }
-            };
-            for d in &r.dimensions {
-                if !raw.dimensions.contains(d) {
-                    return Err(field(
-                        &at,
-                        format!("{d:?} is not one of the dataset's dimensions"),
-                    ));
-                }
-            }
-            let name = r.name.unwrap_or_else(|| {
-                let mut n = format!("{}_{}", raw.dataset, grain);
-                for d in &r.dimensions {
-                    n.push('_');
-                    n.push_str(d);
-                }
-                n
-            });
-            if !is_identifier(&name) || name.len() > 56 {
-                return Err(field(
-                    &at,
-                    format!(
-                        "name {name:?} must be lower-case letters, digits and _ (at most 56); give a shorter `name`"
-                    ),
-                ));
-            }
-            if rollups.iter().any(|x| x.name == name) {
-                return Err(field(&at, format!("name {name:?} is used twice")));
-            }
-            if let Some(names) = &r.measures {
-                for m in names {
-                    match measures.iter().find(|x: &&Measure| &x.name == m) {
-                        None => {
-                            return Err(field(
-                                &at,
-                                format!("{m:?} is not one of the dataset's measures"),
-                            ));
-                        }
-                        Some(x) if x.agg == Agg::CountDistinct => {
-                            return Err(field(
-                                &at,
-                                format!(
-                                    "{m:?} is a count_distinct, which partial counts cannot give; queries of it read the facts"
-                                ),
-                            ));
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
-            rollups.push(RollupDef {
-                name,
-                grain,
-                dimensions: r.dimensions,
-                measures: r.measures,
-            });
+            let rollup = parse_rollup(r, &raw.dataset, &raw.dimensions, &measures, &rollups)
+                .map_err(|reason| field(&format!("rollups[{i}]"), reason))?;
+            rollups.push(rollup);
         }
         Ok(Dataset {
             name: raw.dataset,
@@ -388,6 +272,125 @@ impl Dataset {
     pub fn is_additive(&self, m: &Measure) -> bool {
         m.agg != Agg::CountDistinct
     }
+}
+
+/// One measure of a definition: `name: {aggregate: column}`.
+fn parse_measure(
+    name: &str,
+    spec: &BTreeMap<String, String>,
+    dimensions: &[String],
+    columns: &ValidationSchema,
+    field: &impl Fn(&str, String) -> DatasetError,
+) -> Result<Measure, DatasetError> {
+    let at = format!("measures.{name}");
+    if !is_identifier(name) {
+        return Err(field(
+            "measures",
+            format!("{name:?} must be lower-case letters, digits and _"),
+        ));
+    }
+    if dimensions.iter().any(|d| d == name) || name == "period" {
+        return Err(field(
+            "measures",
+            format!("{name:?} is also a dimension name"),
+        ));
+    }
+    let [(agg_name, column)] = spec.iter().collect::<Vec<_>>()[..] else {
+        return Err(field(
+            &at,
+            "must be one aggregate, such as {sum: sales_amount}".into(),
+        ));
+    };
+    let agg = Agg::parse(agg_name).ok_or_else(|| {
+        field(
+            &at,
+            format!(
+                "unknown aggregate {agg_name:?}; expected sum, count, min, max, avg or count_distinct"
+            ),
+        )
+    })?;
+    let column = if column == "*" {
+        if agg != Agg::Count {
+            return Err(field(&at, "only count may count every row (\"*\")".into()));
+        }
+        None
+    } else {
+        let ty = columns
+            .column(column)
+            .map(|c| c.ty)
+            .ok_or_else(|| field(&at, format!("{column:?} is not one of the columns")))?;
+        if matches!(agg, Agg::Sum | Agg::Avg) && !matches!(ty, ValueType::Int | ValueType::Float) {
+            return Err(field(
+                &at,
+                format!(
+                    "{agg_name} needs a numeric column; {column:?} is {}",
+                    ty_name(ty)
+                ),
+            ));
+        }
+        Some(column.clone())
+    };
+    Ok(Measure {
+        name: name.to_owned(),
+        agg,
+        column,
+    })
+}
+
+/// One rollup of a definition; the error is the reason (the caller names
+/// `rollups[i]`).
+fn parse_rollup(
+    r: RawRollup,
+    dataset: &str,
+    dimensions: &[String],
+    measures: &[Measure],
+    earlier: &[RollupDef],
+) -> Result<RollupDef, String> {
+    let grain = match Grain::parse(&r.grain) {
+        Some(g @ (Grain::Day | Grain::Month)) => g,
+        _ => {
+            return Err(format!(
+                "grain {:?} is not supported; rollups of a date column are day or month",
+                r.grain
+            ));
+        }
+    };
+    if let Some(d) = r.dimensions.iter().find(|d| !dimensions.contains(d)) {
+        return Err(format!("{d:?} is not one of the dataset's dimensions"));
+    }
+    let name = r.name.unwrap_or_else(|| {
+        let mut n = format!("{dataset}_{grain}");
+        for d in &r.dimensions {
+            n.push('_');
+            n.push_str(d);
+        }
+        n
+    });
+    if !is_identifier(&name) || name.len() > 56 {
+        return Err(format!(
+            "name {name:?} must be lower-case letters, digits and _ (at most 56); give a shorter `name`"
+        ));
+    }
+    if earlier.iter().any(|x| x.name == name) {
+        return Err(format!("name {name:?} is used twice"));
+    }
+    for m in r.measures.iter().flatten() {
+        match measures.iter().find(|x| &x.name == m) {
+            None => return Err(format!("{m:?} is not one of the dataset's measures")),
+            Some(x) if x.agg == Agg::CountDistinct => {
+                return Err(format!(
+                    "{m:?} is a count_distinct, which partial counts cannot give; queries of it read the facts"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(RollupDef {
+        name,
+        grain,
+        dimensions: r.dimensions,
+        measures: r.measures,
+    })
 }
 
 fn ty_name(ty: ValueType) -> &'static str {

@@ -170,106 +170,7 @@ impl ValidationSchema {
                 yaml_serde::Value::String(ty) => {
                     ColumnRule::plain(&name, parse_type(&ty).map_err(|r| field_err("type", r))?)
                 }
-                yaml_serde::Value::Mapping(fields) => {
-                    let get = |k: &str| fields.get(k).cloned();
-                    for k in fields.keys() {
-                        let k = k.as_str().unwrap_or("");
-                        if !FIELDS.contains(&k) {
-                            return Err(field_err(
-                                k,
-                                format!("unknown field; expected one of {}", FIELDS.join(", ")),
-                            ));
-                        }
-                    }
-                    let ty = match get("type") {
-                        Some(yaml_serde::Value::String(t)) => {
-                            parse_type(&t).map_err(|r| field_err("type", r))?
-                        }
-                        Some(other) => {
-                            return Err(field_err(
-                                "type",
-                                format!("must be text, found {}", describe(&other)),
-                            ));
-                        }
-                        None => return Err(field_err("type", "is missing".into())),
-                    };
-                    let mut rule = ColumnRule::plain(&name, ty);
-                    if let Some(v) = get("required") {
-                        rule.required = v.as_bool().ok_or_else(|| {
-                            field_err(
-                                "required",
-                                format!("must be true or false, found {}", describe(&v)),
-                            )
-                        })?;
-                    }
-                    if let Some(v) = get("format") {
-                        if ty != ValueType::Date {
-                            return Err(field_err("format", "applies only to date columns".into()));
-                        }
-                        let f = v.as_str().ok_or_else(|| {
-                            field_err("format", "must be text such as \"%d/%m/%Y\"".into())
-                        })?;
-                        check_date_format(f).map_err(|r| field_err("format", r))?;
-                        rule.date_format = Some(f.to_owned());
-                    }
-                    for (field, slot) in [("min", &mut rule.min), ("max", &mut rule.max)] {
-                        if let Some(v) = get(field) {
-                            *slot = Some(
-                                parse_bound(&v, ty, rule.date_format.as_deref())
-                                    .map_err(|r| field_err(field, r))?,
-                            );
-                        }
-                    }
-                    if let (Some(lo), Some(hi)) = (&rule.min, &rule.max) {
-                        let inverted = match (lo, hi) {
-                            (Bound::Number(a), Bound::Number(b)) => a > b,
-                            (Bound::Date(a), Bound::Date(b)) => a > b,
-                            _ => false,
-                        };
-                        if inverted {
-                            return Err(field_err("max", "is smaller than min".into()));
-                        }
-                    }
-                    if let Some(v) = get("pattern") {
-                        let p = v.as_str().ok_or_else(|| {
-                            field_err("pattern", "must be a regular expression in quotes".into())
-                        })?;
-                        rule.pattern = Some(Regex::new(p).map_err(|e| {
-                            field_err("pattern", format!("is not a valid regular expression: {e}"))
-                        })?);
-                    }
-                    if let Some(v) = get("allowed") {
-                        let items = v.as_sequence().ok_or_else(|| {
-                            field_err("allowed", "must be a list such as [North, South]".into())
-                        })?;
-                        let mut allowed = Vec::with_capacity(items.len());
-                        for item in items {
-                            allowed.push(scalar_text(item).ok_or_else(|| {
-                                field_err(
-                                    "allowed",
-                                    format!("items must be plain values, found {}", describe(item)),
-                                )
-                            })?);
-                        }
-                        if allowed.is_empty() {
-                            return Err(field_err(
-                                "allowed",
-                                "is empty, so no value could pass".into(),
-                            ));
-                        }
-                        rule.allowed = Some(allowed);
-                    }
-                    if let Some(v) = get("max_length") {
-                        let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                            field_err(
-                                "max_length",
-                                format!("must be a positive whole number, found {}", describe(&v)),
-                            )
-                        })?;
-                        rule.max_length = Some(n as usize);
-                    }
-                    rule
-                }
+                yaml_serde::Value::Mapping(fields) => rule_of_mapping(&name, &fields, &field_err)?,
                 other => {
                     return Err(field_err(
                         "type",
@@ -402,6 +303,110 @@ impl ColumnRule {
     pub fn type_name(&self) -> &'static str {
         self.ty.name()
     }
+}
+
+/// The rules of a column written as a mapping (`{type: int, min: 0, ...}`).
+fn rule_of_mapping(
+    name: &str,
+    fields: &yaml_serde::Mapping,
+    field_err: &impl Fn(&str, String) -> ModelError,
+) -> Result<ColumnRule, ModelError> {
+    let get = |k: &str| fields.get(k).cloned();
+    for k in fields.keys() {
+        let k = k.as_str().unwrap_or("");
+        if !FIELDS.contains(&k) {
+            return Err(field_err(
+                k,
+                format!("unknown field; expected one of {}", FIELDS.join(", ")),
+            ));
+        }
+    }
+    let ty = match get("type") {
+        Some(yaml_serde::Value::String(t)) => parse_type(&t).map_err(|r| field_err("type", r))?,
+        Some(other) => {
+            return Err(field_err(
+                "type",
+                format!("must be text, found {}", describe(&other)),
+            ));
+        }
+        None => return Err(field_err("type", "is missing".into())),
+    };
+    let mut rule = ColumnRule::plain(name, ty);
+    if let Some(v) = get("required") {
+        rule.required = v.as_bool().ok_or_else(|| {
+            field_err(
+                "required",
+                format!("must be true or false, found {}", describe(&v)),
+            )
+        })?;
+    }
+    if let Some(v) = get("format") {
+        if ty != ValueType::Date {
+            return Err(field_err("format", "applies only to date columns".into()));
+        }
+        let f = v
+            .as_str()
+            .ok_or_else(|| field_err("format", "must be text such as \"%d/%m/%Y\"".into()))?;
+        check_date_format(f).map_err(|r| field_err("format", r))?;
+        rule.date_format = Some(f.to_owned());
+    }
+    for (field, slot) in [("min", &mut rule.min), ("max", &mut rule.max)] {
+        if let Some(v) = get(field) {
+            *slot = Some(
+                parse_bound(&v, ty, rule.date_format.as_deref())
+                    .map_err(|r| field_err(field, r))?,
+            );
+        }
+    }
+    if let (Some(lo), Some(hi)) = (&rule.min, &rule.max) {
+        let inverted = match (lo, hi) {
+            (Bound::Number(a), Bound::Number(b)) => a > b,
+            (Bound::Date(a), Bound::Date(b)) => a > b,
+            _ => false,
+        };
+        if inverted {
+            return Err(field_err("max", "is smaller than min".into()));
+        }
+    }
+    if let Some(v) = get("pattern") {
+        let p = v
+            .as_str()
+            .ok_or_else(|| field_err("pattern", "must be a regular expression in quotes".into()))?;
+        rule.pattern = Some(Regex::new(p).map_err(|e| {
+            field_err("pattern", format!("is not a valid regular expression: {e}"))
+        })?);
+    }
+    if let Some(v) = get("allowed") {
+        let items = v
+            .as_sequence()
+            .ok_or_else(|| field_err("allowed", "must be a list such as [North, South]".into()))?;
+        let mut allowed = Vec::with_capacity(items.len());
+        for item in items {
+            allowed.push(scalar_text(item).ok_or_else(|| {
+                field_err(
+                    "allowed",
+                    format!("items must be plain values, found {}", describe(item)),
+                )
+            })?);
+        }
+        if allowed.is_empty() {
+            return Err(field_err(
+                "allowed",
+                "is empty, so no value could pass".into(),
+            ));
+        }
+        rule.allowed = Some(allowed);
+    }
+    if let Some(v) = get("max_length") {
+        let n = v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            field_err(
+                "max_length",
+                format!("must be a positive whole number, found {}", describe(&v)),
+            )
+        })?;
+        rule.max_length = Some(n as usize);
+    }
+    Ok(rule)
 }
 
 fn parse_type(name: &str) -> Result<ValueType, String> {

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::domain::dataset::{Agg, Dataset};
-use crate::domain::delta::{Accumulator, PartialValue};
+use crate::domain::delta::{Accumulator, Entry, PartialValue};
 use crate::domain::rollup::{Partial, PartialKind, RollupInfo};
 use crate::domain::value::Value;
 use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
@@ -398,62 +398,7 @@ pub async fn apply_deltas(
         // In key order, new rows extend the heap in the order ordered
         // reads want.
         let entries = delta.sorted_entries();
-        let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-        let mut casts: Vec<String> = Vec::new();
-        arrays.push(Box::new(
-            entries.iter().map(|e| e.bucket).collect::<Vec<_>>(),
-        ));
-        casts.push("date[]".into());
-        for (i, d) in info.dimensions.iter().enumerate() {
-            let col = table.column(d).expect("checked when built");
-            let (array, cast) = scalar_array(entries.iter().map(|e| Some(&e.dims[i])), col);
-            arrays.push(array);
-            casts.push(cast);
-        }
-        arrays.push(Box::new(
-            entries.iter().map(|e| e.row_count).collect::<Vec<_>>(),
-        ));
-        casts.push("int8[]".into());
-        for (pi, p) in info.partials.iter().enumerate() {
-            match p.kind {
-                PartialKind::Sum => {
-                    arrays.push(Box::new(
-                        entries
-                            .iter()
-                            .map(|e| match &e.partials[pi] {
-                                PartialValue::Sum(s) => *s,
-                                _ => Decimal::ZERO,
-                            })
-                            .collect::<Vec<_>>(),
-                    ));
-                    casts.push("numeric[]".into());
-                }
-                PartialKind::Count => {
-                    arrays.push(Box::new(
-                        entries
-                            .iter()
-                            .map(|e| match &e.partials[pi] {
-                                PartialValue::Count(c) => *c,
-                                _ => 0,
-                            })
-                            .collect::<Vec<_>>(),
-                    ));
-                    casts.push("int8[]".into());
-                }
-                PartialKind::Min | PartialKind::Max => {
-                    let col = table.column(&p.source).expect("checked when built");
-                    let (array, cast) = scalar_array(
-                        entries.iter().map(|e| match &e.partials[pi] {
-                            PartialValue::Min(v) | PartialValue::Max(v) => v.as_ref(),
-                            _ => None,
-                        }),
-                        col,
-                    );
-                    arrays.push(array);
-                    casts.push(cast);
-                }
-            }
-        }
+        let (arrays, casts) = delta_arrays(info, &entries, table);
         let cols = data_columns(info);
         let unnest: Vec<String> = casts
             .iter()
@@ -503,6 +448,72 @@ pub async fn apply_deltas(
         tx.execute(&sql, &params).await?;
     }
     Ok(())
+}
+
+/// The entries of one rollup's delta as array parameters, one per column
+/// (bucket, dimensions, row_count, partials), with their SQL casts.
+fn delta_arrays(
+    info: &RollupInfo,
+    entries: &[&Entry],
+    table: &Table,
+) -> (Vec<Box<dyn ToSql + Sync>>, Vec<String>) {
+    let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let mut casts: Vec<String> = Vec::new();
+    arrays.push(Box::new(
+        entries.iter().map(|e| e.bucket).collect::<Vec<_>>(),
+    ));
+    casts.push("date[]".into());
+    for (i, d) in info.dimensions.iter().enumerate() {
+        let col = table.column(d).expect("checked when built");
+        let (array, cast) = scalar_array(entries.iter().map(|e| Some(&e.dims[i])), col);
+        arrays.push(array);
+        casts.push(cast);
+    }
+    arrays.push(Box::new(
+        entries.iter().map(|e| e.row_count).collect::<Vec<_>>(),
+    ));
+    casts.push("int8[]".into());
+    for (pi, p) in info.partials.iter().enumerate() {
+        match p.kind {
+            PartialKind::Sum => {
+                arrays.push(Box::new(
+                    entries
+                        .iter()
+                        .map(|e| match &e.partials[pi] {
+                            PartialValue::Sum(s) => *s,
+                            _ => Decimal::ZERO,
+                        })
+                        .collect::<Vec<_>>(),
+                ));
+                casts.push("numeric[]".into());
+            }
+            PartialKind::Count => {
+                arrays.push(Box::new(
+                    entries
+                        .iter()
+                        .map(|e| match &e.partials[pi] {
+                            PartialValue::Count(c) => *c,
+                            _ => 0,
+                        })
+                        .collect::<Vec<_>>(),
+                ));
+                casts.push("int8[]".into());
+            }
+            PartialKind::Min | PartialKind::Max => {
+                let col = table.column(&p.source).expect("checked when built");
+                let (array, cast) = scalar_array(
+                    entries.iter().map(|e| match &e.partials[pi] {
+                        PartialValue::Min(v) | PartialValue::Max(v) => v.as_ref(),
+                        _ => None,
+                    }),
+                    col,
+                );
+                arrays.push(array);
+                casts.push(cast);
+            }
+        }
+    }
+    (arrays, casts)
 }
 
 /// An array parameter of the column's type, with its SQL cast.

@@ -260,35 +260,7 @@ async fn import_in(
 
     let bar = progress_bar(opts.progress, &opts.csv_path);
     bar.set_message("checking");
-    // The partition key's codec: only rows it accepts ask for a partition.
-    let key_codec = table.date_partitioning.as_ref().and_then(|p| {
-        let column = table.column(&p.key)?;
-        Some(FieldCodec {
-            name: p.key.clone(),
-            kind: PgKind::of(column)?,
-            nullable: !column.not_null,
-            rule: schema.and_then(|s| s.column(&p.key)).cloned(),
-        })
-    });
-    let path = opts.csv_path.clone();
-    let scan_bar = bar.clone();
-    let scanned = tokio::task::spawn_blocking(move || {
-        scan(
-            &path,
-            |header| {
-                let codec = key_codec.clone()?;
-                Some((header.iter().position(|h| *h == codec.name)?, codec))
-            },
-            &scan_bar,
-        )
-    })
-    .await
-    .map_err(|e| ImportError::Internal {
-        file: file.clone(),
-        what: "the file check",
-        reason: e.to_string(),
-    })?;
-    let scan = match scanned {
+    let scan = match check_file(&opts.csv_path, &table, schema, &bar).await {
         Ok(scan) => scan,
         Err(e) => {
             bar.finish_and_clear();
@@ -359,6 +331,43 @@ async fn import_in(
         rows_moved: partitions.rows_moved,
         elapsed: started.elapsed(),
     })
+}
+
+/// The first pass over the file (on a blocking thread): the checks, the
+/// hash, and the months whose rows the partition key's codec accepts (only
+/// they ask for a partition).
+async fn check_file(
+    path: &std::path::Path,
+    table: &Table,
+    schema: Option<&ValidationSchema>,
+    bar: &ProgressBar,
+) -> Result<Scan, ImportError> {
+    let key_codec = table.date_partitioning.as_ref().and_then(|p| {
+        let column = table.column(&p.key)?;
+        Some(FieldCodec {
+            name: p.key.clone(),
+            kind: PgKind::of(column)?,
+            nullable: !column.not_null,
+            rule: schema.and_then(|s| s.column(&p.key)).cloned(),
+        })
+    });
+    let (owned_path, scan_bar) = (path.to_owned(), bar.clone());
+    tokio::task::spawn_blocking(move || {
+        scan(
+            &owned_path,
+            |header| {
+                let codec = key_codec.clone()?;
+                Some((header.iter().position(|h| *h == codec.name)?, codec))
+            },
+            &scan_bar,
+        )
+    })
+    .await
+    .map_err(|e| ImportError::Internal {
+        file: path.display().to_string(),
+        what: "the file check",
+        reason: e.to_string(),
+    })?
 }
 
 /// The dataset stored in a table (or in the partitioned table it is a
