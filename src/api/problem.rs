@@ -1,0 +1,167 @@
+//! RFC 9457 problem details: [`ApiError`], the one mapping of error kinds to
+//! HTTP ([`http_status`]) and the one `IntoResponse` every error a client
+//! sees goes through.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{Error, ErrorKind};
+use crate::serve::query::QueryError;
+
+/// A problem a client caused or can wait out; rendered as RFC 9457 JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{name}: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error("no such resource: {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// Any other failure, by its kind; only client mistakes' text is sent.
+    #[error("{0}")]
+    Failed(Error),
+}
+
+impl ApiError {
+    /// The kind of failure, which decides the status.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::InvalidParameter { .. } => ErrorKind::BadInput,
+            ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorKind::BadInput,
+            ApiError::Failed(e) => e.kind(),
+        }
+    }
+}
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::Failed(e.into())
+    }
+}
+
+/// A query's failure: a client's mistake names its field as data.
+pub(super) fn query_error(e: QueryError) -> ApiError {
+    use crate::error::Classify;
+    match e.field() {
+        Some(field) if e.kind() == ErrorKind::BadInput => ApiError::InvalidParameter {
+            name: field.to_owned(),
+            reason: e.reason(),
+        },
+        _ => ApiError::Failed(e.into()),
+    }
+}
+
+/// The one mapping of error kinds to HTTP: status, problem type and title.
+pub(super) fn http_status(kind: ErrorKind) -> (StatusCode, &'static str, &'static str) {
+    match kind {
+        ErrorKind::BadInput => (
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid request parameter",
+        ),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+        ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
+        ErrorKind::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unavailable",
+            "Database unavailable",
+        ),
+        ErrorKind::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "query-timeout",
+            "Query timeout",
+        ),
+        ErrorKind::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+        ),
+    }
+}
+
+/// RFC 9457 problem details.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:clue:problem:invalid-parameter",
+    "title": "Invalid request parameter",
+    "status": 400,
+    "detail": "start_date: \"2025-13-01\" is not a date in the form YYYY-MM-DD",
+    "invalid_params": [{"name": "start_date", "reason": "\"2025-13-01\" is not a date in the form YYYY-MM-DD"}]
+}))]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The parameters at fault, each with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct InvalidParam {
+    pub name: String,
+    pub reason: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = match &self {
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            other => http_status(other.kind()),
+        };
+        // Only a client's own mistakes are described; server-side text
+        // (SQL, driver messages) goes to the log.
+        let detail = match &self {
+            ApiError::Failed(e) => {
+                let text = e.chain();
+                match e.kind() {
+                    ErrorKind::Unavailable => {
+                        tracing::warn!(error = %text, "database unavailable");
+                        "The database cannot be used right now; retry shortly.".to_owned()
+                    }
+                    ErrorKind::Timeout => {
+                        tracing::warn!(error = %text, "query timeout");
+                        format!("{e}; narrow it (a shorter range, fewer dimensions, filters)")
+                    }
+                    _ => {
+                        tracing::error!(error = %text, "request failed");
+                        "The request failed on the server; the error was logged.".to_owned()
+                    }
+                }
+            }
+            other => other.to_string(),
+        };
+        let invalid_params = match self {
+            ApiError::InvalidParameter { name, reason } => vec![InvalidParam { name, reason }],
+            _ => Vec::new(),
+        };
+        let problem = Problem {
+            problem_type: format!("urn:clue:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            invalid_params,
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
