@@ -18,7 +18,7 @@ use chrono::NaiveDate;
 use regex::Regex;
 use rust_decimal::Decimal;
 
-use crate::domain::value::{ValueType, parse_bool, parse_date, parse_number};
+use crate::domain::value::{Value, ValueType, parse_bool, parse_date, parse_number};
 
 /// Why a value broke a rule: the rule's name (stored in the error table) and a
 /// sentence for people.
@@ -212,46 +212,115 @@ impl ColumnRule {
         }
     }
 
-    /// Checks one raw CSV value against the column's rules. Empty values are
-    /// the caller's business (they mean NULL unless the column is required).
+    /// Checks one raw value against the column's rules, reading it by the
+    /// rule's own type (for values no column type has parsed). Empty values
+    /// are the caller's business (they mean NULL unless the column is required).
     pub fn check(&self, raw: &str) -> Result<(), Violation> {
-        let value = if self.ty == ValueType::Str {
+        let text = self.text_of(raw);
+        let value = match self.ty {
+            ValueType::Int => text.parse::<i64>().map(Value::Int).ok(),
+            ValueType::Float => parse_number(text).map(Value::Num),
+            ValueType::Date => parse_date(text, self.date_format.as_deref()).map(Value::Date),
+            ValueType::Bool => parse_bool(text).map(Value::Bool),
+            ValueType::Str => Some(Value::Text(text.into())),
+        };
+        self.check_value(raw, &value.unwrap_or(Value::Null))
+    }
+
+    /// Checks the rules against a value already parsed (by its column's
+    /// type, as it will be stored), `raw` being the text it came from: the
+    /// value is not parsed again unless the rule's type differs from the
+    /// column's.
+    pub fn check_value(&self, raw: &str, value: &Value<'_>) -> Result<(), Violation> {
+        let text = self.text_of(raw);
+        let number = match (self.ty, value) {
+            (ValueType::Int | ValueType::Float, Value::Int(i)) => Some(Decimal::from(*i)),
+            (ValueType::Int | ValueType::Float, Value::Num(d)) => Some(*d),
+            (ValueType::Int | ValueType::Float, Value::Float(f)) => Decimal::try_from(*f).ok(),
+            (ValueType::Int | ValueType::Float, _) => parse_number(text),
+            _ => None,
+        };
+        let date = match (self.ty, value) {
+            (ValueType::Date, Value::Date(d)) => Some(*d),
+            (ValueType::Date, _) => parse_date(text, self.date_format.as_deref()),
+            _ => None,
+        };
+        self.check_type(text, value, number, date)?;
+        self.check_bounds(text, number, date)?;
+        if let Some(allowed) = &self.allowed
+            && !allowed.iter().any(|a| a == text)
+        {
+            return Err(Violation::new(
+                "allowed",
+                format!("{text:?} is not one of {}", allowed.join(", ")),
+            ));
+        }
+        if let Some(max) = self.max_length {
+            let len = text.chars().count();
+            if len > max {
+                return Err(Violation::new(
+                    "max_length",
+                    format!("is {len} characters long, more than {max}"),
+                ));
+            }
+        }
+        if let Some(p) = &self.pattern
+            && !p.is_match(text)
+        {
+            return Err(Violation::new(
+                "pattern",
+                format!("{text:?} does not match {}", p.as_str()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The text rules apply to: as received for text, trimmed otherwise.
+    fn text_of<'r>(&self, raw: &'r str) -> &'r str {
+        if self.ty == ValueType::Str {
             raw
         } else {
             raw.trim()
-        };
-        let number = match self.ty {
-            ValueType::Int => {
-                Some(value.parse::<i64>().map(Decimal::from).map_err(|_| {
-                    Violation::new("type", format!("{value:?} is not a whole number"))
-                })?)
-            }
-            ValueType::Float => Some(
-                parse_number(value)
-                    .ok_or_else(|| Violation::new("type", format!("{value:?} is not a number")))?,
-            ),
-            _ => None,
-        };
-        let date = match self.ty {
-            ValueType::Date => Some(parse_date(value, self.date_format.as_deref()).ok_or_else(
-                || {
-                    Violation::new(
-                        "type",
-                        format!(
-                            "{value:?} is not a date in the form {}",
-                            self.date_format.as_deref().unwrap_or("YYYY-MM-DD")
-                        ),
-                    )
-                },
-            )?),
-            _ => None,
-        };
-        if self.ty == ValueType::Bool && parse_bool(value).is_none() {
-            return Err(Violation::new(
-                "type",
-                format!("{value:?} is not true or false"),
-            ));
         }
+    }
+
+    /// Whether the value is of the rule's type.
+    fn check_type(
+        &self,
+        text: &str,
+        value: &Value<'_>,
+        number: Option<Decimal>,
+        date: Option<NaiveDate>,
+    ) -> Result<(), Violation> {
+        let fits = match self.ty {
+            ValueType::Int => matches!(value, Value::Int(_)) || text.parse::<i64>().is_ok(),
+            ValueType::Float => number.is_some(),
+            ValueType::Date => date.is_some(),
+            ValueType::Bool => matches!(value, Value::Bool(_)) || parse_bool(text).is_some(),
+            ValueType::Str => true,
+        };
+        if fits {
+            return Ok(());
+        }
+        let what = match self.ty {
+            ValueType::Int => "a whole number".to_owned(),
+            ValueType::Float => "a number".to_owned(),
+            ValueType::Date => format!(
+                "a date in the form {}",
+                self.date_format.as_deref().unwrap_or("YYYY-MM-DD")
+            ),
+            _ => "true or false".to_owned(),
+        };
+        Err(Violation::new("type", format!("{text:?} is not {what}")))
+    }
+
+    /// `min` and `max`, on numbers and dates.
+    fn check_bounds(
+        &self,
+        text: &str,
+        number: Option<Decimal>,
+        date: Option<NaiveDate>,
+    ) -> Result<(), Violation> {
         for (bound, is_min) in [(&self.min, true), (&self.max, false)] {
             let Some(bound) = bound else { continue };
             let out = match (bound, number, date) {
@@ -269,33 +338,8 @@ impl ColumnRule {
                     Bound::Number(b) => b.to_string(),
                     Bound::Date(d) => d.to_string(),
                 };
-                return Err(Violation::new(rule, format!("{value} is {word} {shown}")));
+                return Err(Violation::new(rule, format!("{text} is {word} {shown}")));
             }
-        }
-        if let Some(allowed) = &self.allowed
-            && !allowed.iter().any(|a| a == value)
-        {
-            return Err(Violation::new(
-                "allowed",
-                format!("{value:?} is not one of {}", allowed.join(", ")),
-            ));
-        }
-        if let Some(max) = self.max_length {
-            let len = value.chars().count();
-            if len > max {
-                return Err(Violation::new(
-                    "max_length",
-                    format!("is {len} characters long, more than {max}"),
-                ));
-            }
-        }
-        if let Some(p) = &self.pattern
-            && !p.is_match(value)
-        {
-            return Err(Violation::new(
-                "pattern",
-                format!("{value:?} does not match {}", p.as_str()),
-            ));
         }
         Ok(())
     }

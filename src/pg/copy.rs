@@ -114,9 +114,16 @@ impl FieldCodec {
             }
             return Ok(Value::Null);
         }
+        let value = self.parse_typed(value)?;
+        // The rules check the value as parsed: nothing is parsed twice.
         if let Some(rule) = &self.rule {
-            rule.check(raw)?;
+            rule.check_value(raw, &value)?;
         }
+        Ok(value)
+    }
+
+    /// Parses a non-empty, trimmed (unless text) value by the column's type.
+    fn parse_typed<'a>(&self, value: &'a str) -> Result<Value<'a>, Violation> {
         let date_format = self.rule.as_ref().and_then(|r| r.date_format.as_deref());
         let not_a = |what: &str| Violation::new("type", format!("{value:?} is not {what}"));
         Ok(match self.kind {
@@ -352,6 +359,43 @@ mod tests {
             Err("99999999.995 does not fit numeric(10,2)".into())
         );
         assert_eq!(n("1e3"), Ok("1000.00".into()));
+    }
+
+    #[test]
+    fn rules_check_the_value_as_stored() {
+        let rules = crate::domain::rules::ValidationSchema::parse(
+            "amount: {type: float, min: 0}\nqty: {type: int, max: 10}\n",
+            "s.yaml",
+        )
+        .unwrap();
+        let num = PgKind::Numeric {
+            precision: Some(10),
+            scale: Some(2),
+        };
+        let with = |name: &str, kind| FieldCodec {
+            name: name.into(),
+            kind,
+            nullable: true,
+            rule: rules.column(name).cloned(),
+        };
+        let amount = with("amount", num);
+        // Rounded to the column's scale first: -0.001 is stored as 0.00.
+        assert_eq!(
+            amount.parse("-0.001"),
+            Ok(Value::Num("0.00".parse().unwrap()))
+        );
+        assert_eq!(
+            amount.parse("-0.01").unwrap_err().reason,
+            "-0.01 is below the minimum 0"
+        );
+        // A whole-number rule on a numeric column still wants a whole number.
+        let qty = with("qty", num);
+        assert_eq!(
+            qty.parse("4.5").unwrap_err().reason,
+            "\"4.5\" is not a whole number"
+        );
+        assert_eq!(qty.parse("11").unwrap_err().rule, "max");
+        assert_eq!(qty.parse(" 7 "), Ok(Value::Num("7.00".parse().unwrap())));
     }
 
     #[test]
