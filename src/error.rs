@@ -134,14 +134,13 @@ impl Error {
     /// message above already quotes.
     pub fn chain(&self) -> String {
         let mut text = self.inner.to_string();
-        let mut last = text.clone();
         let mut source = self.inner.source();
         while let Some(s) = source {
             let msg = s.to_string();
-            if !last.contains(&msg) && msg != "db error" {
+            // tokio-postgres wraps server errors in a bare "db error".
+            if !text.contains(&msg) && msg != "db error" {
                 text.push_str(&format!("\n  caused by: {msg}"));
             }
-            last = msg;
             source = s.source();
         }
         text

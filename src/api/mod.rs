@@ -97,6 +97,9 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
+/// The most answers the cache keeps, whatever their size.
+const CACHE_ANSWERS: usize = 2048;
+
 /// A bound server, ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -110,10 +113,11 @@ impl Application {
     pub async fn build(
         db: Arc<Database>,
         catalog: Arc<Catalog>,
+        cache_bytes: usize,
         host: &str,
         port: u16,
     ) -> std::io::Result<Application> {
-        let cache = Arc::new(Cache::default());
+        let cache = Arc::new(Cache::new(CACHE_ANSWERS, cache_bytes));
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         Ok(Application {

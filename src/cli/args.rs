@@ -51,9 +51,27 @@ pub struct ServeArgs {
         value_parser = parse_timeout
     )]
     pub query_timeout: f64,
+    /// Memory for cached answers, in MiB (0: no cache).
+    #[arg(
+        long,
+        env = "CLUE_CACHE_MB",
+        default_value_t = 1024,
+        value_name = "MIB"
+    )]
+    pub cache_mb: u32,
+    /// Serve without changing the database: no migrations and no rollup
+    /// builds, only a check that the schema is this build's (for a server
+    /// on a read replica, or a role that may only read).
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 impl ServeArgs {
+    /// The cache's memory budget in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        (self.cache_mb as usize) << 20
+    }
+
     pub fn query_timeout(&self) -> Option<std::time::Duration> {
         (self.query_timeout > 0.0).then(|| std::time::Duration::from_secs_f64(self.query_timeout))
     }

@@ -306,14 +306,22 @@ fn generate_sales(rows: u64, out: &Path, seed: u64, products: u32) -> Result<(),
     Ok(())
 }
 
-/// Opens the database for a server: a writer, with rollups reconciled.
+/// Opens the database for a server: a writer reconciles the rollups, a
+/// reader (`--read-only`) only checks the schema version.
 async fn open_server(
     settings: &Settings,
     args: &ServeArgs,
 ) -> Result<(Arc<Database>, Arc<Catalog>), Error> {
     let catalog = app::catalog(settings)?;
-    let db = app::open(&settings.database, Role::Writer).await?;
-    if let Err(e) = app::reconcile_rollups(&db, &catalog).await {
+    let role = if args.read_only {
+        Role::Reader
+    } else {
+        Role::Writer
+    };
+    let db = app::open(&settings.database, role).await?;
+    if role == Role::Writer
+        && let Err(e) = app::reconcile_rollups(&db, &catalog).await
+    {
         let _ = db.close().await;
         return Err(e);
     }
@@ -331,6 +339,12 @@ async fn serve_command(settings: &Settings, args: &ServeArgs) -> Result<(), Erro
 }
 
 async fn demo_command(settings: &Settings, rows: u64, args: &ServeArgs) -> Result<(), Error> {
+    if args.read_only {
+        return Err(failure(
+            ErrorKind::BadInput,
+            "the demo loads data, so it cannot run --read-only",
+        ));
+    }
     let (db, catalog) = open_server(settings, args).await?;
     let work_dir = match &settings.database {
         DatabaseTarget::Embedded(e) => e.home.clone(),
@@ -366,7 +380,7 @@ async fn serve(
     args: &ServeArgs,
     demo: Option<&demo::DemoData>,
 ) -> Result<(), Error> {
-    let app = api::Application::build(db, catalog, &args.host, args.port)
+    let app = api::Application::build(db, catalog, args.cache_bytes(), &args.host, args.port)
         .await
         .map_err(|e| {
             failure(

@@ -77,12 +77,6 @@ pub struct Cache {
     max_bytes: usize,
 }
 
-impl Default for Cache {
-    fn default() -> Self {
-        Cache::new(2048, 1 << 30)
-    }
-}
-
 impl Cache {
     pub fn new(capacity: usize, max_bytes: usize) -> Cache {
         Cache {

@@ -17,7 +17,7 @@ pub enum MigrationError {
     #[error("applying clue's schema migrations failed: {0}")]
     Failed(String),
     #[error(
-        "the database is at migration {applied:?} but this build needs {expected:?}; run a writer (`clue serve` without --read-only, or any loading command) to migrate it"
+        "the database is at migration {applied:?} but this build needs {expected:?}; run a writer (`clue serve` without --read-only, or any other command) to migrate it"
     )]
     Behind {
         applied: Option<i32>,
@@ -56,14 +56,18 @@ fn expected() -> Option<i32> {
 /// knows is applied.
 pub async fn check_version(db: &Database) -> Result<(), MigrationError> {
     let client = db.client().await?;
-    let applied: Option<i32> = client
-        .query_one(
-            "SELECT CASE WHEN to_regclass('clue.schema_history') IS NOT NULL
-                    THEN (SELECT max(version) FROM clue.schema_history) END",
-            &[],
-        )
+    let migrated: bool = client
+        .query_one("SELECT to_regclass('clue.schema_history') IS NOT NULL", &[])
         .await?
         .get(0);
+    let applied: Option<i32> = if migrated {
+        client
+            .query_one("SELECT max(version) FROM clue.schema_history", &[])
+            .await?
+            .get(0)
+    } else {
+        None
+    };
     let expected = expected();
     if applied < expected {
         return Err(MigrationError::Behind { applied, expected });

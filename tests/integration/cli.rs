@@ -123,3 +123,26 @@ fn help_lists_the_prototype_commands() {
     }
     clue_with(&["no-such-command"], &[]).fails_with(2, "unrecognized subcommand");
 }
+
+#[tokio::test]
+async fn a_read_only_server_changes_nothing_and_needs_a_current_schema() {
+    let db = TestDb::new().await;
+    // A database no writer has migrated: the reader refuses to serve.
+    clue_with(
+        &["serve", "--read-only", "--port", "0"],
+        &[("CLUE_DATABASE_URL", &db.url)],
+    )
+    .fails_with(
+        3,
+        "the database is at migration None but this build needs Some(3)",
+    );
+    let schemas: i64 = db
+        .value("SELECT count(*) FROM pg_namespace WHERE nspname IN ('clue', 'clue_rollup')")
+        .await;
+    assert_eq!(schemas, 0, "a reader creates nothing");
+    clue_with(
+        &["demo", "--read-only", "--port", "0"],
+        &[("CLUE_DATABASE_URL", &db.url)],
+    )
+    .fails_with(4, "the demo loads data, so it cannot run --read-only");
+}
