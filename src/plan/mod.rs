@@ -1,15 +1,16 @@
-//! The query planner: a checked query over a dataset in, one SQL statement
-//! out, answering from the smallest rollups that cover it and from the fact
-//! table only for what no rollup covers.
+//! The query planner: a checked query over a dataset in, a logical plan out
+//! (the plan as data), rendered to one SQL statement by `render`.
 //!
 //! A date range that does not align with a rollup's grain is split: whole
 //! months from a month rollup, the edge days from a day rollup (or the fact
-//! table, with partition pruning). Every piece yields partial aggregates per
-//! period and dimension; one outer GROUP BY combines them, so the answer is
-//! the same whichever sources served it.
+//! table, with partition pruning). Each piece is read as stored (a rollup
+//! keyed exactly like the answer), as partial aggregates per period and
+//! dimension, or (count distinct) as final aggregates in one pass over the
+//! facts; pieces of disjoint periods are stacked, others regrouped, so the
+//! answer is the same whichever sources served it.
 //!
 //! Architecture Invariant: the planner is pure (no I/O): dataset, rollup
-//! catalogue and query in; SQL text, bound parameters and the list of
+//! catalogue and query in; pieces, SQL text, bound parameters and the list of
 //! sources out. Identifiers come only from the dataset definition; values
 //! are always parameters.
 

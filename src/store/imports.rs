@@ -45,11 +45,21 @@ pub async fn begin(
     tx: &impl GenericClient,
     facts: &JobFacts,
 ) -> Result<i64, tokio_postgres::Error> {
-    Ok(tx
+    insert(tx, facts, "completed", None).await
+}
+
+/// Inserts a job row with `status` (and the error of a failed one).
+async fn insert(
+    client: &impl GenericClient,
+    facts: &JobFacts,
+    status: &str,
+    error: Option<&str>,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
         .query_one(
             "INSERT INTO clue.imports (table_name, file_name, content_sha256, file_bytes, schema_file,
-                                       error_table, forced, status, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'completed', coalesce($8, now())) RETURNING import_id",
+                                       error_table, forced, status, error, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now())) RETURNING import_id",
             &[
                 &facts.table,
                 &facts.file_name,
@@ -58,6 +68,8 @@ pub async fn begin(
                 &facts.schema,
                 &facts.error_table,
                 &facts.forced,
+                &status,
+                &error,
                 &facts.started_at,
             ],
         )
@@ -82,25 +94,7 @@ pub async fn finish(
 
 /// Records a failed import (best effort: the failure is reported anyway).
 pub async fn record_failure(client: &impl GenericClient, facts: &JobFacts, error: &str) {
-    let result = client
-        .execute(
-            "INSERT INTO clue.imports (table_name, file_name, content_sha256, file_bytes, schema_file,
-                                       error_table, forced, status, error, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'failed', $8, coalesce($9, now()))",
-            &[
-                &facts.table,
-                &facts.file_name,
-                &facts.sha256,
-                &facts.bytes,
-                &facts.schema,
-                &facts.error_table,
-                &facts.forced,
-                &error,
-                &facts.started_at,
-            ],
-        )
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = insert(client, facts, "failed", Some(error)).await {
         tracing::warn!(error = %e, "could not record the failed import");
     }
 }

@@ -113,6 +113,19 @@ impl TestDb {
         client
     }
 
+    /// The first column of every row of a query, as text.
+    #[allow(dead_code)]
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        self.client()
+            .await
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// One value from a query.
     pub async fn value<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> T {
         self.client()

@@ -66,18 +66,11 @@ async fn fast_path_loads_prototype_file_with_known_totals_and_makes_its_partitio
             .await,
         0
     );
-    let indexes: Vec<String> = db
-        .client()
-        .await
-        .query(
+    let indexes = db
+        .strings(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'sales_report_2025_04' ORDER BY 1",
-            &[],
         )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .await;
     assert_eq!(
         indexes,
         [
@@ -844,18 +837,9 @@ async fn failures_before_loading_are_recorded_and_fifos_refused() {
         4,
         "pipe.csv is a FIFO (named pipe), not a regular file; clue reads a file twice",
     );
-    let recorded: Vec<String> = db
-        .client()
-        .await
-        .query(
-            "SELECT file_name || ' ' || status FROM clue.imports ORDER BY import_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let recorded = db
+        .strings("SELECT file_name || ' ' || status FROM clue.imports ORDER BY import_id")
+        .await;
     assert_eq!(
         recorded,
         ["empty.csv failed", "header.csv failed", "pipe.csv failed"]

@@ -1,6 +1,7 @@
-//! The write path for CSV files: check the file, make the partitions it
-//! needs, then parse, validate and type every row and load it with binary
-//! COPY in one transaction, recording rejects and the import job.
+//! The CSV producer (`clue import-data`): check the file, make the
+//! partitions it needs, then parse, validate and type every row and feed
+//! them to the load transaction (`write::load`), recording the import job
+//! whatever happens.
 //!
 //! Two passes over the file: a cheap scan (content hash, encoding, header,
 //! months present) and the load. The scan lets every file-level problem be
@@ -9,9 +10,6 @@
 //! would hold the table's exclusive lock for the whole import and block every
 //! report and concurrent load.
 //!
-//! Architecture Invariant: a load is all or nothing. Rows, rejects and the
-//! import's bookkeeping row commit together or not at all; only empty
-//! partitions may outlive a failed load.
 //! Architecture Invariant: parsing runs on its own thread and streams COPY
 //! chunks to the connection, so client-side validation overlaps the server's
 //! work instead of adding to it.
