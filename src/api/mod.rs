@@ -163,3 +163,159 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight requests");
 }
+
+/// The router in-process (`oneshot`), with a database that is never there:
+/// parameters, errors and fallbacks need none, and a request that reaches
+/// the database is a 503.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{StatusCode, header};
+    use tower::ServiceExt;
+
+    fn app() -> axum::Router {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(1)
+            .user("nobody")
+            .dbname("nowhere")
+            .connect_timeout(std::time::Duration::from_millis(200));
+        router(AppState {
+            db: Arc::new(Database::unconnected(config).unwrap()),
+            catalog: Arc::new(Catalog::load(None).unwrap()),
+            cache: Arc::new(Cache::new(16, 1 << 20)),
+        })
+    }
+
+    /// Sends a request; returns status, content type and body as JSON.
+    async fn send(method: &str, uri: &str, body: &str) -> (u16, String, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, content_type, json)
+    }
+
+    /// A problem document: status and the first invalid parameter's name and reason.
+    async fn check(method: &str, uri: &str, body: &str, expect: (u16, &str, &str)) {
+        let (status, content_type, p) = send(method, uri, body).await;
+        assert_eq!(content_type, "application/problem+json", "{uri} {body}");
+        let param = &p["invalid_params"][0];
+        let got = (
+            status,
+            param["name"].as_str().unwrap_or(""),
+            param["reason"].as_str().unwrap_or(""),
+        );
+        assert_eq!(got, expect, "{method} {uri} {body}: {p}");
+        assert_eq!(p["status"], status);
+    }
+
+    #[tokio::test]
+    async fn requests_are_refused_before_any_database_work() {
+        let q = "/api/v1/query";
+        check(
+            "GET",
+            "/reports/monthly-sales-summary?start_date=",
+            "",
+            (
+                400,
+                "start_date",
+                "is empty; give a date in the form YYYY-MM-DD or leave the parameter out",
+            ),
+        )
+        .await;
+        check(
+            "GET",
+            "/reports/monthly-sales-breakdown?region=%FF%FE",
+            "",
+            (
+                400,
+                "region",
+                "is not valid UTF-8 text once percent-decoded",
+            ),
+        )
+        .await;
+        check(
+            "POST",
+            q,
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "region", "equals": "a\u0000b"}]}"#,
+            (400, "filters", "a value of \"region\" contains a NUL character"),
+        )
+        .await;
+        check(
+            "POST",
+            q,
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "granularity": "hour"}"#,
+            (
+                400,
+                "granularity",
+                "hour is finer than the time column sales_date (a date) holds; ask for day or coarser",
+            ),
+        )
+        .await;
+        check(
+            "POST",
+            q,
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "region", "equals": false}]}"#,
+            (400, "filters", "false is not a value of \"region\", a str dimension"),
+        )
+        .await;
+        check(
+            "POST",
+            q,
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "limit": 0}"#,
+            (400, "limit", "must be between 1 and 100000, got 0"),
+        )
+        .await;
+        check(
+            "POST",
+            q,
+            "[]",
+            (
+                400,
+                "body",
+                "must be a JSON object (a query), found an array",
+            ),
+        )
+        .await;
+        check("GET", "/nowhere", "", (404, "", "")).await;
+        check("DELETE", "/reports/top-5-by-revenue", "", (405, "", "")).await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_database_is_a_503_with_retry_after_and_no_driver_text() {
+        for uri in ["/readyz", "/reports/top-5-by-revenue"] {
+            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let response = app().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+            assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                text.contains("urn:clue:problem:database-unavailable")
+                    && !text.contains("127.0.0.1")
+                    && !text.to_lowercase().contains("connect"),
+                "{text}"
+            );
+        }
+        let (status, _, health) = send("GET", "/healthz", "").await;
+        assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    }
+}

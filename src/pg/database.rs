@@ -100,7 +100,17 @@ impl Database {
             }
             DatabaseTarget::Configured(_) => None,
         };
-        let config = connection_config(target);
+        let mut db = Database::unconnected(connection_config(target))?;
+        db.lease = lease;
+        // Connect once now, so a wrong password or a missing database is
+        // reported by `open`, not by the first statement.
+        drop(db.client().await?);
+        Ok(db)
+    }
+
+    /// A pool that connects on first use (for in-process tests of the
+    /// surfaces, which need no database until a request reaches one).
+    pub fn unconnected(config: tokio_postgres::Config) -> Result<Database, DbError> {
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -114,16 +124,12 @@ impl Database {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
-        let db = Database {
+        Ok(Database {
             pool,
             config,
-            lease,
+            lease: None,
             query_timeout: None,
-        };
-        // Connect once now, so a wrong password or a missing database is
-        // reported by `open`, not by the first statement.
-        drop(db.client().await?);
-        Ok(db)
+        })
     }
 
     /// Cancels queries (`query::execute`) that run longer than `timeout`;

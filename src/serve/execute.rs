@@ -98,6 +98,8 @@ pub async fn execute(
     force_fact: bool,
     cache: Option<&Cache>,
 ) -> Result<QueryResponse, QueryError> {
+    // A request that is wrong is refused before it takes a connection.
+    check(catalog, req)?;
     let client = db.client().await?;
     let plan = prepare(&client, catalog, req, force_fact, cache).await?;
     let started = std::time::Instant::now();
@@ -123,6 +125,16 @@ pub async fn execute(
         served_from: plan.served_from,
         rows,
     })
+}
+
+/// Checks a request against its dataset without the database: names,
+/// shapes, filter values, the grain against the time column.
+pub fn check(catalog: &Catalog, req: &QueryRequest) -> Result<(), QueryError> {
+    let dataset = catalog.get(&req.dataset)?;
+    let query = req.to_query()?;
+    req.check_filter_types(dataset)?;
+    plan::check(dataset, &query)?;
+    Ok(())
 }
 
 /// Checks the query and plans it over the dataset's current sources (looked

@@ -295,6 +295,24 @@ impl QueryRequest {
 /// Parses a query's JSON, naming the field at fault and the JSON types
 /// expected (never Rust's type names).
 pub fn parse_request(json: &[u8]) -> Result<QueryRequest, QueryError> {
+    // serde reads a struct from a JSON array too; a query is an object.
+    let first = json.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(json)
+    {
+        let found = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Null => "null",
+            serde_json::Value::Object(_) => "an object",
+        };
+        return Err(QueryError::invalid(
+            "body",
+            format!("must be a JSON object (a query), found {found}"),
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -392,10 +410,11 @@ mod tests {
         // No Rust type names.
         check(
             json!("x"),
-            (
-                "body",
-                "invalid type: string \"x\", expected a query object",
-            ),
+            ("body", "must be a JSON object (a query), found a string"),
+        );
+        check(
+            json!([]),
+            ("body", "must be a JSON object (a query), found an array"),
         );
         check(
             json!({"dataset": "s", "measures": ["m"], "limit": -1}),

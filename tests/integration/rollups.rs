@@ -489,7 +489,7 @@ async fn the_query_endpoint_answers_and_names_bad_fields() {
         (
             json!("a query"),
             "body",
-            "invalid type: string \"a query\", expected a query object",
+            "must be a JSON object (a query), found a string",
         ),
         (
             json!({"dataset": "sales_report", "measures": ["revenue"], "filters": [{"dimension": "product_id", "equals": "abc"}]}),
