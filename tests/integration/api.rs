@@ -7,24 +7,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestDb, peer_file};
-
-pub struct TestApp {
-    pub address: String,
-    pub db: TestDb,
-    pub http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl TestApp {
-    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path_and_query}", self.address))
-            .send()
-            .await
-            .unwrap()
-    }
-}
+use crate::helpers::{TestApp, TestDb, peer_file, serve_with_timeout};
 
 /// A server on port 0 over a fresh database holding `sales_data.csv`.
 async fn spawn_app() -> TestApp {
@@ -34,26 +17,6 @@ async fn spawn_app() -> TestApp {
 
 async fn serve(db: TestDb) -> TestApp {
     serve_with_timeout(db, None).await
-}
-
-async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>) -> TestApp {
-    let database = Arc::new(
-        crate::helpers::open_writer(&db.target())
-            .await
-            .with_query_timeout(timeout),
-    );
-    let app = crate::helpers::application(database).await;
-    let address = format!("http://{}", app.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        address,
-        db,
-        http: reqwest::Client::new(),
-        _stop: stop,
-    }
 }
 
 async fn text(r: reqwest::Response) -> String {

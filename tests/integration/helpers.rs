@@ -308,3 +308,40 @@ pub async fn application(database: std::sync::Arc<Database>) -> clue::api::Appli
         .await
         .unwrap()
 }
+
+/// A `clue serve` in-process on port 0 over a test database, stopped when dropped.
+pub struct TestApp {
+    pub address: String,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TestApp {
+    #[allow(dead_code)]
+    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path_and_query}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The one way tests start a server: what `clue serve` builds (migrations,
+/// rollups reconciled, the cache's listener), bound to port 0.
+pub async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>) -> TestApp {
+    let database = std::sync::Arc::new(open_writer(&db.target()).await.with_query_timeout(timeout));
+    let app = application(database).await;
+    let address = format!("http://{}", app.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        db,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}

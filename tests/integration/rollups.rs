@@ -2,8 +2,6 @@
 //! equals the fact table's for random queries (after concurrent imports), the
 //! rollups verify, the cache never outlives a write, and the query API.
 
-use std::sync::Arc;
-
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -296,14 +294,6 @@ async fn rollups_are_built_for_data_loaded_before_they_existed() {
     );
 }
 
-async fn serve(db: &TestDb) -> String {
-    let database = Arc::new(db.open().await);
-    let app = crate::helpers::application(database).await;
-    let base = format!("http://{}", app.local_addr().unwrap());
-    tokio::spawn(app.run_until(std::future::pending()));
-    base
-}
-
 /// The body at `url` once it contains `needle` (the server hears of a write
 /// a moment after it commits), or the last body after 2.5 s.
 async fn body_once_it_holds(http: &reqwest::Client, url: &str, needle: &str) -> String {
@@ -321,7 +311,8 @@ async fn body_once_it_holds(http: &reqwest::Client, url: &str, needle: &str) -> 
 #[tokio::test]
 async fn cached_answers_never_outlive_a_late_write() {
     let db = TestDb::with_sales_data().await;
-    let base = serve(&db).await;
+    let app = crate::helpers::serve_with_timeout(db, None).await;
+    let (base, db) = (app.address.clone(), &app.db);
     let http = reqwest::Client::new();
     let url =
         format!("{base}/reports/monthly-sales-summary?start_date=2025-04-01&end_date=2025-04-30");
@@ -419,7 +410,8 @@ async fn cached_answers_never_outlive_a_late_write() {
 #[tokio::test]
 async fn the_query_endpoint_answers_and_names_bad_fields() {
     let db = TestDb::with_sales_data().await;
-    let base = serve(&db).await;
+    let app = crate::helpers::serve_with_timeout(db, None).await;
+    let base = app.address.clone();
     let http = reqwest::Client::new();
     let post = |body: Value| http.post(format!("{base}/api/v1/query")).json(&body).send();
     let r = post(json!({"dataset": "sales_report", "measures": ["revenue", "sales"], "dimensions": ["region"], "start_date": "2025-04-01", "end_date": "2025-04-30", "order": [{"field": "revenue", "desc": true}], "limit": 2})).await.unwrap();
@@ -635,7 +627,8 @@ async fn large_cached_answers_are_also_served_gzip_compressed() {
     )
     .ok();
     db.import(csv).ok();
-    let base = serve(&db).await;
+    let app = crate::helpers::serve_with_timeout(db, None).await;
+    let base = app.address.clone();
     let http = reqwest::Client::new();
     let url =
         format!("{base}/reports/monthly-sales-breakdown?start_date=2024-01-01&end_date=2025-12-31");
