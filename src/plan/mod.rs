@@ -222,22 +222,37 @@ pub struct Plan {
     pub served_from: Vec<Served>,
     /// Result columns in order: `period` (when a granularity is asked), dimensions, measures.
     pub columns: Vec<OutputColumn>,
+    /// The pieces the SQL was rendered from, and how they combine.
+    pub logical: LogicalPlan,
 }
 
-/// What `clue query --explain` prints: sources, SQL, parameters.
+/// What `clue query --explain` prints: sources (and how each is read), SQL,
+/// parameters.
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "served from:")?;
-        for s in &self.served_from {
+        for (s, piece) in self.served_from.iter().zip(&self.logical.pieces) {
             let day = |d: Option<NaiveDate>| d.map_or("..".to_owned(), |d| d.to_string());
+            let read = match piece.read {
+                Read::AsStored => "read as stored",
+                Read::Partials => "partial aggregates",
+                Read::Final => "final aggregates",
+            };
             writeln!(
                 f,
-                "  {} {} {} to {}",
+                "  {} {} {} to {}, {read}",
                 s.source,
                 s.name,
                 day(s.from),
                 day(s.to)
             )?;
+        }
+        if self.logical.pieces.len() > 1 {
+            let how = match self.logical.combine {
+                Combine::Stack => "stacked (disjoint periods)",
+                Combine::Regroup => "regrouped by period and dimensions",
+            };
+            writeln!(f, "combined: {how}")?;
         }
         writeln!(f, "sql:\n  {}", self.sql)?;
         if !self.params.is_empty() {

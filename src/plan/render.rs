@@ -48,6 +48,7 @@ pub(super) fn render(dataset: &Dataset, table_sql: &str, q: &Query, lp: &Logical
         params: r.params.0,
         served_from: r.served_from,
         columns,
+        logical: lp.clone(),
     }
 }
 

@@ -281,7 +281,7 @@ async fn rollups_are_built_for_data_loaded_before_they_existed() {
         .ok();
     assert!(
         out.stdout.starts_with(
-            "served from:\n  rollup sales_report_month_product_region 2025-01-01 to 2025-04-30\nsql:\n  SELECT a.period, "
+            "served from:\n  rollup sales_report_month_product_region 2025-01-01 to 2025-04-30, read as stored\nsql:\n  SELECT a.period, "
         ),
         "{}",
         out.stdout
@@ -289,6 +289,25 @@ async fn rollups_are_built_for_data_loaded_before_they_existed() {
     assert!(
         out.stdout
             .ends_with("parameters:\n  $1 = 2025-01-01\n  $2 = 2025-05-01\n"),
+        "{}",
+        out.stdout
+    );
+    // A range with edge days: three pieces, regrouped into one total.
+    let out = db
+        .clue(&[
+            "query",
+            "--explain",
+            r#"{"dataset": "sales_report", "measures": ["revenue"], "start_date": "2025-01-15", "end_date": "2025-04-10"}"#,
+        ])
+        .ok();
+    assert!(
+        out.stdout.starts_with(concat!(
+            "served from:\n",
+            "  rollup sales_report_day 2025-01-15 to 2025-01-31, partial aggregates\n",
+            "  rollup sales_report_month 2025-02-01 to 2025-03-31, partial aggregates\n",
+            "  rollup sales_report_day 2025-04-01 to 2025-04-10, partial aggregates\n",
+            "combined: regrouped by period and dimensions\nsql:\n"
+        )),
         "{}",
         out.stdout
     );
