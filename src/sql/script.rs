@@ -54,6 +54,8 @@ impl Statement<'_> {
 
 /// Why a script could not be split. Each error points at where the unterminated
 /// construct started, since its end (the end of the file) says nothing useful.
+// Every way a script fails to split is something left unterminated.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SplitError {
     #[error("unterminated single-quoted string starting at line {line}, column {column}")]
