@@ -324,7 +324,7 @@ fn parse_measure(
                 &at,
                 format!(
                     "{agg_name} needs a numeric column; {column:?} is {}",
-                    ty_name(ty)
+                    ty.name()
                 ),
             ));
         }
@@ -391,16 +391,6 @@ fn parse_rollup(
         dimensions: r.dimensions,
         measures: r.measures,
     })
-}
-
-fn ty_name(ty: ValueType) -> &'static str {
-    match ty {
-        ValueType::Int => "int",
-        ValueType::Float => "float",
-        ValueType::Str => "str",
-        ValueType::Date => "date",
-        ValueType::Bool => "bool",
-    }
 }
 
 /// All known datasets.

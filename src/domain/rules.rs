@@ -14,11 +14,13 @@
 
 use std::path::Path;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use regex::Regex;
 use rust_decimal::Decimal;
 
-use crate::domain::value::{Value, ValueType, parse_bool, parse_date, parse_number};
+use crate::domain::value::{
+    Value, ValueType, parse_bool, parse_date, parse_number, parse_timestamptz,
+};
 
 /// Why a value broke a rule: the rule's name (stored in the error table) and a
 /// sentence for people.
@@ -57,6 +59,7 @@ pub struct ColumnRule {
 pub enum Bound {
     Number(Decimal),
     Date(NaiveDate),
+    Instant(DateTime<Utc>),
 }
 
 /// A parsed validation schema: columns in file order.
@@ -197,6 +200,13 @@ impl ValidationSchema {
     }
 }
 
+/// A value read as what bounds compare: a number, a date or an instant.
+struct Point {
+    number: Option<Decimal>,
+    date: Option<NaiveDate>,
+    instant: Option<DateTime<Utc>>,
+}
+
 impl ColumnRule {
     fn plain(name: &str, ty: ValueType) -> ColumnRule {
         ColumnRule {
@@ -221,6 +231,7 @@ impl ColumnRule {
             ValueType::Int => text.parse::<i64>().map(Value::Int).ok(),
             ValueType::Float => parse_number(text).map(Value::Num),
             ValueType::Date => parse_date(text, self.date_format.as_deref()).map(Value::Date),
+            ValueType::Timestamp => parse_timestamptz(text).map(Value::TimestampTz),
             ValueType::Bool => parse_bool(text).map(Value::Bool),
             ValueType::Str => Some(Value::Text(text.into())),
         };
@@ -245,8 +256,19 @@ impl ColumnRule {
             (ValueType::Date, _) => parse_date(text, self.date_format.as_deref()),
             _ => None,
         };
-        self.check_type(text, value, number, date)?;
-        self.check_bounds(text, number, date)?;
+        let instant = match (self.ty, value) {
+            (ValueType::Timestamp, Value::TimestampTz(t)) => Some(*t),
+            (ValueType::Timestamp, Value::Timestamp(t)) => Some(t.and_utc()),
+            (ValueType::Timestamp, _) => parse_timestamptz(text),
+            _ => None,
+        };
+        let point = Point {
+            number,
+            date,
+            instant,
+        };
+        self.check_type(text, value, &point)?;
+        self.check_bounds(text, &point)?;
         if let Some(allowed) = &self.allowed
             && !allowed.iter().any(|a| a == text)
         {
@@ -285,17 +307,12 @@ impl ColumnRule {
     }
 
     /// Whether the value is of the rule's type.
-    fn check_type(
-        &self,
-        text: &str,
-        value: &Value<'_>,
-        number: Option<Decimal>,
-        date: Option<NaiveDate>,
-    ) -> Result<(), Violation> {
+    fn check_type(&self, text: &str, value: &Value<'_>, point: &Point) -> Result<(), Violation> {
         let fits = match self.ty {
             ValueType::Int => matches!(value, Value::Int(_)) || text.parse::<i64>().is_ok(),
-            ValueType::Float => number.is_some(),
-            ValueType::Date => date.is_some(),
+            ValueType::Float => point.number.is_some(),
+            ValueType::Date => point.date.is_some(),
+            ValueType::Timestamp => point.instant.is_some(),
             ValueType::Bool => matches!(value, Value::Bool(_)) || parse_bool(text).is_some(),
             ValueType::Str => true,
         };
@@ -309,23 +326,35 @@ impl ColumnRule {
                 "a date in the form {}",
                 self.date_format.as_deref().unwrap_or("YYYY-MM-DD")
             ),
+            ValueType::Timestamp => "a timestamp such as 2025-04-01T13:45:00Z".to_owned(),
             _ => "true or false".to_owned(),
         };
         Err(Violation::new("type", format!("{text:?} is not {what}")))
     }
 
     /// `min` and `max`, on numbers and dates.
-    fn check_bounds(
-        &self,
-        text: &str,
-        number: Option<Decimal>,
-        date: Option<NaiveDate>,
-    ) -> Result<(), Violation> {
+    fn check_bounds(&self, text: &str, point: &Point) -> Result<(), Violation> {
         for (bound, is_min) in [(&self.min, true), (&self.max, false)] {
             let Some(bound) = bound else { continue };
-            let out = match (bound, number, date) {
-                (Bound::Number(b), Some(n), _) => (is_min && n < *b) || (!is_min && n > *b),
-                (Bound::Date(b), _, Some(d)) => (is_min && d < *b) || (!is_min && d > *b),
+            let order = match (bound, point) {
+                (
+                    Bound::Number(b),
+                    Point {
+                        number: Some(n), ..
+                    },
+                ) => Some(n.cmp(b)),
+                (Bound::Date(b), Point { date: Some(d), .. }) => Some(d.cmp(b)),
+                (
+                    Bound::Instant(b),
+                    Point {
+                        instant: Some(t), ..
+                    },
+                ) => Some(t.cmp(b)),
+                _ => None,
+            };
+            let out = match order {
+                Some(std::cmp::Ordering::Less) => is_min,
+                Some(std::cmp::Ordering::Greater) => !is_min,
                 _ => false,
             };
             if out {
@@ -337,6 +366,7 @@ impl ColumnRule {
                 let shown = match bound {
                     Bound::Number(b) => b.to_string(),
                     Bound::Date(d) => d.to_string(),
+                    Bound::Instant(t) => t.to_rfc3339(),
                 };
                 return Err(Violation::new(rule, format!("{text} is {word} {shown}")));
             }
@@ -484,6 +514,16 @@ fn parse_bound(
             .and_then(|s| parse_date(s, None).or_else(|| parse_date(s, date_format)))
             .map(Bound::Date)
             .ok_or_else(|| format!("must be a date YYYY-MM-DD, found {}", describe(v))),
+        ValueType::Timestamp => scalar_text(v)
+            .as_deref()
+            .and_then(parse_timestamptz)
+            .map(Bound::Instant)
+            .ok_or_else(|| {
+                format!(
+                    "must be a timestamp such as 2025-04-01T00:00:00Z, found {}",
+                    describe(v)
+                )
+            }),
         ValueType::Str | ValueType::Bool => Err(format!(
             "does not apply to {} columns (use max_length, pattern or allowed)",
             ty.name()
@@ -658,6 +698,30 @@ mod tests {
             "{type: str, pattern: \"^W\"}",
             "Gadget",
             Err(("pattern", "\"Gadget\" does not match ^W")),
+        );
+        check_value("timestamp", "2024-01-10T01:00:00+11:00", Ok(()));
+        check_value("timestamp", "2024-01-10 01:00:00", Ok(()));
+        check_value(
+            "timestamp",
+            "yesterday",
+            Err((
+                "type",
+                "\"yesterday\" is not a timestamp such as 2025-04-01T13:45:00Z",
+            )),
+        );
+        // Offsets are honoured: 2024-01-01T00:30:00+01:00 is 2023-12-31T23:30Z.
+        check_value(
+            "{type: timestamp, min: \"2024-01-01T00:00:00Z\"}",
+            "2024-01-01T00:30:00+01:00",
+            Err((
+                "min",
+                "2024-01-01T00:30:00+01:00 is below the minimum 2024-01-01T00:00:00+00:00",
+            )),
+        );
+        check_value(
+            "{type: timestamp, min: \"2024-01-01T00:00:00Z\"}",
+            "2024-01-01T00:30:00-01:00",
+            Ok(()),
         );
         check_value("bool", "yes", Ok(()));
         check_value(

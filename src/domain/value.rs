@@ -51,6 +51,17 @@ impl Value<'_> {
         matches!(self, Value::Null)
     }
 
+    /// The day of a time value (in UTC for instants; a timestamp without
+    /// zone is read as UTC).
+    pub fn day(&self) -> Option<NaiveDate> {
+        match self {
+            Value::Date(d) => Some(*d),
+            Value::Timestamp(t) => Some(t.date()),
+            Value::TimestampTz(t) => Some(t.date_naive()),
+            _ => None,
+        }
+    }
+
     /// Appends bytes that identify the value (equal values, equal bytes;
     /// `1.50` and `1.5` are one number), for grouping keys.
     pub fn key_bytes(&self, out: &mut Vec<u8>) {
@@ -82,6 +93,8 @@ pub enum ValueType {
     Float,
     Str,
     Date,
+    /// An instant (`timestamptz`; a `timestamp` without zone is read as UTC).
+    Timestamp,
     Bool,
 }
 
@@ -92,6 +105,7 @@ impl ValueType {
             "float" | "double" | "decimal" | "numeric" | "number" => ValueType::Float,
             "str" | "string" | "text" | "varchar" => ValueType::Str,
             "date" => ValueType::Date,
+            "timestamp" | "timestamptz" | "datetime" => ValueType::Timestamp,
             "bool" | "boolean" => ValueType::Bool,
             _ => return None,
         })
@@ -103,6 +117,7 @@ impl ValueType {
             ValueType::Float => "float",
             ValueType::Str => "str",
             ValueType::Date => "date",
+            ValueType::Timestamp => "timestamp",
             ValueType::Bool => "bool",
         }
     }

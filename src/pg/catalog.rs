@@ -12,7 +12,7 @@ use tokio_postgres::types::Type;
 
 use crate::domain::dataset::{Catalog, Dataset, check_table_name};
 use crate::sql::script::{self as sqlscript, Kind, SplitError};
-use crate::sql::table::{Column, DatePartitioning, PartitionOf, Table, TableRef};
+use crate::sql::table::{Column, KeyKind, PartitionOf, Table, TableRef, TimePartitioning};
 
 /// The built-in table of prototype 000, created by `create-schema` without `--source`.
 pub const SALES_REPORT_DDL: &str = include_str!("../../sql/sales_report.sql");
@@ -132,18 +132,18 @@ pub async fn load_table(client: &impl GenericClient, name: &str) -> Result<Table
             &[&table.oid],
         )
         .await?;
-    let (mut date_partitioning, mut other_partitioning) = (None, None);
+    let (mut time_partitioning, mut other_partitioning) = (None, None);
     if let Some(p) = part {
         let strategy: String = p.get(0);
         let natts: i32 = p.get(1);
         let key: Option<String> = p.get(2);
-        let key_is_date = key
+        let key_kind = key
             .as_deref()
             .and_then(|k| columns.iter().find(|c| c.name == k))
-            .is_some_and(|c| c.ty == Type::DATE);
-        match key {
-            Some(key) if strategy == "r" && natts == 1 && key_is_date => {
-                date_partitioning = Some(DatePartitioning { key });
+            .and_then(|c| KeyKind::of(&c.ty));
+        match (key, key_kind) {
+            (Some(key), Some(kind)) if strategy == "r" && natts == 1 => {
+                time_partitioning = Some(TimePartitioning { key, kind });
             }
             _ => {
                 let how = match strategy.as_str() {
@@ -152,7 +152,7 @@ pub async fn load_table(client: &impl GenericClient, name: &str) -> Result<Table
                     _ => "hash",
                 };
                 other_partitioning = Some(format!(
-                    "partitioned by {how}, not by range of one date column"
+                    "partitioned by {how}, not by range of one date or timestamp column"
                 ));
             }
         }
@@ -178,7 +178,7 @@ pub async fn load_table(client: &impl GenericClient, name: &str) -> Result<Table
     Ok(Table {
         table,
         columns,
-        date_partitioning,
+        time_partitioning,
         other_partitioning,
         partition_of,
     })

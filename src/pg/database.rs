@@ -34,9 +34,11 @@ pub fn connection_config(target: &DatabaseTarget) -> tokio_postgres::Config {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    // JIT makes clue's aggregate queries 1.3-1.5x slower (DESIGN.md).
+    // JIT makes clue's aggregate queries 1.3-1.5x slower (DESIGN.md). Times
+    // are read and written in UTC whatever the server's default zone
+    // (partition bounds of timestamptz keys are printed in the session's).
     let options = config.get_options().unwrap_or("").to_owned();
-    config.options(format!("{options} -c jit=off").trim());
+    config.options(format!("{options} -c jit=off -c TimeZone=UTC").trim());
     config
 }
 
@@ -231,7 +233,7 @@ mod tests {
         ));
         assert_eq!(
             connection_config(&t).get_options(),
-            Some("-c work_mem=64MB -c jit=off")
+            Some("-c work_mem=64MB -c jit=off -c TimeZone=UTC")
         );
         let embedded = connection_config(&DatabaseTarget::Embedded(EmbeddedSettings::at("/tmp/x")));
         assert_eq!(embedded.get_user(), Some("clue"));

@@ -206,6 +206,8 @@ pub enum OutKind {
     Numeric,
     Text,
     Date,
+    /// An instant (`timestamptz`).
+    Timestamp,
     Bool,
 }
 

@@ -354,6 +354,7 @@ fn cast_of(ty: ValueType) -> &'static str {
         ValueType::Float => "numeric",
         ValueType::Str => "text",
         ValueType::Date => "date",
+        ValueType::Timestamp => "timestamptz",
         ValueType::Bool => "bool",
     }
 }
@@ -364,6 +365,7 @@ fn out_kind(ty: ValueType) -> OutKind {
         ValueType::Float => OutKind::Numeric,
         ValueType::Str => OutKind::Text,
         ValueType::Date => OutKind::Date,
+        ValueType::Timestamp => OutKind::Timestamp,
         ValueType::Bool => OutKind::Bool,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
@@ -60,6 +60,8 @@ pub enum Cell {
     Decimal(rust_decimal::Decimal),
     Text(String),
     Date(NaiveDate),
+    /// An instant, written in RFC 3339 in UTC (`2024-01-01T00:00:00Z`).
+    Timestamp(DateTime<Utc>),
     Bool(bool),
 }
 
@@ -74,6 +76,9 @@ impl Serialize for Cell {
                 .serialize(s),
             Cell::Text(t) => s.serialize_str(t),
             Cell::Date(d) => s.serialize_str(&d.to_string()),
+            Cell::Timestamp(t) => {
+                s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
             Cell::Bool(b) => s.serialize_bool(*b),
         }
     }
@@ -260,6 +265,9 @@ async fn run(
                     .map(|n| Cell::Decimal(n.0)),
                 OutKind::Text => row.try_get::<_, Option<String>>(i)?.map(Cell::Text),
                 OutKind::Date => row.try_get::<_, Option<NaiveDate>>(i)?.map(Cell::Date),
+                OutKind::Timestamp => row
+                    .try_get::<_, Option<DateTime<Utc>>>(i)?
+                    .map(Cell::Timestamp),
                 OutKind::Bool => row.try_get::<_, Option<bool>>(i)?.map(Cell::Bool),
             };
             cells.push(v.unwrap_or(Cell::Null));

@@ -4,7 +4,7 @@
 //!
 //! Architecture Invariant: no I/O; identifiers reach SQL only through
 //! [`quote_ident`]/[`qualified`], and values only as bound parameters (the
-//! one exception, partition bounds in DDL, goes through [`date_literal`]).
+//! one exception, partition bounds in DDL, goes through [`day_start_literal`]).
 
 pub mod script;
 pub mod table;
@@ -12,6 +12,7 @@ pub mod table;
 use chrono::{Datelike, NaiveDate};
 
 use crate::domain::time::Grain;
+use table::KeyKind;
 
 /// Schema of the rollup tables.
 pub const ROLLUP_SCHEMA: &str = "clue_rollup";
@@ -40,14 +41,31 @@ pub fn bucket_sql(expr: &str, grain: Grain) -> String {
     }
 }
 
-/// A date as a quoted SQL literal PostgreSQL reads as the same day: chrono
-/// writes year 0 as `0000` and year 10000 as `+10000`, which PostgreSQL
-/// reads as an error and a time zone displacement.
-pub fn date_literal(d: NaiveDate) -> String {
-    if d.year() <= 0 {
-        format!("'{:04}-{:02}-{:02} BC'", 1 - d.year(), d.month(), d.day())
+/// The start of day `d` as a quoted literal of a time key's type (the date,
+/// its midnight, or its midnight in UTC) that PostgreSQL reads as the same
+/// day: chrono writes year 0 as `0000` and year 10000 as `+10000`, which
+/// PostgreSQL reads as an error and a time zone displacement.
+pub fn day_start_literal(d: NaiveDate, kind: KeyKind) -> String {
+    let (year, era) = if d.year() <= 0 {
+        (1 - d.year(), " BC")
     } else {
-        format!("'{:04}-{:02}-{:02}'", d.year(), d.month(), d.day())
+        (d.year(), "")
+    };
+    let date = format!("{year:04}-{:02}-{:02}", d.month(), d.day());
+    match kind {
+        KeyKind::Date => format!("'{date}{era}'"),
+        KeyKind::Timestamp => format!("'{date} 00:00:00{era}'"),
+        KeyKind::TimestampTz => format!("'{date} 00:00:00+00{era}'"),
+    }
+}
+
+/// SQL of the start of the day bound as parameter `param` (a `date`), as a
+/// value of a time key's type (midnight UTC for `timestamptz`).
+pub fn day_start_sql(param: &str, kind: KeyKind) -> String {
+    match kind {
+        KeyKind::Date => format!("{param}::date"),
+        KeyKind::Timestamp => format!("{param}::date::timestamp"),
+        KeyKind::TimestampTz => format!("({param}::date::timestamp AT TIME ZONE 'UTC')"),
     }
 }
 
@@ -64,11 +82,31 @@ mod tests {
 
     #[test]
     fn date_literals() {
-        let d = |y, m, day| date_literal(NaiveDate::from_ymd_opt(y, m, day).unwrap());
+        let d = |y, m, day| {
+            day_start_literal(NaiveDate::from_ymd_opt(y, m, day).unwrap(), KeyKind::Date)
+        };
         assert_eq!(d(2025, 4, 1), "'2025-04-01'");
         assert_eq!(d(1, 1, 1), "'0001-01-01'");
         assert_eq!(d(0, 1, 1), "'0001-01-01 BC'");
         assert_eq!(d(-1, 12, 1), "'0002-12-01 BC'");
         assert_eq!(d(10000, 1, 1), "'10000-01-01'");
+        let day = NaiveDate::from_ymd_opt(2024, 2, 1).unwrap();
+        assert_eq!(
+            day_start_literal(day, KeyKind::Timestamp),
+            "'2024-02-01 00:00:00'"
+        );
+        assert_eq!(
+            day_start_literal(day, KeyKind::TimestampTz),
+            "'2024-02-01 00:00:00+00'"
+        );
+        let bc = NaiveDate::from_ymd_opt(0, 1, 1).unwrap();
+        assert_eq!(
+            day_start_literal(bc, KeyKind::TimestampTz),
+            "'0001-01-01 00:00:00+00 BC'"
+        );
+        assert_eq!(
+            day_start_sql("$1", KeyKind::TimestampTz),
+            "($1::date::timestamp AT TIME ZONE 'UTC')"
+        );
     }
 }

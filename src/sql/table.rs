@@ -66,10 +66,32 @@ impl Column {
     }
 }
 
-/// How a table is range-partitioned on a single date column, if it is.
+/// How a table is range-partitioned on a single time column, if it is.
 #[derive(Debug, Clone)]
-pub struct DatePartitioning {
+pub struct TimePartitioning {
     pub key: String,
+    pub kind: KeyKind,
+}
+
+/// The type of a time partition key; month partitions are calendar months
+/// (in UTC for `timestamptz`; a `timestamp` is read as UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Date,
+    Timestamp,
+    TimestampTz,
+}
+
+impl KeyKind {
+    /// The key type of a column, when it is one of these.
+    pub fn of(ty: &Type) -> Option<KeyKind> {
+        Some(match *ty {
+            Type::DATE => KeyKind::Date,
+            Type::TIMESTAMP => KeyKind::Timestamp,
+            Type::TIMESTAMPTZ => KeyKind::TimestampTz,
+            _ => return None,
+        })
+    }
 }
 
 /// When the table is itself a partition: the partitioned table at the root
@@ -84,8 +106,8 @@ pub struct PartitionOf {
 pub struct Table {
     pub table: TableRef,
     pub columns: Vec<Column>,
-    /// `Some` when range-partitioned by one `date` column.
-    pub date_partitioning: Option<DatePartitioning>,
+    /// `Some` when range-partitioned by one `date`, `timestamp` or `timestamptz` column.
+    pub time_partitioning: Option<TimePartitioning>,
     /// `Some(description)` when partitioned some other way.
     pub other_partitioning: Option<String>,
     /// `Some` when the table is a partition of another.

@@ -16,7 +16,7 @@ use crate::domain::time::Month;
 use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
 use crate::pg::catalog::{self as schema, SchemaError};
 use crate::sql::table::Table;
-use crate::sql::{date_literal, quote_ident};
+use crate::sql::{day_start_literal, day_start_sql, quote_ident};
 use crate::store::locks;
 
 /// Columns that get a per-partition index (prototype 000's design).
@@ -34,7 +34,7 @@ pub enum PartitionError {
     #[error("{start}..{end} spans more than {MAX_YEARS} years; create them in smaller steps")]
     TooManyYears { start: i32, end: i32 },
     #[error(
-        "table {table} is not partitioned, so it cannot have monthly partitions (create it with PARTITION BY RANGE on a date column)"
+        "table {table} is not partitioned, so it cannot have monthly partitions (create it with PARTITION BY RANGE on a date or timestamp column)"
     )]
     NotPartitioned { table: String },
     #[error("table {table} is {how}, so clue cannot add monthly partitions")]
@@ -130,7 +130,10 @@ async fn existing_partitions(
 /// Parses `FOR VALUES FROM ('2025-04-01') TO ('2025-05-01')`; MINVALUE and
 /// MAXVALUE become open ends.
 fn parse_bounds(text: &str) -> (Option<NaiveDate>, Option<NaiveDate>) {
-    // `'2025-04-01'`, `'10000-01-01'` or `'0001-01-01 BC'` (year 0).
+    // `'2025-04-01'`, `'10000-01-01'` or `'0001-01-01 BC'` (year 0); of a
+    // timestamp key `'2025-04-01 00:00:00'` or (sessions run in UTC)
+    // `'2025-04-01 00:00:00+00'`. A bound inside a day counts as that day,
+    // which errs towards overlap, never past it.
     let side = |s: &str| -> Option<NaiveDate> {
         let start = s.find('\'')? + 1;
         let len = s[start..].find('\'')?;
@@ -139,6 +142,7 @@ fn parse_bounds(text: &str) -> (Option<NaiveDate>, Option<NaiveDate>) {
             Some(t) => (t, true),
             None => (text, false),
         };
+        let text = text.split(' ').next()?;
         let mut parts = text.splitn(3, '-');
         let year: i32 = parts.next()?.parse().ok()?;
         let month: u32 = parts.next()?.parse().ok()?;
@@ -158,7 +162,7 @@ fn check_partitioned(table: &Table) -> Result<(), PartitionError> {
             how: how.clone(),
         });
     }
-    if table.date_partitioning.is_none() {
+    if table.time_partitioning.is_none() {
         return Err(PartitionError::NotPartitioned {
             table: table.table.display(),
         });
@@ -303,11 +307,8 @@ async fn ensure_in_tx(
         .iter()
         .find(|p| p.is_default)
         .map(|p| p.name.clone());
-    let key = &table
-        .date_partitioning
-        .as_ref()
-        .expect("checked by caller")
-        .key;
+    let partitioning = table.time_partitioning.as_ref().expect("checked by caller");
+    let (key, kind) = (&partitioning.key, partitioning.kind);
     let mut report = PartitionReport::default();
     for &month in months {
         let name = partition_name(&table.table.name, month);
@@ -342,10 +343,12 @@ async fn ensure_in_tx(
                 .execute(
                     &format!(
                         "CREATE TEMP TABLE clue_moved ON COMMIT DROP AS
-                         WITH d AS (DELETE FROM {} WHERE {k} >= $1 AND {k} < $2 RETURNING {columns})
+                         WITH d AS (DELETE FROM {} WHERE {k} >= {from} AND {k} < {to} RETURNING {columns})
                          SELECT * FROM d",
                         qualified(table, default),
                         k = quote_ident(key),
+                        from = day_start_sql("$1", kind),
+                        to = day_start_sql("$2", kind),
                     ),
                     &[&start, &end],
                 )
@@ -355,8 +358,8 @@ async fn ensure_in_tx(
             "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})",
             qualified(table, &name),
             table.table.quoted(),
-            date_literal(start),
-            date_literal(end),
+            day_start_literal(start, kind),
+            day_start_literal(end, kind),
         ))
         .await?;
         create_indexes(tx, table, &name).await?;

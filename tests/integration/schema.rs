@@ -247,11 +247,11 @@ async fn partition_command_refuses_bad_requests() {
     );
     check(
         &["-t", "by_region", "-s", "2025", "-e", "2025"],
-        "partitioned by list, not by range of one date column",
+        "partitioned by list, not by range of one date or timestamp column",
     );
     check(
         &["-t", "by_number", "-s", "2025", "-e", "2025"],
-        "partitioned by range, not by range of one date column",
+        "partitioned by range, not by range of one date or timestamp column",
     );
     check(
         &[
@@ -291,5 +291,149 @@ async fn migrations_apply_once_when_processes_start_together() {
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM clue.imports").await,
         0
+    );
+}
+
+#[tokio::test]
+async fn tables_partitioned_by_timestamps_get_utc_months_and_load_by_instant() {
+    let db = TestDb::new().await;
+    let dir = scratch_dir();
+    let ddl = write_file(
+        dir.path(),
+        "events.sql",
+        "CREATE TABLE events (id int NOT NULL, at timestamptz NOT NULL, n int NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE stamps (id int NOT NULL, at timestamp NOT NULL) PARTITION BY RANGE (at);",
+    );
+    db.clue(&["create-schema", "--source", ddl.to_str().unwrap()])
+        .ok();
+    // A server whose default zone is not UTC (and not on whole hours).
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET TimeZone = 'Asia/Kolkata'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let out = db
+        .clue(&[
+            "create-monthly-partitions",
+            "-t",
+            "events",
+            "-s",
+            "2024",
+            "-e",
+            "2024",
+        ])
+        .ok();
+    assert!(
+        out.stdout.contains(
+            "created 12 monthly partition(s), 0 already present, default partition events_other"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Months in UTC, whatever the server's time zone.
+    let client = db.client().await;
+    client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+    let bound: String = client
+        .query_one(
+            "SELECT pg_get_expr(c.relpartbound, c.oid, true) FROM pg_class c
+              WHERE c.relname = 'events_2024_02'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        bound,
+        "FOR VALUES FROM ('2024-02-01 00:00:00+00') TO ('2024-03-01 00:00:00+00')"
+    );
+    // Running it again finds every month present.
+    let again = db
+        .clue(&[
+            "create-monthly-partitions",
+            "-t",
+            "events",
+            "-s",
+            "2024",
+            "-e",
+            "2024",
+        ])
+        .ok();
+    assert!(
+        again
+            .stdout
+            .contains("created 0 monthly partition(s), 12 already present"),
+        "{}",
+        again.stdout
+    );
+    // A row of a month not yet partitioned waits in the default partition,
+    // and moves when its month is created.
+    db.client()
+        .await
+        .batch_execute("INSERT INTO events VALUES (0, '2025-03-05 12:00:00+00', 1)")
+        .await
+        .unwrap();
+    let moved = db
+        .clue(&[
+            "create-monthly-partitions",
+            "-t",
+            "events",
+            "-s",
+            "2025",
+            "-e",
+            "2025",
+        ])
+        .ok();
+    assert!(
+        moved
+            .stdout
+            .contains("moved 1 row(s) out of the default partition"),
+        "{}",
+        moved.stdout
+    );
+    // Offsets decide the month: 23:30 at -01:00 on Jan 31 is Feb 1 in UTC.
+    let csv = write_file(
+        dir.path(),
+        "events.csv",
+        "id,at,n\n1,2024-01-31T23:30:00-01:00,5\n2,2024-01-31T23:30:00+01:00,7\n3,2026-06-01 00:00:00,1\n",
+    );
+    let out = db
+        .clue(&["import-data", "-c", csv.to_str().unwrap(), "-t", "events"])
+        .ok();
+    assert!(
+        out.stdout.contains("Created partition(s): events_2026_06."),
+        "{}",
+        out.stdout
+    );
+    let placed = db
+        .strings(
+            "SELECT concat_ws(' ', tableoid::regclass, id) FROM events WHERE id > 0 ORDER BY id",
+        )
+        .await;
+    assert_eq!(
+        placed,
+        ["events_2024_02 1", "events_2024_01 2", "events_2026_06 3"]
+    );
+    // A timestamp without zone is partitioned by its own calendar.
+    db.clue(&[
+        "create-monthly-partitions",
+        "-t",
+        "stamps",
+        "-s",
+        "2024",
+        "-e",
+        "2024",
+    ])
+    .ok();
+    let bound: String = db
+        .value(
+            "SELECT pg_get_expr(c.relpartbound, c.oid, true) FROM pg_class c WHERE c.relname = 'stamps_2024_12'",
+        )
+        .await;
+    assert_eq!(
+        bound,
+        "FOR VALUES FROM ('2024-12-01 00:00:00') TO ('2025-01-01 00:00:00')"
     );
 }

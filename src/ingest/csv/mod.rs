@@ -281,7 +281,7 @@ async fn import_in(
         });
     }
 
-    let mut partitions = if table.date_partitioning.is_some() && !scan.months.is_empty() {
+    let mut partitions = if table.time_partitioning.is_some() && !scan.months.is_empty() {
         partition::ensure_months(client, &table, &scan.months).await?
     } else {
         partition::PartitionReport::default()
@@ -340,7 +340,7 @@ async fn check_file(
     schema: Option<&ValidationSchema>,
     bar: &ProgressBar,
 ) -> Result<Scan, ImportError> {
-    let key_codec = table.date_partitioning.as_ref().and_then(|p| {
+    let key_codec = table.time_partitioning.as_ref().and_then(|p| {
         let column = table.column(&p.key)?;
         Some(FieldCodec {
             name: p.key.clone(),
@@ -461,7 +461,7 @@ async fn load_file(
     };
     let month_index = job
         .table
-        .date_partitioning
+        .time_partitioning
         .as_ref()
         .and_then(|p| job.codecs.iter().position(|c| c.name == p.key));
     let (sender, receiver) = mpsc::channel::<Batch>(8);

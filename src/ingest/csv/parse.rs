@@ -267,10 +267,8 @@ impl Rows<'_> {
                     Value::Null
                 }
             };
-            if Some(i) == self.month_index
-                && let Value::Date(d) = value
-            {
-                month = Some(Month::of(d));
+            if Some(i) == self.month_index {
+                month = value.day().map(Month::of);
             }
             if keep_values {
                 values.push(value);

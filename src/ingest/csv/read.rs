@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use super::{ImportError, MAX_RECORD_BYTES};
 use crate::domain::time::Month;
-use crate::domain::value::Value;
 use crate::pg::copy::FieldCodec;
 
 /// Opens the file for reading, transparently gunzipping `.gz` content, with
@@ -181,9 +180,10 @@ pub(super) fn scan(
                 // Only values the load will accept (type, rules, what
                 // PostgreSQL can store) ask for a partition.
                 if let Some((index, codec)) = &key
-                    && let Some(Ok(Value::Date(d))) = fields.get(*index).map(|v| codec.parse(v))
+                    && let Some(Ok(day)) =
+                        fields.get(*index).map(|v| codec.parse(v).map(|v| v.day()))
                 {
-                    months.insert(Month::of(d));
+                    months.extend(day.map(Month::of));
                 }
             }
         }
