@@ -17,7 +17,7 @@ pub mod plan;
 
 pub mod pg;
 
-pub(crate) mod store;
+pub mod store;
 
 pub(crate) mod write;
 

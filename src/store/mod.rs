@@ -1,10 +1,12 @@
 //! The only SQL on clue's own tables: schema migrations, import jobs, the
-//! rollup registry, the advisory-lock keys, and the write notifications.
+//! rollup registry, the idempotency ledger (every idempotent write claims
+//! its key there), the advisory-lock keys, and the write notifications.
 //!
 //! Architecture Invariant: every statement that reads or writes a table in
 //! the `clue` schema, and every advisory lock clue takes, is in this module.
 
 pub mod imports;
+pub mod ledger;
 pub mod locks;
 pub mod migrations;
 pub mod notify;

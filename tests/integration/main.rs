@@ -7,5 +7,6 @@ mod cluster;
 mod helpers;
 mod import;
 mod layers;
+mod ledger;
 mod rollups;
 mod schema;

@@ -1,0 +1,197 @@
+//! The one idempotency ledger (`clue.idempotency`): every idempotent write
+//! claims its key `(scope, key)` with a fingerprint of its payload, in the
+//! transaction of the rows the key guards. A repeat of a committed key is a
+//! replay (same fingerprint) or a conflict (another fingerprint); an entry
+//! past its `expires_at` counts as absent.
+//!
+//! Architecture Invariant: the claim is written in the same transaction as
+//! the rows it guards, so both commit or neither does; under concurrent
+//! duplicates exactly one claim succeeds (the table's primary key, not an
+//! advisory lock or a read before the write).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio_postgres::GenericClient;
+
+use crate::error::{Classify, ErrorKind};
+
+/// The longest key the ledger stores, in bytes (the table checks it too).
+pub const MAX_KEY_BYTES: usize = 200;
+
+/// What claiming a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this transaction's now: write the rows it guards.
+    New,
+    /// The key was committed before with the same fingerprint, at `created_at`:
+    /// the write already happened.
+    Replay { created_at: DateTime<Utc> },
+    /// The key was committed before with another fingerprint, at `created_at`:
+    /// a different payload under a used key.
+    Conflict { created_at: DateTime<Utc> },
+}
+
+/// A key the ledger refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is {bytes} bytes long, longer than {MAX_KEY_BYTES}")]
+    TooLong { bytes: usize },
+}
+
+impl Classify for KeyError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::BadInput
+    }
+}
+
+/// Checks a client's key before it is claimed: not empty, at most
+/// [`MAX_KEY_BYTES`] bytes. (The table refuses such keys too, as a check
+/// violation, which `error::classify_pg` calls bad input.)
+pub fn check_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        Err(KeyError::Empty)
+    } else if key.len() > MAX_KEY_BYTES {
+        Err(KeyError::TooLong { bytes: key.len() })
+    } else {
+        Ok(())
+    }
+}
+
+/// The fingerprint of a payload: its SHA-256 as lowercase hex.
+pub fn fingerprint(payload: &[u8]) -> String {
+    hex::encode(Sha256::digest(payload))
+}
+
+/// Claims `(scope, key)` for the payload with `fingerprint`, inside `tx`,
+/// the transaction that writes the rows the key guards. With a `ttl` the
+/// entry expires that long after the transaction's start; with `None` it
+/// never does (ids that are the row's identity).
+///
+/// A new key is one round trip (an `INSERT … ON CONFLICT DO NOTHING`). When
+/// the key is there, its entry is read: a live entry is a `Replay` or a
+/// `Conflict` (with the entry's `created_at`), an expired one is replaced
+/// (fingerprint, `created_at` and `expires_at`) by an `UPDATE` that only
+/// matches while it is still expired, and the claim is `New`.
+///
+/// Concurrency, PostgreSQL's own (at READ COMMITTED, the default): a
+/// transaction claiming a key another open transaction has claimed waits
+/// for that transaction to end (no lock timeout; a claim's transaction is
+/// expected to last milliseconds). If the other commits, this claim is a
+/// `Replay` or a `Conflict`; if it rolls back, this claim is `New`. So of
+/// concurrent duplicates exactly one writes. A replay takes no lock. At
+/// REPEATABLE READ or SERIALIZABLE a key claimed by a transaction that
+/// committed after this one's snapshot is a serialization failure (retry).
+///
+/// Keys and scopes are bound parameters; check a client's key with
+/// [`check_key`] first to report it as the client's mistake.
+pub async fn claim(
+    tx: &impl GenericClient,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    ttl: Option<Duration>,
+) -> Result<Claim, tokio_postgres::Error> {
+    let ttl_secs = ttl.map(|t| t.as_secs_f64());
+    // Each turn either decides or follows a change another transaction
+    // committed to the entry meanwhile (purged, or replaced after expiry).
+    loop {
+        let inserted = tx
+            .execute(
+                "INSERT INTO clue.idempotency (scope, key, fingerprint, expires_at)
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8))
+                 ON CONFLICT (scope, key) DO NOTHING",
+                &[&scope, &key, &fingerprint, &ttl_secs],
+            )
+            .await?;
+        if inserted == 1 {
+            return Ok(Claim::New);
+        }
+        let Some(row) = tx
+            .query_opt(
+                "SELECT fingerprint, created_at, coalesce(expires_at < now(), false)
+                   FROM clue.idempotency WHERE scope = $1 AND key = $2",
+                &[&scope, &key],
+            )
+            .await?
+        else {
+            continue; // purged since the insert: claim again
+        };
+        let (existing, created_at, expired): (String, DateTime<Utc>, bool) =
+            (row.get(0), row.get(1), row.get(2));
+        if !expired {
+            return Ok(if existing == fingerprint {
+                Claim::Replay { created_at }
+            } else {
+                Claim::Conflict { created_at }
+            });
+        }
+        let replaced = tx
+            .execute(
+                "UPDATE clue.idempotency
+                    SET fingerprint = $3, created_at = now(),
+                        expires_at = now() + make_interval(secs => $4::float8)
+                  WHERE scope = $1 AND key = $2 AND expires_at < now()",
+                &[&scope, &key, &fingerprint, &ttl_secs],
+            )
+            .await?;
+        if replaced == 1 {
+            return Ok(Claim::New);
+        }
+        // Another transaction replaced (or purged) the expired entry first.
+    }
+}
+
+/// Deletes the expired entries; returns how many.
+pub async fn purge_expired(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute("DELETE FROM clue.idempotency WHERE expires_at < now()", &[])
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_hex_sha256() {
+        assert_eq!(
+            fingerprint(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            fingerprint(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_ne!(fingerprint(b"abc"), fingerprint(b"abd"));
+    }
+
+    #[test]
+    fn keys_are_not_empty_and_at_most_200_bytes() {
+        assert_eq!(check_key(""), Err(KeyError::Empty));
+        assert_eq!(check_key("a"), Ok(()));
+        assert_eq!(check_key(&"k".repeat(200)), Ok(()));
+        assert_eq!(
+            check_key(&"k".repeat(201)),
+            Err(KeyError::TooLong { bytes: 201 })
+        );
+        // Bytes, not characters: 100 two-byte characters fit, 101 do not.
+        assert_eq!(check_key(&"é".repeat(100)), Ok(()));
+        assert_eq!(
+            check_key(&"é".repeat(101)),
+            Err(KeyError::TooLong { bytes: 202 })
+        );
+        assert_eq!(
+            check_key("").unwrap_err().kind(),
+            ErrorKind::BadInput,
+            "a refused key is the client's mistake"
+        );
+        assert_eq!(
+            KeyError::TooLong { bytes: 201 }.to_string(),
+            "the key is 201 bytes long, longer than 200"
+        );
+    }
+}
