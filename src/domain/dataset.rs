@@ -201,14 +201,16 @@ impl Dataset {
         check_table_name(&table).map_err(|reason| field("table", reason))?;
         let columns = ValidationSchema::from_yaml(raw.columns, file)?;
         let column_type = |name: &str| columns.column(name).map(|c| c.ty);
-        match column_type(&raw.time_column) {
-            Some(ValueType::Date) => {}
-            Some(_) => {
+        let time_kind = match column_type(&raw.time_column) {
+            Some(ValueType::Date) => TimeKind::Date,
+            Some(ValueType::Timestamp) => TimeKind::Instant,
+            Some(other) => {
                 return Err(field(
                     "time_column",
                     format!(
-                        "{:?} must be a date column (timestamp time columns are not supported yet)",
-                        raw.time_column
+                        "{:?} must be a date or timestamp column, not {}",
+                        raw.time_column,
+                        other.name()
                     ),
                 ));
             }
@@ -218,7 +220,7 @@ impl Dataset {
                     format!("{:?} is not one of the columns", raw.time_column),
                 ));
             }
-        }
+        };
         for d in &raw.dimensions {
             if column_type(d).is_none() {
                 return Err(field(
@@ -240,15 +242,22 @@ impl Dataset {
             .collect::<Result<Vec<_>, _>>()?;
         let mut rollups: Vec<RollupDef> = Vec::new();
         for (i, r) in raw.rollups.into_iter().enumerate() {
-            let rollup = parse_rollup(r, &raw.dataset, &raw.dimensions, &measures, &rollups)
-                .map_err(|reason| field(&format!("rollups[{i}]"), reason))?;
+            let rollup = parse_rollup(
+                r,
+                &raw.dataset,
+                time_kind,
+                &raw.dimensions,
+                &measures,
+                &rollups,
+            )
+            .map_err(|reason| field(&format!("rollups[{i}]"), reason))?;
             rollups.push(rollup);
         }
         Ok(Dataset {
             name: raw.dataset,
             table,
             time_column: raw.time_column,
-            time_kind: TimeKind::Date,
+            time_kind,
             columns,
             dimensions: raw.dimensions,
             measures,
@@ -342,16 +351,21 @@ fn parse_measure(
 fn parse_rollup(
     r: RawRollup,
     dataset: &str,
+    time_kind: TimeKind,
     dimensions: &[String],
     measures: &[Measure],
     earlier: &[RollupDef],
 ) -> Result<RollupDef, String> {
+    let allowed = time_kind.rollup_grains();
     let grain = match Grain::parse(&r.grain) {
-        Some(g @ (Grain::Day | Grain::Month)) => g,
+        Some(g) if allowed.contains(&g) => g,
         _ => {
+            let names: Vec<&str> = allowed.iter().map(|g| g.unit()).collect();
             return Err(format!(
-                "grain {:?} is not supported; rollups of a date column are day or month",
-                r.grain
+                "grain {:?} is not supported; rollups of a {} column are {}",
+                r.grain,
+                time_kind.name(),
+                names.join(", ")
             ));
         }
     };
@@ -517,7 +531,7 @@ mod tests {
         );
         check_error(
             "dataset: t\ntime_column: n\ncolumns: {n: int}\n",
-            "\"n\" must be a date column",
+            "\"n\" must be a date or timestamp column, not int",
         );
         check_error(
             &format!("{BASE}dimensions: [zz]\n"),

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 
 use crate::domain::rollup::{PartialKind, RollupInfo};
@@ -29,7 +28,8 @@ pub enum PartialValue {
 /// One rollup key's delta.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub bucket: NaiveDate,
+    /// The bucket's start: a `Date`, or for instants a `TimestampTz` in UTC.
+    pub bucket: Value<'static>,
     pub dims: Vec<Value<'static>>,
     pub row_count: i64,
     pub partials: Vec<PartialValue>,
@@ -51,11 +51,9 @@ impl RollupDelta {
     pub fn sorted_entries(&self) -> Vec<&Entry> {
         let mut entries: Vec<&Entry> = self.map.values().collect();
         entries.sort_by(|a, b| {
-            a.bucket.cmp(&b.bucket).then_with(|| {
-                a.dims
-                    .partial_cmp(&b.dims)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
+            (&a.bucket, &a.dims)
+                .partial_cmp(&(&b.bucket, &b.dims))
+                .unwrap_or(std::cmp::Ordering::Equal)
         });
         entries
     }
@@ -75,6 +73,8 @@ pub struct Accumulator {
     rollups: Vec<RollupDelta>,
     key: Vec<u8>,
     days: Option<DayRange>,
+    /// Whether the time values are instants.
+    instants: bool,
 }
 
 impl Accumulator {
@@ -111,28 +111,37 @@ impl Accumulator {
             rollups,
             key: Vec::with_capacity(64),
             days: None,
+            instants: false,
         })
     }
 
     /// Adds one loaded row. A row without a time value belongs to no bucket
     /// (the time column of a dataset is never NULL once loaded).
     pub fn add(&mut self, row: &[Value<'_>]) {
-        let Value::Date(date) = row[self.time] else {
+        let instant = match row[self.time] {
+            Value::TimestampTz(t) => Some(t),
+            Value::Timestamp(t) => Some(t.and_utc()),
+            _ => None,
+        };
+        let Some(date) = row[self.time].day() else {
             return;
         };
+        self.instants |= instant.is_some();
         self.days = Some(DayRange::including(self.days, date));
         for delta in &mut self.rollups {
-            let bucket = delta.info.grain.floor(date);
+            let bucket = match instant {
+                Some(t) => Value::TimestampTz(delta.info.grain.floor_instant(t)),
+                None => Value::Date(delta.info.grain.floor(date)),
+            };
             self.key.clear();
-            self.key
-                .extend_from_slice(&bucket.num_days_from_ce().to_le_bytes());
+            bucket.key_bytes(&mut self.key);
             for &d in &delta.dims {
                 row[d].key_bytes(&mut self.key);
             }
             let entry = match delta.map.get_mut(self.key.as_slice()) {
                 Some(e) => e,
                 None => delta.map.entry(self.key.clone()).or_insert_with(|| Entry {
-                    bucket,
+                    bucket: bucket.clone(),
                     dims: delta
                         .dims
                         .iter()
@@ -183,9 +192,18 @@ impl Accumulator {
         }
     }
 
-    /// The first and last day of the rows added.
+    /// The days of the rows added: their dates, or (for instants) their
+    /// UTC days widened by one on each side, so that they hold the rows'
+    /// days in every time zone (offsets are within ±14 hours).
     pub fn days(&self) -> Option<DayRange> {
-        self.days
+        let days = self.days?;
+        if !self.instants {
+            return Some(days);
+        }
+        Some(DayRange {
+            first: days.first.pred_opt().unwrap_or(days.first),
+            last: days.last.succ_opt().unwrap_or(days.last),
+        })
     }
 
     pub fn rollups(&self) -> &[RollupDelta] {
@@ -261,7 +279,7 @@ mod tests {
                 let partials: Vec<String> = e.partials.iter().map(|p| format!("{p:?}")).collect();
                 format!(
                     "{} {}: {} {}",
-                    e.bucket,
+                    e.bucket.day().map_or(String::new(), |d| d.to_string()),
                     dims.join(","),
                     e.row_count,
                     partials.join(",")
@@ -312,5 +330,25 @@ mod tests {
             none.is_none(),
             "rows without a rollup's column cannot keep it exact"
         );
+    }
+
+    #[test]
+    fn instants_bucket_in_utc_and_notify_a_day_either_side() {
+        let t = |s: &str| Value::TimestampTz(s.parse().unwrap());
+        let hourly = info(Grain::Hour, &[], &[(PartialKind::Sum, "amount")]);
+        let mut acc = Accumulator::new(&[hourly], "day", |c| {
+            ["day", "region", "amount"].iter().position(|x| *x == c)
+        })
+        .unwrap();
+        for (at, amount) in [("2024-03-10T06:59:59Z", "1"), ("2024-03-10T06:00:00Z", "2")] {
+            acc.add(&[t(at), Value::Null, Value::Num(amount.parse().unwrap())]);
+        }
+        let entries = acc.rollups()[0].sorted_entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].bucket, t("2024-03-10T06:00:00Z"));
+        assert_eq!(entries[0].partials, [PartialValue::Sum("3".parse().unwrap())]);
+        // Answers in any zone may hold these rows on March 9, 10 or 11.
+        let d = |s: &str| s.parse().unwrap();
+        assert_eq!(acc.days(), DayRange::new(d("2024-03-09"), d("2024-03-11")));
     }
 }

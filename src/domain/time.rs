@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use chrono::{Datelike, Days, Months, NaiveDate};
+use chrono::{
+    DateTime, Datelike, Days, DurationRound, Months, NaiveDate, NaiveTime, TimeDelta, Utc,
+};
 use serde::Deserialize;
 
 /// A time granularity.
@@ -42,6 +44,9 @@ pub enum Grain {
 pub enum TimeKind {
     /// Calendar dates: no time of day, no zone.
     Date,
+    /// Instants (`timestamptz`, or a `timestamp` read as UTC): bucketed in
+    /// any time zone, kept in rollups by UTC hour, day and month.
+    Instant,
 }
 
 impl TimeKind {
@@ -49,12 +54,23 @@ impl TimeKind {
     pub fn finest_grain(self) -> Grain {
         match self {
             TimeKind::Date => Grain::Day,
+            TimeKind::Instant => Grain::Hour,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             TimeKind::Date => "date",
+            TimeKind::Instant => "timestamp",
+        }
+    }
+
+    /// The grains rollups of such a column are kept at (coarser answers
+    /// combine them).
+    pub fn rollup_grains(self) -> &'static [Grain] {
+        match self {
+            TimeKind::Date => &[Grain::Day, Grain::Month],
+            TimeKind::Instant => &[Grain::Hour, Grain::Day, Grain::Month],
         }
     }
 }
@@ -134,6 +150,19 @@ impl Grain {
             Grain::Month => start.checked_add_months(Months::new(1)),
             Grain::Quarter => start.checked_add_months(Months::new(3)),
             Grain::Year => start.checked_add_months(Months::new(12)),
+        }
+    }
+
+    /// The start of the bucket (in UTC) holding instant `t`.
+    pub fn floor_instant(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Grain::Hour => t
+                .duration_trunc(TimeDelta::hours(1))
+                .expect("an hour divides a day"),
+            _ => self
+                .floor(t.date_naive())
+                .and_time(NaiveTime::MIN)
+                .and_utc(),
         }
     }
 
@@ -334,6 +363,28 @@ mod tests {
             Grain::Year,
             "2024-07-04",
             ("2024-01-01", "2025-01-01", "2025-01-01"),
+        );
+    }
+
+    #[test]
+    fn buckets_of_instants_are_utc() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let check = |g: Grain, at: &str, expect: &str| {
+            assert_eq!(g.floor_instant(t(at)), t(expect), "{g} of {at}");
+        };
+        check(
+            Grain::Hour,
+            "2024-03-10T07:59:59.999Z",
+            "2024-03-10T07:00:00Z",
+        );
+        check(Grain::Hour, "2024-03-10T07:00:00Z", "2024-03-10T07:00:00Z");
+        check(Grain::Day, "2024-03-10T23:30:00Z", "2024-03-10T00:00:00Z");
+        check(Grain::Week, "2024-03-10T23:30:00Z", "2024-03-04T00:00:00Z");
+        check(Grain::Month, "2024-02-29T12:00:00Z", "2024-02-01T00:00:00Z");
+        assert!(Grain::Hour.fits(TimeKind::Instant));
+        assert_eq!(
+            TimeKind::Instant.rollup_grains(),
+            &[Grain::Hour, Grain::Day, Grain::Month]
         );
     }
 

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::dataset::{Agg, Dataset, Measure};
 use crate::domain::rollup::{PartialKind, RollupInfo};
-use crate::domain::time::Grain;
+use crate::domain::time::{Grain, TimeKind};
+pub use crate::sql::table::KeyKind;
 
 mod render;
 
@@ -40,6 +41,22 @@ pub struct Query {
     pub order: Vec<Order>,
     pub limit: Option<u32>,
     pub gap_fill: bool,
+    /// The IANA zone instants are bucketed in (dates of the range are
+    /// midnights there); `None` is UTC. Calendar dates have no zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl Query {
+    /// The zone instants are bucketed in, when it is not UTC.
+    pub fn zone(&self) -> Option<&str> {
+        self.time_zone.as_deref().filter(|z| {
+            !matches!(
+                *z,
+                "UTC" | "Etc/UTC" | "Etc/Universal" | "Universal" | "Zulu"
+            )
+        })
+    }
 }
 
 /// A condition on a dimension; values are text, cast to the column's type.
@@ -439,7 +456,11 @@ fn segments<'a>(
     let from = q.start;
     // Half-open: the day after the end (none after the calendar's last day).
     let to = q.end.and_then(|e| e.checked_add_days(Days::new(1)));
-    let usable: Vec<&RollupInfo> = if force_fact {
+    // Rollups keep UTC buckets: in another zone, instants are bucketed
+    // from the facts (exact whatever the offset; hour rollups for whole-hour
+    // zones are the next step).
+    let zoned = dataset.time_kind == TimeKind::Instant && q.zone().is_some();
+    let usable: Vec<&RollupInfo> = if force_fact || zoned {
         Vec::new()
     } else {
         rollups
@@ -454,7 +475,12 @@ fn segments<'a>(
             .min_by_key(|r| (r.rows, r.dimensions.len()))
             .copied()
     };
-    let day = smallest(Grain::Day).map_or(Source::Fact, Source::Rollup);
+    // Edge days come from the smallest rollup whose buckets divide days.
+    let day = [smallest(Grain::Day), smallest(Grain::Hour)]
+        .into_iter()
+        .flatten()
+        .min_by_key(|r| (r.rows, r.dimensions.len()))
+        .map_or(Source::Fact, Source::Rollup);
     if let Some(month) = smallest(Grain::Month) {
         // Whole months inside the range; a start past the calendar's last
         // month has none.
@@ -509,6 +535,15 @@ fn segments<'a>(
         from,
         to,
     }]
+}
+
+/// The fact table as the renderer needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// Its name, quoted.
+    pub table_sql: &'a str,
+    /// The type of its time column (a `timestamp` is read as UTC).
+    pub time_key: KeyKind,
 }
 
 /// Where a piece of the answer is read from.
@@ -634,14 +669,14 @@ pub fn logical(
 /// property tests compare with).
 pub fn plan(
     dataset: &Dataset,
-    table_sql: &str,
+    facts: &Facts<'_>,
     rollups: &[RollupInfo],
     q: &Query,
     force_fact: bool,
 ) -> Result<Plan, PlanError> {
     check(dataset, q)?;
     let logical = logical(dataset, rollups, q, force_fact);
-    Ok(render::render(dataset, table_sql, q, &logical))
+    Ok(render::render(dataset, facts, q, &logical))
 }
 
 #[cfg(test)]

@@ -9,16 +9,18 @@
 use chrono::Days;
 
 use super::{
-    Combine, FilterOp, LogicalPlan, MAX_ROWS, OutKind, OutputColumn, Piece, PieceSource, Plan,
-    PlanParam, Query, Read, Served, needs,
+    Combine, Facts, FilterOp, LogicalPlan, MAX_ROWS, OutKind, OutputColumn, Piece, PieceSource,
+    Plan, PlanParam, Query, Read, Served, needs,
 };
 use crate::domain::dataset::{Agg, Dataset, Measure};
 use crate::domain::rollup::{Partial, PartialKind};
+use crate::domain::time::{Grain, TimeKind};
 use crate::domain::value::ValueType;
-use crate::sql::{bucket_sql, quote_ident, rollup_table};
+use crate::sql::table::KeyKind;
+use crate::sql::{bucket_sql, quote_ident, rollup_table, zone_bucket_sql};
 
-/// The SQL of a logical plan over `dataset`, whose fact table is `table_sql`.
-pub(super) fn render(dataset: &Dataset, table_sql: &str, q: &Query, lp: &LogicalPlan) -> Plan {
+/// The SQL of a logical plan over `dataset`, whose fact table is `facts`.
+pub(super) fn render(dataset: &Dataset, facts: &Facts<'_>, q: &Query, lp: &LogicalPlan) -> Plan {
     let measures: Vec<&Measure> = q
         .measures
         .iter()
@@ -26,7 +28,9 @@ pub(super) fn render(dataset: &Dataset, table_sql: &str, q: &Query, lp: &Logical
         .collect();
     let mut r = Renderer {
         dataset,
-        table_sql,
+        facts: *facts,
+        instants: dataset.time_kind == TimeKind::Instant,
+        zone: None,
         q,
         measures: &measures,
         dims: q.dimensions.iter().map(|d| quote_ident(d)).collect(),
@@ -54,7 +58,11 @@ pub(super) fn render(dataset: &Dataset, table_sql: &str, q: &Query, lp: &Logical
 
 struct Renderer<'a> {
     dataset: &'a Dataset,
-    table_sql: &'a str,
+    facts: Facts<'a>,
+    /// Whether the time column holds instants (bucketed in a zone).
+    instants: bool,
+    /// The zone's name as SQL (`'UTC'`, or its parameter once bound).
+    zone: Option<String>,
     q: &'a Query,
     measures: &'a [&'a Measure],
     /// The asked dimensions, quoted.
@@ -104,21 +112,78 @@ impl Renderer<'_> {
         out
     }
 
-    /// The bucket of a time expression at the asked grain (`NULL` for one
-    /// bucket over the whole range).
-    fn period_of(&self, expr: &str) -> String {
-        match self.q.granularity {
-            Some(g) => bucket_sql(expr, g),
-            None => "NULL::date".to_owned(),
+    /// The zone instants are bucketed in, as SQL: `'UTC'`, or the zone's
+    /// name bound once as a parameter.
+    fn zone_sql(&mut self) -> String {
+        if let Some(z) = &self.zone {
+            return z.clone();
         }
+        let z = match self.q.zone() {
+            Some(name) => format!(
+                "{}::text",
+                self.params.push(PlanParam::Text(name.to_owned()))
+            ),
+            None => "'UTC'".to_owned(),
+        };
+        self.zone = Some(z.clone());
+        z
+    }
+
+    /// The start of the day bound as `param`, as the time expression's type.
+    fn day_start(&mut self, param: &str) -> String {
+        if self.instants {
+            format!(
+                "({param}::date::timestamp AT TIME ZONE {})",
+                self.zone_sql()
+            )
+        } else {
+            format!("{param}::date")
+        }
+    }
+
+    /// The bucket of a time expression at the asked grain (`NULL` for one
+    /// bucket over the whole range); instants in the query's zone.
+    fn period_of(&mut self, expr: &str) -> String {
+        match (self.q.granularity, self.instants) {
+            (Some(g), false) => bucket_sql(expr, g),
+            (Some(g), true) => {
+                let zone = self.zone_sql();
+                zone_bucket_sql(expr, g, &zone)
+            }
+            (None, false) => "NULL::date".to_owned(),
+            (None, true) => "NULL::timestamptz".to_owned(),
+        }
+    }
+
+    /// The facts' time column as an instant (a `timestamp` read as UTC).
+    fn fact_time(&self) -> String {
+        let col = quote_ident(&self.dataset.time_column);
+        match self.facts.time_key {
+            KeyKind::Timestamp => format!("({col} AT TIME ZONE 'UTC')"),
+            KeyKind::Date | KeyKind::TimestampTz => col,
+        }
+    }
+
+    /// The conditions keeping `time_expr` within the piece's [from, to).
+    fn range(&mut self, time_expr: &str, piece: &Piece) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = piece.from {
+            let p = self.params.push(PlanParam::Date(f));
+            out.push(format!("{time_expr} >= {}", self.day_start(&p)));
+        }
+        if let Some(t) = piece.to {
+            let p = self.params.push(PlanParam::Date(t));
+            out.push(format!("{time_expr} < {}", self.day_start(&p)));
+        }
+        out
     }
 
     /// One piece's SELECT; records which source served which days.
     fn piece(&mut self, piece: &Piece) -> String {
         let (from_sql, time_expr, name, kind) = match &piece.source {
             PieceSource::Fact => (
-                self.table_sql.to_owned(),
-                quote_ident(&self.dataset.time_column),
+                self.facts.table_sql.to_owned(),
+                self.fact_time(),
                 self.dataset.table.clone(),
                 "fact",
             ),
@@ -136,7 +201,7 @@ impl Renderer<'_> {
             to: piece.to.map(|t| t - Days::new(1)),
         });
         let mut conditions = self.filters.clone();
-        conditions.extend(self.params.range(&time_expr, piece));
+        conditions.extend(self.range(&time_expr, piece));
         // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
         let period = match piece.read {
             Read::AsStored => "bucket AS period".to_owned(),
@@ -193,9 +258,8 @@ impl Renderer<'_> {
                 let s = self.params.push(PlanParam::Date(s));
                 let e = self.params.push(PlanParam::Date(e));
                 format!(
-                    "(SELECT gs::date AS period FROM generate_series(date_trunc('{u}', {s}::date), date_trunc('{u}', {e}::date), interval '{i}') gs) g LEFT JOIN ({body}) a ON a.period = g.period",
-                    u = g.unit(),
-                    i = g.interval()
+                    "{} g LEFT JOIN ({body}) a ON a.period = g.period",
+                    self.periods(g, &s, &e)
                 )
             }
             _ => format!("({body}) a"),
@@ -231,6 +295,23 @@ impl Renderer<'_> {
         (columns, sql)
     }
 
+    /// Every period of the range `[s, e]` (parameters of days), for gap
+    /// fill. For instants: the local buckets from the one holding the first
+    /// instant to the one holding the last, each once as an instant (a
+    /// wall-clock hour that a DST change skips is the next one's instant).
+    fn periods(&mut self, g: Grain, s: &str, e: &str) -> String {
+        let (u, i) = (g.unit(), g.interval());
+        if !self.instants {
+            return format!(
+                "(SELECT gs::date AS period FROM generate_series(date_trunc('{u}', {s}::date), date_trunc('{u}', {e}::date), interval '{i}') gs)"
+            );
+        }
+        let zone = self.zone_sql();
+        format!(
+            "(SELECT DISTINCT gs AT TIME ZONE {zone} AS period FROM generate_series(date_trunc('{u}', {s}::date::timestamp), date_trunc('{u}', ({e}::date + 1)::timestamp - interval '1 microsecond'), interval '{i}') gs)"
+        )
+    }
+
     /// The answer's columns and the expressions selecting them.
     fn output_columns(&self) -> (Vec<OutputColumn>, Vec<String>) {
         let q = self.q;
@@ -239,7 +320,11 @@ impl Renderer<'_> {
         if q.granularity.is_some() {
             columns.push(OutputColumn {
                 name: "period".into(),
-                kind: OutKind::Date,
+                kind: if self.instants {
+                    OutKind::Timestamp
+                } else {
+                    OutKind::Date
+                },
             });
             select.push(if q.gap_fill { "g.period" } else { "a.period" }.to_owned());
         }
@@ -391,23 +476,5 @@ impl Params {
     fn push(&mut self, p: PlanParam) -> String {
         self.0.push(p);
         format!("${}", self.0.len())
-    }
-
-    /// The conditions keeping `time_expr` within the piece's [from, to).
-    fn range(&mut self, time_expr: &str, piece: &Piece) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(f) = piece.from {
-            out.push(format!(
-                "{time_expr} >= {}::date",
-                self.push(PlanParam::Date(f))
-            ));
-        }
-        if let Some(t) = piece.to {
-            out.push(format!(
-                "{time_expr} < {}::date",
-                self.push(PlanParam::Date(t))
-            ));
-        }
-        out
     }
 }

@@ -132,7 +132,10 @@ fn planner_cases_from_data_files() {
         for case in &mut cases {
             let plan = plan(
                 dataset,
-                "\"public\".\"sales_report\"",
+                &Facts {
+                    table_sql: "\"public\".\"sales_report\"",
+                    time_key: KeyKind::Date,
+                },
                 &rollups,
                 &case.query,
                 case.force_fact,
@@ -171,6 +174,7 @@ fn q(measures: &[&str]) -> Query {
         order: vec![],
         limit: None,
         gap_fill: false,
+        time_zone: None,
     }
 }
 
@@ -179,7 +183,11 @@ fn bad_queries_are_refused_by_name() {
     let catalog = Catalog::load(None).unwrap();
     let d = catalog.get("sales_report").unwrap();
     let check_err = |query: Query, expect: &str| {
-        let err = plan(d, "t", &[], &query, false).unwrap_err().to_string();
+        let facts = Facts {
+            table_sql: "t",
+            time_key: KeyKind::Date,
+        };
+        let err = plan(d, &facts, &[], &query, false).unwrap_err().to_string();
         assert_eq!(err, expect);
     };
     check_err(q(&[]), "measures: at least one measure is needed");

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::rollup::RollupInfo;
 use crate::domain::time::DayRange;
+use crate::sql::table::KeyKind;
 use crate::store::notify::{WriteListener, WriteNotice};
 
 /// A cached answer: the serialized body and its ETag.
@@ -64,13 +65,22 @@ impl Entries {
     }
 }
 
+/// What a plan reads from: the fact table (quoted), the type of its time
+/// column, and the dataset's current rollups.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub table: String,
+    pub time_key: KeyKind,
+    pub rollups: Vec<RollupInfo>,
+}
+
 /// Answers in memory, each dropped when a notified write touches its range;
 /// at most `capacity` of them in at most `max_bytes`, oldest evicted first.
 pub struct Cache {
     entries: Mutex<Entries>,
     /// Per dataset: its table and current rollups, so a request plans
     /// without catalog queries. Dropped with the dataset's answers.
-    sources: Mutex<HashMap<String, (String, Vec<RollupInfo>)>>,
+    sources: Mutex<HashMap<String, Sources>>,
     generation: AtomicU64,
     listening: AtomicBool,
     capacity: usize,
@@ -178,7 +188,7 @@ impl Cache {
     }
 
     /// The table and rollups of a dataset, when known since the last write to it.
-    pub fn sources(&self, dataset: &str) -> Option<(String, Vec<RollupInfo>)> {
+    pub fn sources(&self, dataset: &str) -> Option<Sources> {
         if !self.listening.load(Ordering::SeqCst) {
             return None;
         }
@@ -186,13 +196,7 @@ impl Cache {
     }
 
     /// Remembers a dataset's sources looked up at `generation`.
-    pub fn store_sources(
-        &self,
-        dataset: &str,
-        generation: u64,
-        table: String,
-        rollups: Vec<RollupInfo>,
-    ) {
+    pub fn store_sources(&self, dataset: &str, generation: u64, known: Sources) {
         let Ok(guard) = self.entries.lock() else {
             return;
         };
@@ -200,7 +204,7 @@ impl Cache {
             && self.listening.load(Ordering::SeqCst)
             && let Ok(mut sources) = self.sources.lock()
         {
-            sources.insert(dataset.to_owned(), (table, rollups));
+            sources.insert(dataset.to_owned(), known);
         }
         drop(guard);
     }

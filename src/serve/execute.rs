@@ -8,14 +8,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tokio_postgres::types::ToSql;
 
-use crate::domain::dataset::Catalog;
+use crate::domain::dataset::{Catalog, Dataset};
 use crate::error::{ErrorKind, classify_pg};
 use crate::pg::catalog;
 use crate::pg::database::Database;
 use crate::pg::numeric::ExactNumeric;
 use crate::plan::{self, OutKind, Plan, PlanParam, Served};
-use crate::serve::cache::Cache;
+use crate::serve::cache::{Cache, Sources};
 use crate::serve::query::{QueryError, QueryRequest};
+use crate::sql::table::KeyKind;
 use crate::store;
 
 /// An answer.
@@ -174,30 +175,68 @@ pub async fn prepare(
             ));
         }
     }
-    let (table, rollups) = match cache.and_then(|c| c.sources(&dataset.name)) {
+    let sources = match cache.and_then(|c| c.sources(&dataset.name)) {
         Some(known) => known,
         None => {
             let generation = cache.map(Cache::generation);
-            let table = catalog::find_table(client, &dataset.table)
-                .await?
-                .ok_or_else(|| {
-                    QueryError::invalid(
-                        "dataset",
-                        format!(
-                            "{} has no table yet (create it and import data first)",
-                            dataset.name
-                        ),
-                    )
-                })?
-                .quoted();
-            let rollups = store::rollups::current(client, dataset).await?;
+            let known = sources(client, dataset).await?;
             if let (Some(c), Some(g)) = (cache, generation) {
-                c.store_sources(&dataset.name, g, table.clone(), rollups.clone());
+                c.store_sources(&dataset.name, g, known.clone());
             }
-            (table, rollups)
+            known
         }
     };
-    Ok(plan::plan(dataset, &table, &rollups, &query, force_fact)?)
+    let facts = plan::Facts {
+        table_sql: &sources.table,
+        time_key: sources.time_key,
+    };
+    Ok(plan::plan(
+        dataset,
+        &facts,
+        &sources.rollups,
+        &query,
+        force_fact,
+    )?)
+}
+
+/// The fact table of a dataset (with its time column's type) and its
+/// current rollups, from the catalog.
+async fn sources(
+    client: &tokio_postgres::Client,
+    dataset: &Dataset,
+) -> Result<Sources, QueryError> {
+    let missing = || {
+        QueryError::invalid(
+            "dataset",
+            format!(
+                "{} has no table yet (create it and import data first)",
+                dataset.name
+            ),
+        )
+    };
+    let found = catalog::find_table(client, &dataset.table)
+        .await?
+        .ok_or_else(missing)?;
+    let table = catalog::load_table(client, &found.display()).await?;
+    let time_key = table
+        .column(&dataset.time_column)
+        .and_then(|c| KeyKind::of(&c.ty))
+        .ok_or_else(|| {
+            QueryError::invalid(
+                "dataset",
+                format!(
+                    "{}: table {} has no date or timestamp column {:?}",
+                    dataset.name,
+                    found.display(),
+                    dataset.time_column
+                ),
+            )
+        })?;
+    Ok(Sources {
+        table: found.quoted(),
+        time_key,
+        rollups: store::rollups::current(client, dataset).await?,
+    })
 }
 
 async fn run(

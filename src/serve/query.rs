@@ -235,6 +235,7 @@ impl QueryRequest {
                 .collect(),
             limit: self.limit,
             gap_fill: self.gap_fill,
+            time_zone: self.time_zone.clone(),
         })
     }
 

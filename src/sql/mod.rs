@@ -41,6 +41,31 @@ pub fn bucket_sql(expr: &str, grain: Grain) -> String {
     }
 }
 
+/// SQL of the UTC bucket at `grain` of a time column of type `kind`: a
+/// `date` for dates, a `timestamptz` (UTC) for instants, where a
+/// `timestamp` without zone is read as UTC. The time model's
+/// [`Grain::floor`] and [`Grain::floor_instant`] compute the same buckets.
+pub fn utc_bucket_sql(expr: &str, grain: Grain, kind: KeyKind) -> String {
+    let unit = grain.unit();
+    match kind {
+        KeyKind::Date => bucket_sql(expr, grain),
+        KeyKind::Timestamp => format!("(date_trunc('{unit}', {expr}) AT TIME ZONE 'UTC')"),
+        KeyKind::TimestampTz => {
+            format!("(date_trunc('{unit}', ({expr}) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')")
+        }
+    }
+}
+
+/// SQL of the bucket at `grain`, in the time zone `zone` (an SQL expression
+/// of its name), of an instant expression: the bucket's start as a
+/// `timestamptz`, DST and fractional offsets included.
+pub fn zone_bucket_sql(instant: &str, grain: Grain, zone: &str) -> String {
+    format!(
+        "(date_trunc('{}', ({instant}) AT TIME ZONE {zone}) AT TIME ZONE {zone})",
+        grain.unit()
+    )
+}
+
 /// The start of day `d` as a quoted literal of a time key's type (the date,
 /// its midnight, or its midnight in UTC) that PostgreSQL reads as the same
 /// day: chrono writes year 0 as `0000` and year 10000 as `+10000`, which

@@ -18,12 +18,12 @@ use postgres_types::{IsNull, ToSql, Type};
 use tokio::sync::mpsc;
 
 use crate::domain::delta::Accumulator;
-use crate::domain::time::Month;
+use crate::domain::time::{DayRange, Month};
 use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
 use crate::pg::catalog::{self as schema, SchemaError};
 use crate::pg::copy::{COPY_HEADER, COPY_TRAILER};
 use crate::sql::quote_ident;
-use crate::sql::table::Table;
+use crate::sql::table::{KeyKind, Table};
 use crate::store;
 use crate::store::imports::JobFacts;
 use crate::store::notify::notify_write;
@@ -189,14 +189,29 @@ pub async fn load<E>(
         );
     }
     if let Some(dataset) = target.dataset {
-        // The days loaded, else the months loaded, else anywhere.
+        // The days loaded, else the months loaded (widened by a day each
+        // side for an instant key: months are UTC, answers in any zone),
+        // else anywhere.
+        let instant_key = target
+            .table
+            .time_partitioning
+            .as_ref()
+            .is_some_and(|p| p.kind != KeyKind::Date);
         let days = produced
             .deltas
             .as_ref()
             .and_then(Accumulator::days)
             .or_else(|| {
                 let (first, last) = (produced.months.first()?, produced.months.last()?);
-                Some(first.days().union(last.days()))
+                let days = first.days().union(last.days());
+                Some(if instant_key {
+                    DayRange {
+                        first: days.first.pred_opt()?,
+                        last: days.last.succ_opt()?,
+                    }
+                } else {
+                    days
+                })
             });
         notify_write(&tx, dataset, days).await?;
     }

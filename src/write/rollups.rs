@@ -20,11 +20,13 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::domain::dataset::{Agg, Dataset};
 use crate::domain::delta::{Accumulator, Entry, PartialValue};
 use crate::domain::rollup::{Partial, PartialKind, RollupInfo};
+use crate::domain::time::TimeKind;
 use crate::domain::value::Value;
 use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
 use crate::pg::catalog::{self, SchemaError};
+use crate::sql::table::KeyKind;
 use crate::sql::table::{Column, Table};
-use crate::sql::{ROLLUP_SCHEMA, bucket_sql, quote_ident, rollup_table};
+use crate::sql::{ROLLUP_SCHEMA, quote_ident, rollup_table, utc_bucket_sql};
 use crate::store::{self, locks, notify::notify_write};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,16 @@ pub enum RollupError {
         column: String,
         table: String,
     },
+    #[error(
+        "dataset {dataset}: its time column {column:?} is a {declared}, but table {table} stores it as {actual}"
+    )]
+    TimeColumnType {
+        dataset: String,
+        column: String,
+        declared: &'static str,
+        table: String,
+        actual: String,
+    },
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error("database error: {}", pg_message(.0))]
@@ -53,9 +65,9 @@ pub enum RollupError {
 impl Classify for RollupError {
     fn kind(&self) -> ErrorKind {
         match self {
-            RollupError::NullableDimension { .. } | RollupError::MissingColumn { .. } => {
-                ErrorKind::BadInput
-            }
+            RollupError::NullableDimension { .. }
+            | RollupError::MissingColumn { .. }
+            | RollupError::TimeColumnType { .. } => ErrorKind::BadInput,
             RollupError::Schema(e) => e.kind(),
             RollupError::Db(e) => classify_pg(e),
         }
@@ -116,6 +128,24 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
             });
         }
     }
+    let time = table.column(&dataset.time_column).expect("checked above");
+    let fits = matches!(
+        (dataset.time_kind, KeyKind::of(&time.ty)),
+        (TimeKind::Date, Some(KeyKind::Date))
+            | (
+                TimeKind::Instant,
+                Some(KeyKind::Timestamp | KeyKind::TimestampTz)
+            )
+    );
+    if !fits {
+        return Err(RollupError::TimeColumnType {
+            dataset: dataset.name.clone(),
+            column: dataset.time_column.clone(),
+            declared: dataset.time_kind.name(),
+            table: table.table.display(),
+            actual: time.type_sql().to_owned(),
+        });
+    }
     dataset
         .rollups
         .iter()
@@ -146,7 +176,11 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
 fn aggregate_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String {
     let mut cols = vec![format!(
         "{} AS bucket",
-        bucket_sql(&quote_ident(&dataset.time_column), info.grain)
+        utc_bucket_sql(
+            &quote_ident(&dataset.time_column),
+            info.grain,
+            time_key(dataset, table)
+        )
     )];
     cols.extend(info.dimensions.iter().map(|d| quote_ident(d)));
     cols.push("count(*)::int8 AS row_count".into());
@@ -184,8 +218,20 @@ fn data_columns(info: &RollupInfo) -> Vec<String> {
         .collect()
 }
 
-fn create_sql(info: &RollupInfo, table: &Table) -> String {
-    let mut cols = vec!["bucket date NOT NULL".to_owned()];
+/// The type of a dataset's time column in its table (checked by `infos`).
+fn time_key(dataset: &Dataset, table: &Table) -> KeyKind {
+    table
+        .column(&dataset.time_column)
+        .and_then(|c| KeyKind::of(&c.ty))
+        .unwrap_or(KeyKind::Date)
+}
+
+fn create_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String {
+    let bucket = match dataset.time_kind {
+        TimeKind::Date => "date",
+        TimeKind::Instant => "timestamptz",
+    };
+    let mut cols = vec![format!("bucket {bucket} NOT NULL")];
     for d in &info.dimensions {
         let c = table.column(d).expect("checked by infos");
         cols.push(format!("{} {} NOT NULL", quote_ident(d), c.type_sql()));
@@ -267,7 +313,7 @@ pub async fn ensure(
             ))
             .await?;
         }
-        tx.batch_execute(&create_sql(info, &table)).await?;
+        tx.batch_execute(&create_sql(info, dataset, &table)).await?;
         // Inserted in key order: the heap then follows the primary key, and
         // answers read in key order touch each page once.
         let rows = tx
@@ -314,11 +360,18 @@ pub struct Verification {
     pub differences: i64,
 }
 
-/// Compares every rollup of the dataset with a fresh aggregation of the facts.
+/// Compares every rollup of the dataset with a fresh aggregation of the
+/// facts; a dataset whose table does not exist yet has none to compare.
 pub async fn verify(
     client: &mut tokio_postgres::Client,
     dataset: &Dataset,
 ) -> Result<Vec<Verification>, RollupError> {
+    if catalog::find_table(&*client, &dataset.table)
+        .await?
+        .is_none()
+    {
+        return Ok(Vec::new());
+    }
     let table = catalog::load_table(&*client, &dataset.table).await?;
     let infos = store::rollups::current(&*client, dataset).await?;
     // One snapshot for facts and rollups alike.
@@ -459,10 +512,9 @@ fn delta_arrays(
 ) -> (Vec<Box<dyn ToSql + Sync>>, Vec<String>) {
     let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::new();
     let mut casts: Vec<String> = Vec::new();
-    arrays.push(Box::new(
-        entries.iter().map(|e| e.bucket).collect::<Vec<_>>(),
-    ));
-    casts.push("date[]".into());
+    let (buckets, cast) = bucket_array(entries);
+    arrays.push(buckets);
+    casts.push(cast.into());
     for (i, d) in info.dimensions.iter().enumerate() {
         let col = table.column(d).expect("checked when built");
         let (array, cast) = scalar_array(entries.iter().map(|e| Some(&e.dims[i])), col);
@@ -514,6 +566,32 @@ fn delta_arrays(
         }
     }
     (arrays, casts)
+}
+
+/// The buckets of the entries as an array parameter: dates, or instants.
+fn bucket_array(entries: &[&Entry]) -> (Box<dyn ToSql + Sync>, &'static str) {
+    if entries
+        .iter()
+        .any(|e| matches!(e.bucket, Value::TimestampTz(_)))
+    {
+        let instants: Vec<Option<chrono::DateTime<chrono::Utc>>> = entries
+            .iter()
+            .map(|e| match e.bucket {
+                Value::TimestampTz(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        (Box::new(instants), "timestamptz[]")
+    } else {
+        let days: Vec<Option<chrono::NaiveDate>> = entries
+            .iter()
+            .map(|e| match e.bucket {
+                Value::Date(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        (Box::new(days), "date[]")
+    }
 }
 
 /// An array parameter of the column's type, with its SQL cast.

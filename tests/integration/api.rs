@@ -314,8 +314,17 @@ async fn a_one_month_report_reads_only_that_months_partition() {
     ] {
         // The fact-table plan (what answers when no rollup covers a query).
         let query = report.query(&filter).to_query().unwrap();
-        let plan =
-            clue::plan::plan(dataset, "\"public\".\"sales_report\"", &[], &query, true).unwrap();
+        let plan = clue::plan::plan(
+            dataset,
+            &clue::plan::Facts {
+                table_sql: "\"public\".\"sales_report\"",
+                time_key: clue::plan::KeyKind::Date,
+            },
+            &[],
+            &query,
+            true,
+        )
+        .unwrap();
         let mut sql = plan.sql.clone();
         for (i, p) in plan.params.iter().enumerate().rev() {
             let literal = match p {

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod helpers;
 mod import;
+mod instants;
 mod layers;
 mod ledger;
 mod rollups;
