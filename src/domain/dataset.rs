@@ -126,6 +126,9 @@ pub struct RollupDef {
     pub dimensions: Vec<String>,
     /// The measures it keeps partials for; `None`: every additive one.
     pub measures: Option<Vec<String>>,
+    /// The dimension it is read by: its table is ordered by it first, so a
+    /// query filtered to one value reads only that value's rows.
+    pub read_by: Option<String>,
 }
 
 /// A declared dataset.
@@ -168,6 +171,8 @@ struct RawRollup {
     dimensions: Vec<String>,
     #[serde(default)]
     measures: Option<Vec<String>>,
+    #[serde(default)]
+    read_by: Option<String>,
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -399,11 +404,19 @@ fn parse_rollup(
             Some(_) => {}
         }
     }
+    if let Some(d) = &r.read_by
+        && !r.dimensions.contains(d)
+    {
+        return Err(format!(
+            "read_by: {d:?} is not one of the rollup's dimensions"
+        ));
+    }
     Ok(RollupDef {
         name,
         grain,
         dimensions: r.dimensions,
         measures: r.measures,
+        read_by: r.read_by,
     })
 }
 
@@ -528,6 +541,12 @@ mod tests {
         check_error(
             "dataset: t\ntime_column: x\ncolumns: {d: date}\n",
             "field \"time_column\": \"x\" is not one of the columns",
+        );
+        check_error(
+            &format!(
+                "{BASE}dimensions: [n, s]\nrollups: [{{grain: day, dimensions: [n], read_by: s}}]\n"
+            ),
+            "read_by: \"s\" is not one of the rollup's dimensions",
         );
         check_error(
             "dataset: t\ntime_column: n\ncolumns: {n: int}\n",

@@ -248,6 +248,7 @@ mod tests {
                 })
                 .collect(),
             rows: 0,
+            read_by: None,
         }
     }
 
@@ -346,7 +347,10 @@ mod tests {
         let entries = acc.rollups()[0].sorted_entries();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].bucket, t("2024-03-10T06:00:00Z"));
-        assert_eq!(entries[0].partials, [PartialValue::Sum("3".parse().unwrap())]);
+        assert_eq!(
+            entries[0].partials,
+            [PartialValue::Sum("3".parse().unwrap())]
+        );
         // Answers in any zone may hold these rows on March 9, 10 or 11.
         let d = |s: &str| s.parse().unwrap();
         assert_eq!(acc.days(), DayRange::new(d("2024-03-09"), d("2024-03-11")));

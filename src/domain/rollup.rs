@@ -49,6 +49,8 @@ pub struct RollupInfo {
     pub partials: Vec<Partial>,
     /// Row estimate, for choosing the smallest rollup.
     pub rows: i64,
+    /// The dimension its table is ordered by first (see `RollupDef::read_by`).
+    pub read_by: Option<String>,
 }
 
 impl RollupInfo {
@@ -64,5 +66,6 @@ impl RollupInfo {
         self.grain == other.grain
             && self.dimensions == other.dimensions
             && self.partials == other.partials
+            && self.read_by == other.read_by
     }
 }

@@ -84,6 +84,7 @@ fn rollups(dataset: &Dataset) -> Vec<RollupInfo> {
                 (Grain::Month, 2) => 120_000,
                 _ => 480_000,
             },
+            read_by: r.read_by.clone(),
         })
         .collect()
 }

@@ -25,6 +25,8 @@ struct StoredDefinition {
     grain: Grain,
     dimensions: Vec<String>,
     partials: Vec<Partial>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_by: Option<String>,
 }
 
 /// The format written now.
@@ -37,6 +39,7 @@ pub fn encode(info: &RollupInfo) -> String {
         grain: info.grain,
         dimensions: info.dimensions.clone(),
         partials: info.partials.clone(),
+        read_by: info.read_by.clone(),
     })
     .expect("a definition serializes")
 }
@@ -52,6 +55,7 @@ pub fn decode(name: &str, dataset: &str, text: &str) -> Option<RollupInfo> {
         dimensions: stored.dimensions,
         partials: stored.partials,
         rows: 0,
+        read_by: stored.read_by,
     })
 }
 
@@ -145,6 +149,7 @@ mod tests {
                 source: "sales_amount".into(),
             }],
             rows: 7,
+            read_by: None,
         };
         let text = encode(&info);
         assert_eq!(

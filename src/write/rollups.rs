@@ -167,6 +167,7 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
                 dimensions: r.dimensions.clone(),
                 partials: partials(dataset, table, r.measures.as_deref()),
                 rows: 0,
+                read_by: r.read_by.clone(),
             })
         })
         .collect()
@@ -255,8 +256,35 @@ fn create_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String {
         "CREATE TABLE {} ({}, PRIMARY KEY ({})) WITH (fillfactor = 90)",
         rollup_table(&info.name),
         cols.join(", "),
-        key_columns(info).join(", ")
+        primary_key(info).join(", ")
     )
+}
+
+/// The key columns in the table's order: the `read_by` dimension first
+/// (then a query filtered to one of its values reads only that value's
+/// rows), then the bucket and the other dimensions.
+fn primary_key(info: &RollupInfo) -> Vec<String> {
+    let keys = key_columns(info);
+    match &info.read_by {
+        Some(d) => {
+            let first = quote_ident(d);
+            std::iter::once(first.clone())
+                .chain(keys.into_iter().filter(|k| *k != first))
+                .collect()
+        }
+        None => keys,
+    }
+}
+
+/// `primary_key` as positions in the aggregation's select list (bucket 1,
+/// dimensions from 2), for a build in the table's key order.
+fn key_positions(info: &RollupInfo) -> String {
+    let keys = key_columns(info);
+    primary_key(info)
+        .iter()
+        .map(|k| (keys.iter().position(|x| x == k).unwrap_or(0) + 1).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What `ensure`/`rebuild` did.
@@ -323,10 +351,7 @@ pub async fn ensure(
                     table_sql,
                     data_columns(info).join(", "),
                     aggregate_sql(info, dataset, &table),
-                    (1..=info.dimensions.len() + 1)
-                        .map(|i| i.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    key_positions(info)
                 ),
                 &[],
             )

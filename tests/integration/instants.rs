@@ -18,7 +18,7 @@ measures:
   avg_words: {avg: words}
   max_words: {max: words}
 rollups:
-  - {grain: hour, dimensions: [user_id]}
+  - {grain: hour, dimensions: [user_id], read_by: user_id}
   - {grain: day}
   - {grain: month, dimensions: [page]}
 ";
@@ -285,6 +285,14 @@ async fn buckets_follow_the_zone_dst_and_fractional_offsets_included() {
         )
         .await;
     assert_eq!(hourly["served_from"][0]["name"], "visits_hour_user_id");
+    // Read by user: one user's rows are together in the rollup's key order.
+    let key: String =
+        v.db.value(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+              WHERE conrelid = 'clue_rollup.visits_hour_user_id'::regclass AND contype = 'p'",
+        )
+        .await;
+    assert_eq!(key, "PRIMARY KEY (user_id, bucket)");
     assert_eq!(
         hourly["rows"],
         json!([{"period": "2024-03-10T06:00:00Z", "user_id": "u1", "words": 10},
