@@ -18,10 +18,16 @@ use crate::domain::time::{Grain, TimeKind};
 use crate::domain::value::ValueType;
 
 /// The built-in definitions.
-const BUILT_IN: &[(&str, &str)] = &[(
-    "sales_report.yaml",
-    include_str!("../../models/sales_report.yaml"),
-)];
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "sales_report.yaml",
+        include_str!("../../models/sales_report.yaml"),
+    ),
+    (
+        "learning_log.yaml",
+        include_str!("../../models/learning_log.yaml"),
+    ),
+];
 
 /// Checks a table name (`table` or `schema.table`) before it goes near SQL:
 /// letters, digits, `_` and `$`, at most 63 bytes a part.

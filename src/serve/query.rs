@@ -442,10 +442,8 @@ mod tests {
 
     #[test]
     fn filter_values_fit_their_dimensions() {
-        let dataset = crate::domain::dataset::Catalog::load(None)
-            .unwrap()
-            .datasets[0]
-            .clone();
+        let catalog = crate::domain::dataset::Catalog::load(None).unwrap();
+        let dataset = catalog.get("sales_report").unwrap().clone();
         let check = |filters: serde_json::Value, expect: Option<&str>| {
             let req = parse_request(
                 serde_json::json!({"dataset": "sales_report", "measures": ["revenue"], "filters": filters})
