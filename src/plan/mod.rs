@@ -14,7 +14,7 @@
 //! sources out. Identifiers come only from the dataset definition; values
 //! are always parameters.
 
-use chrono::{Days, NaiveDate};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::dataset::{Agg, Dataset, Measure};
@@ -45,6 +45,12 @@ pub struct Query {
     /// midnights there); `None` is UTC. Calendar dates have no zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// First instant included (instead of `start`, for instants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    /// Last instant included (instead of `end`, for instants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
 }
 
 impl Query {
@@ -199,6 +205,7 @@ pub struct Order {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlanParam {
     Date(NaiveDate),
+    Instant(DateTime<Utc>),
     Text(String),
     TextArray(Vec<String>),
 }
@@ -280,6 +287,7 @@ impl std::fmt::Display for Plan {
         for (i, p) in self.params.iter().enumerate() {
             match p {
                 PlanParam::Date(d) => writeln!(f, "  ${} = {d}", i + 1)?,
+                PlanParam::Instant(t) => writeln!(f, "  ${} = {}", i + 1, t.to_rfc3339())?,
                 PlanParam::Text(t) => writeln!(f, "  ${} = {t:?}", i + 1)?,
                 PlanParam::TextArray(v) => writeln!(f, "  ${} = {v:?}", i + 1)?,
             }
@@ -302,6 +310,8 @@ pub enum PlanError {
     NoMeasures,
     #[error("gap_fill: needs a granularity, a start and an end")]
     GapFillNeedsRange,
+    #[error("from: {0}")]
+    Instants(&'static str),
     #[error("{0}: is given more than once")]
     Repeated(String),
     #[error(
@@ -324,6 +334,7 @@ impl PlanError {
             PlanError::UnknownFilter(..) => "filters",
             PlanError::UnknownOrder(_) => "order",
             PlanError::GapFillNeedsRange => "gap_fill",
+            PlanError::Instants(_) => "from",
             PlanError::Repeated(f) => f.split('.').next().unwrap_or(f),
             PlanError::GrainTooFine { .. } => "granularity",
         }
@@ -395,7 +406,19 @@ pub fn check(dataset: &Dataset, q: &Query) -> Result<(), PlanError> {
             return Err(PlanError::UnknownOrder(o.field.clone()));
         }
     }
-    if q.gap_fill && (q.granularity.is_none() || q.start.is_none() || q.end.is_none()) {
+    let instants = q.from.is_some() || q.to.is_some();
+    if instants && dataset.time_kind != TimeKind::Instant {
+        return Err(PlanError::Instants(
+            "instants bound timestamp datasets only; give start_date and end_date",
+        ));
+    }
+    if instants && (q.start.is_some() || q.end.is_some()) {
+        return Err(PlanError::Instants(
+            "give either dates (start_date, end_date) or instants (from, to), not both",
+        ));
+    }
+    let bounded = (q.start.is_some() && q.end.is_some()) || (q.from.is_some() && q.to.is_some());
+    if q.gap_fill && (q.granularity.is_none() || !bounded) {
         return Err(PlanError::GapFillNeedsRange);
     }
     if let Some(g) = q.granularity
@@ -459,7 +482,9 @@ fn segments<'a>(
     // Rollups keep UTC buckets: in another zone, instants are bucketed
     // from the facts (exact whatever the offset; hour rollups for whole-hour
     // zones are the next step).
-    let zoned = dataset.time_kind == TimeKind::Instant && q.zone().is_some();
+    // Instant bounds fall inside days: such ranges read the facts.
+    let zoned = dataset.time_kind == TimeKind::Instant
+        && (q.zone().is_some() || q.from.is_some() || q.to.is_some());
     let usable: Vec<&RollupInfo> = if force_fact || zoned {
         Vec::new()
     } else {

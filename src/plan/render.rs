@@ -164,6 +164,21 @@ impl Renderer<'_> {
         }
     }
 
+    /// The conditions of a query bounded by instants (`from`, `to`, both
+    /// included).
+    fn instant_range(&mut self, time_expr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = self.q.from {
+            let p = self.params.push(PlanParam::Instant(f));
+            out.push(format!("{time_expr} >= {p}::timestamptz"));
+        }
+        if let Some(t) = self.q.to {
+            let p = self.params.push(PlanParam::Instant(t));
+            out.push(format!("{time_expr} <= {p}::timestamptz"));
+        }
+        out
+    }
+
     /// The conditions keeping `time_expr` within the piece's [from, to).
     fn range(&mut self, time_expr: &str, piece: &Piece) -> Vec<String> {
         let mut out = Vec::new();
@@ -202,6 +217,7 @@ impl Renderer<'_> {
         });
         let mut conditions = self.filters.clone();
         conditions.extend(self.range(&time_expr, piece));
+        conditions.extend(self.instant_range(&time_expr));
         // Bare `bucket` keeps the rollup's key order usable for ORDER BY.
         let period = match piece.read {
             Read::AsStored => "bucket AS period".to_owned(),
@@ -253,13 +269,23 @@ impl Renderer<'_> {
     fn output(&mut self, body: &str) -> (Vec<OutputColumn>, String) {
         let q = self.q;
         let (columns, select) = self.output_columns();
-        let from_sql = match (q.gap_fill, q.granularity, q.start, q.end) {
-            (true, Some(g), Some(s), Some(e)) => {
+        let from_sql = match (q.gap_fill, q.granularity, q.start, q.end, q.from, q.to) {
+            (true, Some(g), Some(s), Some(e), _, _) => {
                 let s = self.params.push(PlanParam::Date(s));
                 let e = self.params.push(PlanParam::Date(e));
                 format!(
                     "{} g LEFT JOIN ({body}) a ON a.period = g.period",
                     self.periods(g, &s, &e)
+                )
+            }
+            (true, Some(g), _, _, Some(f), Some(t)) => {
+                let f = self.params.push(PlanParam::Instant(f));
+                let t = self.params.push(PlanParam::Instant(t));
+                let zone = self.zone_sql();
+                format!(
+                    "(SELECT DISTINCT gs AT TIME ZONE {zone} AS period FROM generate_series(date_trunc('{u}', {f}::timestamptz AT TIME ZONE {zone}), date_trunc('{u}', {t}::timestamptz AT TIME ZONE {zone}), interval '{i}') gs) g LEFT JOIN ({body}) a ON a.period = g.period",
+                    u = g.unit(),
+                    i = g.interval()
                 )
             }
             _ => format!("({body}) a"),

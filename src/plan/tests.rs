@@ -105,6 +105,7 @@ fn describe(plan: &Plan) -> Expect {
             .iter()
             .map(|p| match p {
                 PlanParam::Date(d) => d.to_string(),
+                PlanParam::Instant(t) => t.to_rfc3339(),
                 PlanParam::Text(t) => t.clone(),
                 PlanParam::TextArray(v) => format!("{v:?}"),
             })
@@ -176,6 +177,8 @@ fn q(measures: &[&str]) -> Query {
         limit: None,
         gap_fill: false,
         time_zone: None,
+        from: None,
+        to: None,
     }
 }
 

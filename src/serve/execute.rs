@@ -249,6 +249,7 @@ async fn run(
         .iter()
         .map(|p| match p {
             PlanParam::Date(d) => d as &(dyn ToSql + Sync),
+            PlanParam::Instant(t) => t,
             PlanParam::Text(t) => t,
             PlanParam::TextArray(v) => v,
         })

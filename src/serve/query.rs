@@ -2,7 +2,7 @@
 //! query`), its checks, and the errors of answering it, each naming the
 //! field at fault as data.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::dataset::{Dataset, DatasetError};
@@ -47,6 +47,15 @@ pub struct QueryRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Date)]
     pub end_date: Option<NaiveDate>,
+    /// First instant included (RFC 3339), instead of `start_date`, for
+    /// datasets whose time column holds instants.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub from: Option<DateTime<Utc>>,
+    /// Last instant included (RFC 3339), instead of `end_date`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub to: Option<DateTime<Utc>>,
     #[serde(default)]
     pub filters: Vec<RawFilter>,
     /// Sort keys: measures, dimensions or `period`; then by period and dimensions.
@@ -169,6 +178,14 @@ impl QueryRequest {
                 format!("{s} is after end_date {e}"),
             ));
         }
+        if let (Some(f), Some(t)) = (self.from, self.to)
+            && f > t
+        {
+            return Err(QueryError::invalid(
+                "from",
+                format!("{} is after to {}", f.to_rfc3339(), t.to_rfc3339()),
+            ));
+        }
         if let Some(l) = self.limit
             && !(1..=MAX_LIMIT).contains(&l)
         {
@@ -236,6 +253,8 @@ impl QueryRequest {
             limit: self.limit,
             gap_fill: self.gap_fill,
             time_zone: self.time_zone.clone(),
+            from: self.from,
+            to: self.to,
         })
     }
 
@@ -383,7 +402,7 @@ mod tests {
             json!({"dataset": "s", "measures": [], "colour": 1}),
             (
                 "colour",
-                "unknown field `colour`, expected one of `dataset`, `measures`, `dimensions`, `granularity`, `start_date`, `end_date`, `filters`, `order`, `limit`, `gap_fill`, `time_zone`",
+                "unknown field `colour`, expected one of `dataset`, `measures`, `dimensions`, `granularity`, `start_date`, `end_date`, `from`, `to`, `filters`, `order`, `limit`, `gap_fill`, `time_zone`",
             ),
         );
         check(

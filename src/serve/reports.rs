@@ -199,6 +199,8 @@ impl Report {
             granularity,
             start_date: filter.start_date,
             end_date: filter.end_date,
+            from: None,
+            to: None,
             filters,
             order,
             limit,

@@ -329,6 +329,7 @@ async fn a_one_month_report_reads_only_that_months_partition() {
         for (i, p) in plan.params.iter().enumerate().rev() {
             let literal = match p {
                 clue::plan::PlanParam::Date(d) => format!("'{d}'"),
+                clue::plan::PlanParam::Instant(t) => format!("'{}'", t.to_rfc3339()),
                 clue::plan::PlanParam::Text(t) => format!("'{t}'"),
                 clue::plan::PlanParam::TextArray(_) => unreachable!(),
             };

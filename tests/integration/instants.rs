@@ -285,6 +285,32 @@ async fn buckets_follow_the_zone_dst_and_fractional_offsets_included() {
         )
         .await;
     assert_eq!(hourly["served_from"][0]["name"], "visits_hour_user_id");
+    // Bounded by instants (both included): the facts, cut inside the day.
+    let cut = rows(
+        &v,
+        json!({"dataset": "visits", "measures": ["words"], "granularity": "hour", "gap_fill": true,
+               "from": "2024-03-10T07:00:00Z", "to": "2024-03-10T09:59:59Z",
+               "filters": [{"dimension": "user_id", "equals": "u1"}]}),
+    )
+    .await;
+    assert_eq!(
+        cut,
+        json!([{"period": "2024-03-10T07:00:00Z", "words": 20},
+               {"period": "2024-03-10T08:00:00Z", "words": 0},
+               {"period": "2024-03-10T09:00:00Z", "words": 0}])
+    );
+    for (query, reason) in [
+        (
+            json!({"dataset": "visits", "measures": ["words"], "from": "2024-03-10T09:00:00Z", "to": "2024-03-10T07:00:00Z"}),
+            "from: 2024-03-10T09:00:00+00:00 is after to 2024-03-10T07:00:00+00:00",
+        ),
+        (
+            json!({"dataset": "visits", "measures": ["words"], "from": "2024-03-10T09:00:00Z", "start_date": "2024-03-10"}),
+            "from: give either dates (start_date, end_date) or instants (from, to), not both",
+        ),
+    ] {
+        v.clue(&["query", &query.to_string()]).fails_with(4, reason);
+    }
     // Read by user: one user's rows are together in the rollup's key order.
     let key: String =
         v.db.value(
