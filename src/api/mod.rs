@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{health, query, reports};
+use routes::{health, learning, query, reports};
 
 use crate::domain::dataset::Catalog;
 use crate::pg::database::Database;
@@ -46,6 +46,25 @@ pub struct AppState {
     pub db: Arc<Database>,
     pub catalog: Arc<Catalog>,
     pub cache: Arc<Cache>,
+    pub limits: Limits,
+}
+
+/// The server's bounds (`clue serve` flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Memory for cached answers.
+    pub cache_bytes: usize,
+    /// The most periods one summary may have.
+    pub max_periods: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cache_bytes: 1 << 30,
+            max_periods: 10_000,
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -60,6 +79,7 @@ pub struct AppState {
     tags(
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "query", description = "The generic query over declared datasets."),
+        (name = "learning", description = "Prototype 003's learning logs: records and per-user summaries."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -71,6 +91,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::monthly_sales_breakdown))
         .routes(routes!(reports::top_5_by_revenue))
         .routes(routes!(query::query_endpoint))
+        .routes(routes!(learning::records_json))
+        .routes(routes!(learning::user_summary))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -113,16 +135,21 @@ impl Application {
     pub async fn build(
         db: Arc<Database>,
         catalog: Arc<Catalog>,
-        cache_bytes: usize,
+        limits: Limits,
         host: &str,
         port: u16,
     ) -> std::io::Result<Application> {
-        let cache = Arc::new(Cache::new(CACHE_ANSWERS, cache_bytes));
+        let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         Ok(Application {
             listener,
-            state: AppState { db, catalog, cache },
+            state: AppState {
+                db,
+                catalog,
+                cache,
+                limits,
+            },
         })
     }
 
@@ -186,6 +213,7 @@ mod tests {
             db: Arc::new(Database::unconnected(config).unwrap()),
             catalog: Arc::new(Catalog::load(None).unwrap()),
             cache: Arc::new(Cache::new(16, 1 << 20)),
+            limits: Limits::default(),
         })
     }
 

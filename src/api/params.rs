@@ -58,7 +58,7 @@ const MAX_TEXT_PARAM: usize = 255;
 
 /// Splits a query string into decoded name/value pairs, refusing (rather
 /// than replacing) bytes that do not decode to UTF-8 text.
-fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(super) fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |part: &str, name: Option<&str>| -> Result<String, ApiError> {
         let spaced = part.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced)

@@ -16,6 +16,15 @@ use crate::serve::query::QueryError;
 pub enum ApiError {
     #[error("{name}: {reason}")]
     InvalidParameter { name: String, reason: String },
+    /// Several fields at fault at once (a record's body).
+    #[error("{}", .0.iter().map(|p| format!("{}: {}", p.name, p.reason)).collect::<Vec<_>>().join("; "))]
+    InvalidParameters(Vec<InvalidParam>),
+    /// It clashes with what is there (a repeated idempotency key).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the limit, in bytes.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("no such resource: {0}")]
     NotFound(String),
     #[error("method {0} is not allowed here")]
@@ -29,7 +38,11 @@ impl ApiError {
     /// The kind of failure, which decides the status.
     fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::InvalidParameter { .. } => ErrorKind::BadInput,
+            ApiError::InvalidParameter { .. } | ApiError::InvalidParameters(_) => {
+                ErrorKind::BadInput
+            }
+            ApiError::Conflict(_) => ErrorKind::Conflict,
+            ApiError::TooLarge(_) => ErrorKind::BadInput,
             ApiError::NotFound(_) => ErrorKind::NotFound,
             ApiError::MethodNotAllowed(_) => ErrorKind::BadInput,
             ApiError::Failed(e) => e.kind(),
@@ -104,7 +117,7 @@ pub struct Problem {
     pub invalid_params: Vec<InvalidParam>,
 }
 
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct InvalidParam {
     pub name: String,
     pub reason: String,
@@ -117,6 +130,11 @@ impl IntoResponse for ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
+            ),
+            ApiError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
             ),
             other => http_status(other.kind()),
         };
@@ -144,6 +162,7 @@ impl IntoResponse for ApiError {
         };
         let invalid_params = match self {
             ApiError::InvalidParameter { name, reason } => vec![InvalidParam { name, reason }],
+            ApiError::InvalidParameters(params) => params,
             _ => Vec::new(),
         };
         let problem = Problem {

@@ -59,6 +59,14 @@ pub struct ServeArgs {
         value_name = "MIB"
     )]
     pub cache_mb: u32,
+    /// The most periods one `/users/{id}/summary` answer may have.
+    #[arg(
+        long,
+        env = "CLUE_MAX_PERIODS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub max_periods: usize,
     /// Serve without changing the database: no migrations and no rollup
     /// builds, only a check that the schema is this build's (for a server
     /// on a read replica, or a role that may only read).

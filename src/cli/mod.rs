@@ -380,7 +380,11 @@ async fn serve(
     args: &ServeArgs,
     demo: Option<&demo::DemoData>,
 ) -> Result<(), Error> {
-    let app = api::Application::build(db, catalog, args.cache_bytes(), &args.host, args.port)
+    let limits = api::Limits {
+        cache_bytes: args.cache_bytes(),
+        max_periods: args.max_periods,
+    };
+    let app = api::Application::build(db, catalog, limits, &args.host, args.port)
         .await
         .map_err(|e| {
             failure(

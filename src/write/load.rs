@@ -26,6 +26,7 @@ use crate::sql::quote_ident;
 use crate::sql::table::{KeyKind, Table};
 use crate::store;
 use crate::store::imports::JobFacts;
+use crate::store::ledger::{self, Claim};
 use crate::store::notify::notify_write;
 use crate::write::rollups;
 
@@ -69,7 +70,20 @@ pub struct Target<'a> {
     pub error_table: Option<&'a str>,
     /// The dataset stored in the table, whose caches this load makes stale.
     pub dataset: Option<&'a str>,
-    pub job: &'a JobFacts,
+    /// The import job it is recorded as, for loads of files.
+    pub job: Option<&'a JobFacts>,
+    /// Idempotency keys to claim in the load's transaction: a key already
+    /// taken stops the load before anything is written.
+    pub claims: &'a [ClaimSpec<'a>],
+}
+
+/// An idempotency key a load claims (see `store::ledger`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimSpec<'a> {
+    pub scope: &'a str,
+    pub key: &'a str,
+    pub fingerprint: &'a str,
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// Why a load left nothing behind.
@@ -81,6 +95,8 @@ pub enum LoadError<E> {
     Concurrent,
     /// The database refused the load.
     Database { message: String, kind: ErrorKind },
+    /// An idempotency key was taken before: `replay` when with the same payload.
+    Duplicate { key: String, replay: bool },
 }
 
 impl<E> From<tokio_postgres::Error> for LoadError<E> {
@@ -121,9 +137,23 @@ pub async fn load<E>(
     target: Target<'_>,
     mut batches: mpsc::Receiver<Batch>,
     finish: impl FnOnce() -> Result<Produced, E>,
-) -> Result<(i64, Produced), LoadError<E>> {
+) -> Result<(Option<i64>, Produced), LoadError<E>> {
     let tx = client.transaction().await?;
-    let import_id = store::imports::begin(&tx, target.job).await?;
+    for c in target.claims {
+        let replay = match ledger::claim(&tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
+            Claim::New => continue,
+            Claim::Replay { .. } => true,
+            Claim::Conflict { .. } => false,
+        };
+        return Err(LoadError::Duplicate {
+            key: c.key.to_owned(),
+            replay,
+        });
+    }
+    let import_id = match target.job {
+        Some(job) => Some(store::imports::begin(&tx, job).await?),
+        None => None,
+    };
     let copy_sql = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         target.table.table.quoted(),
@@ -161,8 +191,8 @@ pub async fn load<E>(
                         s.send(Bytes::from_static(COPY_TRAILER)).await?;
                         copied += s.as_mut().finish().await?;
                     }
-                    if let Some(sql) = &reject_sql {
-                        write_rejects(&tx, sql, import_id, &target.job.file_name, &rejects).await?;
+                    if let (Some(sql), Some(id), Some(job)) = (&reject_sql, import_id, target.job) {
+                        write_rejects(&tx, sql, id, &job.file_name, &rejects).await?;
                     }
                 }
             }
@@ -215,7 +245,9 @@ pub async fn load<E>(
             });
         notify_write(&tx, dataset, days).await?;
     }
-    store::imports::finish(&tx, import_id, produced.rows_loaded, produced.rows_rejected).await?;
+    if let Some(id) = import_id {
+        store::imports::finish(&tx, id, produced.rows_loaded, produced.rows_rejected).await?;
+    }
     tx.commit().await?;
     Ok((import_id, produced))
 }

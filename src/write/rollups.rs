@@ -534,8 +534,8 @@ fn delta_arrays(
     info: &RollupInfo,
     entries: &[&Entry],
     table: &Table,
-) -> (Vec<Box<dyn ToSql + Sync>>, Vec<String>) {
-    let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+) -> (Vec<Box<dyn ToSql + Sync + Send>>, Vec<String>) {
+    let mut arrays: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut casts: Vec<String> = Vec::new();
     let (buckets, cast) = bucket_array(entries);
     arrays.push(buckets);
@@ -594,7 +594,7 @@ fn delta_arrays(
 }
 
 /// The buckets of the entries as an array parameter: dates, or instants.
-fn bucket_array(entries: &[&Entry]) -> (Box<dyn ToSql + Sync>, &'static str) {
+fn bucket_array(entries: &[&Entry]) -> (Box<dyn ToSql + Sync + Send>, &'static str) {
     if entries
         .iter()
         .any(|e| matches!(e.bucket, Value::TimestampTz(_)))
@@ -623,13 +623,13 @@ fn bucket_array(entries: &[&Entry]) -> (Box<dyn ToSql + Sync>, &'static str) {
 fn scalar_array<'a>(
     values: impl Iterator<Item = Option<&'a Value<'static>>>,
     col: &Column,
-) -> (Box<dyn ToSql + Sync>, String) {
+) -> (Box<dyn ToSql + Sync + Send>, String) {
     let values: Vec<Option<&Value<'static>>> = values.collect();
-    fn array<T: ToSql + Sync + 'static>(
+    fn array<T: ToSql + Sync + Send + 'static>(
         values: &[Option<&Value<'static>>],
         pick: impl Fn(&Value<'static>) -> Option<T>,
         cast: &str,
-    ) -> (Box<dyn ToSql + Sync>, String) {
+    ) -> (Box<dyn ToSql + Sync + Send>, String) {
         (
             Box::new(
                 values

@@ -304,9 +304,15 @@ pub async fn open_writer(target: &DatabaseTarget) -> Database {
 /// A server over `database` with the built-in datasets, bound to port 0.
 pub async fn application(database: std::sync::Arc<Database>) -> clue::api::Application {
     let catalog = std::sync::Arc::new(clue::domain::dataset::Catalog::load(None).unwrap());
-    clue::api::Application::build(database, catalog, 1 << 30, "127.0.0.1", 0)
-        .await
-        .unwrap()
+    clue::api::Application::build(
+        database,
+        catalog,
+        clue::api::Limits::default(),
+        "127.0.0.1",
+        0,
+    )
+    .await
+    .unwrap()
 }
 
 /// A `clue serve` in-process on port 0 over a test database, stopped when dropped.

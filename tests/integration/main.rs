@@ -8,6 +8,7 @@ mod helpers;
 mod import;
 mod instants;
 mod layers;
+mod learning;
 mod ledger;
 mod rollups;
 mod schema;

@@ -249,7 +249,14 @@ async fn import_in(
     let schema = opts.schema.as_ref().map(|s| &s.schema);
     let table = schema::load_table(&***client, &opts.table).await?;
     facts.table = table.table.display();
-    let (dataset, rollups) = dataset_of(client, catalog, &table).await?;
+    let (dataset, rollups) =
+        super::dataset_of(client, catalog, &table)
+            .await
+            .map_err(|e| match e {
+                super::DatasetOfError::Schema(e) => ImportError::Schema(e),
+                super::DatasetOfError::Rollup(e) => ImportError::Rollup(e),
+                super::DatasetOfError::Db(e) => ImportError::from(e),
+            })?;
     let error_table = match schema {
         Some(_) => Some(load::resolve_error_table(client, &opts.error_table).await?),
         None => None,
@@ -368,37 +375,6 @@ async fn check_file(
     })?
 }
 
-/// The dataset stored in a table (or in the partitioned table it is a
-/// partition of), and its current rollups: a load keeps them exact and
-/// tells the caches what it wrote.
-async fn dataset_of(
-    client: &mut tokio_postgres::Client,
-    catalog: &Catalog,
-    table: &Table,
-) -> Result<(Option<String>, Option<(Vec<RollupInfo>, String)>), ImportError> {
-    let root = table
-        .partition_of
-        .as_ref()
-        .map_or(table.table.oid, |p| p.root.oid);
-    let Some(dataset) = schema::dataset_for_table(catalog, &*client, root).await? else {
-        return Ok((None, None));
-    };
-    if dataset.rollups.is_empty() {
-        return Ok((Some(dataset.name.clone()), None));
-    }
-    let mut current = store::rollups::current(&*client, dataset).await?;
-    // Rollups are reconciled when a writer starts; only a missing one (a
-    // table created since) is built here.
-    if current.len() < dataset.rollups.len() {
-        rollup::ensure(client, dataset, false).await?;
-        current = store::rollups::current(&*client, dataset).await?;
-    }
-    Ok((
-        Some(dataset.name.clone()),
-        Some((current, dataset.time_column.clone())),
-    ))
-}
-
 /// Partitions this import made for rows that did not load (rejected, or
 /// the load failed) are dropped again while still empty.
 async fn drop_unused_partitions(
@@ -487,7 +463,8 @@ async fn load_file(
         columns: &columns,
         error_table: job.error_table,
         dataset: job.dataset,
-        job: job.facts,
+        job: Some(job.facts),
+        claims: &[],
     };
     let records = job.scan.records;
     let file = job.file;
@@ -522,5 +499,11 @@ async fn load_file(
                 message,
                 kind,
             },
+            LoadError::Duplicate { key, .. } => ImportError::Internal {
+                file: job.file.to_owned(),
+                what: "the load",
+                reason: format!("a file load claimed idempotency key {key}"),
+            },
         })
+        .map(|(id, produced)| (id.unwrap_or_default(), produced))
 }
