@@ -419,6 +419,9 @@ async fn serve(
     println!(
         "  as CSV:        {base}/reports/top-5-by-revenue?start_date={from}&end_date={to}&format=csv"
     );
+    println!(
+        "  learning:      {base}/users/user01/summary?from=2025-01-01&to=2025-12-31T23:59:59&granularity=month"
+    );
     app.run_until(api::shutdown_signal())
         .await
         .map_err(|e| failure(ErrorKind::Internal, e.to_string()))

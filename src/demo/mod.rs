@@ -24,6 +24,68 @@ pub struct DemoData {
     pub loaded_now: bool,
 }
 
+/// Users of the demo learning logs (`user01` …).
+pub const LEARNERS: u32 = 12;
+
+/// When `learning_log` is empty, records a year of learning for
+/// [`LEARNERS`] users (a few sessions on most days, every user at their own
+/// pace) through the same write path as `POST /recordsjson`.
+async fn learning_logs(
+    db: &Database,
+    catalog: &Catalog,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use rand::{RngExt, SeedableRng};
+    let client = db.client().await?;
+    let has_rows: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM learning_log)", &[])
+        .await?
+        .get(0);
+    if has_rows {
+        return Ok(());
+    }
+    eprintln!("Recording demo learning logs...");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let start = NaiveDate::from_ymd_opt(2025, 1, 1).expect("a date");
+    let mut batch = Vec::new();
+    let mut total = 0u64;
+    for user in 1..=LEARNERS {
+        let pace = rng.random_range(10..=60);
+        for day in 0..365 {
+            if !rng.random_bool(0.7) {
+                continue;
+            }
+            for _ in 0..rng.random_range(1..=3) {
+                let at = start.and_hms_opt(rng.random_range(6..23), rng.random_range(0..60), 0);
+                let at = at.expect("a time") + chrono::Days::new(day);
+                let id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
+                batch.push(crate::ingest::records::Record {
+                    fields: vec![
+                        ("request_id".into(), id.to_string()),
+                        ("user_id".into(), format!("user{user:02}")),
+                        (
+                            "word_count".into(),
+                            rng.random_range(0..=pace * 2).to_string(),
+                        ),
+                        (
+                            "timestamp".into(),
+                            format!("{}Z", at.format("%Y-%m-%dT%H:%M:%S")),
+                        ),
+                    ],
+                    key: Some(crate::ingest::records::RecordKey {
+                        key: id.to_string(),
+                        fingerprint: id.to_string(),
+                    }),
+                });
+            }
+        }
+        total += batch.len() as u64;
+        crate::ingest::records::record(db, catalog, "learning_log", &batch, "learning_log").await?;
+        batch.clear();
+    }
+    eprintln!("Recorded {total} learning records of {LEARNERS} users.");
+    Ok(())
+}
+
 /// Creates `sales_report` if missing and, when it is empty, generates `rows`
 /// rows into `work_dir` and imports them with validation.
 pub async fn prepare(
@@ -88,6 +150,7 @@ pub async fn prepare(
         );
         loaded_now = true;
     }
+    learning_logs(db, catalog).await?;
     let row = client
         .query_one(
             "SELECT count(*), min(sales_date), max(sales_date) FROM sales_report",

@@ -651,9 +651,27 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
         })
         .sum();
     assert_eq!(revenue, expected.total_revenue);
+    // A learner's year, month by month, every month with words.
+    let learned: Value = reqwest::get(format!(
+        "{base}/users/user01/summary?from=2025-01-01&to=2025-12-31T23:59:59&granularity=month"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let learned = learned.as_array().unwrap();
+    assert_eq!(learned.len(), 12, "{learned:?}");
+    assert!(
+        learned
+            .iter()
+            .all(|m| m["average_words_learned"].as_f64().unwrap() > 0.0),
+        "{learned:?}"
+    );
     assert_eq!(interrupt(&mut child), 0);
     let log = errors.join().unwrap();
     assert!(log.contains("Generating 3000 sales rows"), "{log}");
+    assert!(log.contains("learning records of 12 users"), "{log}");
     let status =
         crate::helpers::clue_with(&["db", "status"], &[("CLUE_HOME", home.to_str().unwrap())]).ok();
     assert!(
