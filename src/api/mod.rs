@@ -36,6 +36,7 @@ pub use problem::{ApiError, InvalidParam, Problem};
 use routes::{health, learning, query, reports};
 
 use crate::domain::dataset::Catalog;
+use crate::ingest::records::Batcher;
 use crate::pg::database::Database;
 use crate::serve::cache::Cache;
 use crate::store::notify;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub cache: Arc<Cache>,
     pub limits: Limits,
+    /// The writer of learning records (group commit).
+    pub records: Arc<Batcher>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -56,6 +59,9 @@ pub struct Limits {
     pub cache_bytes: usize,
     /// The most periods one summary may have.
     pub max_periods: usize,
+    /// Records arriving together share a transaction (a 2xx still means
+    /// committed); off, each record has its own.
+    pub group_commit: bool,
 }
 
 impl Default for Limits {
@@ -63,6 +69,7 @@ impl Default for Limits {
         Limits {
             cache_bytes: 1 << 30,
             max_periods: 10_000,
+            group_commit: true,
         }
     }
 }
@@ -119,6 +126,9 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
+/// The most records one group commit writes.
+const GROUP_COMMIT: usize = 256;
+
 /// The most answers the cache keeps, whatever their size.
 const CACHE_ANSWERS: usize = 2048;
 
@@ -142,6 +152,13 @@ impl Application {
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
+        let records = Arc::new(Batcher::spawn(
+            db.clone(),
+            catalog.clone(),
+            "learning_log".into(),
+            "learning_log".into(),
+            if limits.group_commit { GROUP_COMMIT } else { 1 },
+        ));
         Ok(Application {
             listener,
             state: AppState {
@@ -149,6 +166,7 @@ impl Application {
                 catalog,
                 cache,
                 limits,
+                records,
             },
         })
     }
@@ -209,9 +227,18 @@ mod tests {
             .user("nobody")
             .dbname("nowhere")
             .connect_timeout(std::time::Duration::from_millis(200));
+        let db = Arc::new(Database::unconnected(config).unwrap());
+        let catalog = Arc::new(Catalog::load(None).unwrap());
         router(AppState {
-            db: Arc::new(Database::unconnected(config).unwrap()),
-            catalog: Arc::new(Catalog::load(None).unwrap()),
+            records: Arc::new(Batcher::spawn(
+                db.clone(),
+                catalog.clone(),
+                "learning_log".into(),
+                "learning_log".into(),
+                1,
+            )),
+            db,
+            catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),
             limits: Limits::default(),
         })

@@ -67,6 +67,10 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_periods: usize,
+    /// Write each learning record in a transaction of its own instead of
+    /// committing the records that arrive together at once (for comparison).
+    #[arg(long)]
+    pub no_group_commit: bool,
     /// Serve without changing the database: no migrations and no rollup
     /// builds, only a check that the schema is this build's (for a server
     /// on a read replica, or a role that may only read).

@@ -383,6 +383,7 @@ async fn serve(
     let limits = api::Limits {
         cache_bytes: args.cache_bytes(),
         max_periods: args.max_periods,
+        group_commit: !args.no_group_commit,
     };
     let app = api::Application::build(db, catalog, limits, &args.host, args.port)
         .await

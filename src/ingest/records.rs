@@ -18,6 +18,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::pg::catalog::{self as schema, SchemaError};
 use crate::pg::copy::{FieldCodec, PgKind};
 use crate::pg::database::{Database, DbError};
+use crate::store::ledger;
 use crate::write::load::{self, Batch, ClaimSpec, LoadError, Produced, Target};
 use crate::write::partitions::{self, PartitionError};
 use crate::write::rollups::RollupError;
@@ -174,22 +175,12 @@ pub async fn record(
         job: None,
         claims: &claims,
     };
-    match load::load(&mut client, target, receiver, || {
+    load::load(&mut client, target, receiver, || {
         Ok::<_, std::convert::Infallible>(produced)
     })
     .await
-    {
-        Ok((_, produced)) => Ok(produced.rows_loaded),
-        Err(LoadError::Duplicate { key, replay, .. }) => {
-            Err(RecordError::Duplicate { key, replay })
-        }
-        Err(LoadError::Database { message, kind }) => Err(RecordError::Load { message, kind }),
-        Err(LoadError::Concurrent) => Err(RecordError::Load {
-            message: "a concurrent write took a unique value".into(),
-            kind: ErrorKind::Conflict,
-        }),
-        Err(LoadError::Producer(never)) => match never {},
-    }
+    .map(|(_, produced)| produced.rows_loaded)
+    .map_err(load_error)
 }
 
 /// The codec of every field, with the dataset's rules; a field that is no
@@ -253,5 +244,213 @@ fn encode<'r>(
         Ok(values)
     } else {
         Err(RecordError::Invalid(problems))
+    }
+}
+
+/// Group commit: records handed to a `Batcher` are written together, one
+/// transaction (one commit, one rollup upkeep) for every record that
+/// arrived while the previous batch was being written. Each caller gets its
+/// own record's outcome once the batch has committed (a 2xx still means
+/// committed); a repeated key fails its record only.
+pub struct Batcher {
+    jobs: mpsc::Sender<Job>,
+}
+
+struct Job {
+    record: Record,
+    reply: tokio::sync::oneshot::Sender<Result<(), RecordError>>,
+}
+
+impl Batcher {
+    /// Starts the writer of `dataset`'s records (keys claimed under
+    /// `scope`), writing at most `max_batch` records a transaction (1: a
+    /// transaction per record).
+    pub fn spawn(
+        db: std::sync::Arc<Database>,
+        catalog: std::sync::Arc<Catalog>,
+        dataset: String,
+        scope: String,
+        max_batch: usize,
+    ) -> Batcher {
+        let (jobs, mut queue) = mpsc::channel::<Job>(max_batch.max(1) * 4);
+        tokio::spawn(async move {
+            while let Some(first) = queue.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+                let outcomes = write_batch(&db, &catalog, &dataset, &scope, &records).await;
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+        });
+        Batcher { jobs }
+    }
+
+    /// Writes one record with the others of its batch; its own outcome.
+    pub async fn record(&self, record: Record) -> Result<(), RecordError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job { record, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> RecordError {
+    RecordError::Load {
+        message: "the record writer has stopped".into(),
+        kind: ErrorKind::Unavailable,
+    }
+}
+
+/// Writes a batch in one transaction: each record's key is claimed, the
+/// records whose keys were free are written; one outcome per record.
+async fn write_batch(
+    db: &Database,
+    catalog: &Catalog,
+    dataset: &str,
+    scope: &str,
+    records: &[Record],
+) -> Vec<Result<(), RecordError>> {
+    let fail_all = |e: RecordError| -> Vec<Result<(), RecordError>> {
+        let (message, kind) = (e.to_string(), e.kind());
+        records
+            .iter()
+            .map(|_| {
+                Err(RecordError::Load {
+                    message: message.clone(),
+                    kind,
+                })
+            })
+            .collect()
+    };
+    match try_write_batch(db, catalog, dataset, scope, records).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => fail_all(e),
+    }
+}
+
+async fn try_write_batch(
+    db: &Database,
+    catalog: &Catalog,
+    dataset: &str,
+    scope: &str,
+    records: &[Record],
+) -> Result<Vec<Result<(), RecordError>>, RecordError> {
+    let ds = catalog
+        .get(dataset)
+        .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
+    let Some(first) = records.first() else {
+        return Ok(Vec::new());
+    };
+    let mut client = db.client().await?;
+    let table = schema::load_table(&**client, &ds.table).await?;
+    let columns: Vec<String> = first.fields.iter().map(|(c, _)| c.clone()).collect();
+    let codecs = codecs(&table, ds, &columns)?;
+    let (dataset_name, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
+    let time_index = columns.iter().position(|c| *c == ds.time_column);
+    // Each record checked on its own: a bad one fails alone.
+    let mut outcomes: Vec<Result<(), RecordError>> = records
+        .iter()
+        .map(|r| encode(&codecs, r, &mut BytesMut::new()).map(|_| ()))
+        .collect();
+    let mut months = BTreeSet::new();
+    for (r, outcome) in records.iter().zip(&outcomes) {
+        if outcome.is_ok()
+            && let Some(i) = time_index
+            && let Ok(v) = codecs[i].parse(&r.fields[i].1)
+        {
+            months.extend(v.day().map(Month::of));
+        }
+    }
+    if table.time_partitioning.is_some() && !months.is_empty() {
+        partitions::ensure_months(&mut client, &table, &months).await?;
+    }
+    let pg: &mut tokio_postgres::Client = &mut client;
+    let tx = pg.transaction().await?;
+    for (r, outcome) in records.iter().zip(outcomes.iter_mut()) {
+        let Some(k) = r.key.as_ref().filter(|_| outcome.is_ok()) else {
+            continue;
+        };
+        match ledger::claim(&tx, scope, &k.key, &k.fingerprint, None).await? {
+            ledger::Claim::New => {}
+            ledger::Claim::Replay { .. } => {
+                *outcome = Err(RecordError::Duplicate {
+                    key: k.key.clone(),
+                    replay: true,
+                });
+            }
+            ledger::Claim::Conflict { .. } => {
+                *outcome = Err(RecordError::Duplicate {
+                    key: k.key.clone(),
+                    replay: false,
+                });
+            }
+        }
+    }
+    let mut deltas = match &rollups {
+        Some((infos, time_column)) => {
+            Accumulator::new(infos, time_column, |c| columns.iter().position(|x| x == c))
+        }
+        None => None,
+    };
+    let mut out = BytesMut::new();
+    let mut written = 0u64;
+    for (r, outcome) in records.iter().zip(&outcomes) {
+        if outcome.is_ok() {
+            let values = encode(&codecs, r, &mut out)?;
+            if let Some(d) = deltas.as_mut() {
+                d.add(&values);
+            }
+            written += 1;
+        }
+    }
+    if written > 0 {
+        let (sender, receiver) = mpsc::channel(1);
+        sender
+            .try_send(Batch::Rows(out.freeze()))
+            .expect("an empty channel takes one batch");
+        drop(sender);
+        let produced = Produced {
+            rows_loaded: written,
+            rows_rejected: 0,
+            deltas,
+            months,
+        };
+        let target = Target {
+            table: &table,
+            columns: &columns,
+            error_table: None,
+            dataset: dataset_name.as_deref(),
+            job: None,
+            claims: &[],
+        };
+        load::load_in(&tx, target, receiver, || {
+            Ok::<_, std::convert::Infallible>(produced)
+        })
+        .await
+        .map_err(load_error)?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// A load's failure as a record's.
+fn load_error(e: LoadError<std::convert::Infallible>) -> RecordError {
+    match e {
+        LoadError::Duplicate { key, replay } => RecordError::Duplicate { key, replay },
+        LoadError::Database { message, kind } => RecordError::Load { message, kind },
+        LoadError::Concurrent => RecordError::Load {
+            message: "a concurrent write took a unique value".into(),
+            kind: ErrorKind::Conflict,
+        },
+        LoadError::Producer(never) => match never {},
     }
 }

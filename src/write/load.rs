@@ -135,12 +135,25 @@ impl Classify for ErrorTableError {
 pub async fn load<E>(
     client: &mut tokio_postgres::Client,
     target: Target<'_>,
-    mut batches: mpsc::Receiver<Batch>,
+    batches: mpsc::Receiver<Batch>,
     finish: impl FnOnce() -> Result<Produced, E>,
 ) -> Result<(Option<i64>, Produced), LoadError<E>> {
     let tx = client.transaction().await?;
+    let loaded = load_in(&tx, target, batches, finish).await?;
+    tx.commit().await?;
+    Ok(loaded)
+}
+
+/// [`load`] inside a transaction the caller commits (a writer that claims
+/// keys or writes more in the same transaction).
+pub async fn load_in<E>(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: Target<'_>,
+    mut batches: mpsc::Receiver<Batch>,
+    finish: impl FnOnce() -> Result<Produced, E>,
+) -> Result<(Option<i64>, Produced), LoadError<E>> {
     for c in target.claims {
-        let replay = match ledger::claim(&tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
+        let replay = match ledger::claim(tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
             Claim::New => continue,
             Claim::Replay { .. } => true,
             Claim::Conflict { .. } => false,
@@ -151,7 +164,7 @@ pub async fn load<E>(
         });
     }
     let import_id = match target.job {
-        Some(job) => Some(store::imports::begin(&tx, job).await?),
+        Some(job) => Some(store::imports::begin(tx, job).await?),
         None => None,
     };
     let copy_sql = format!(
@@ -192,7 +205,7 @@ pub async fn load<E>(
                         copied += s.as_mut().finish().await?;
                     }
                     if let (Some(sql), Some(id), Some(job)) = (&reject_sql, import_id, target.job) {
-                        write_rejects(&tx, sql, id, &job.file_name, &rejects).await?;
+                        write_rejects(tx, sql, id, &job.file_name, &rejects).await?;
                     }
                 }
             }
@@ -212,7 +225,7 @@ pub async fn load<E>(
     debug_assert_eq!(copied, produced.rows_loaded);
     if let Some(deltas) = &produced.deltas {
         let started = std::time::Instant::now();
-        rollups::apply_deltas(deltas, &tx, target.table).await?;
+        rollups::apply_deltas(deltas, tx, target.table).await?;
         tracing::debug!(
             ms = started.elapsed().as_secs_f64() * 1000.0,
             "rollup deltas upserted"
@@ -243,12 +256,11 @@ pub async fn load<E>(
                     days
                 })
             });
-        notify_write(&tx, dataset, days).await?;
+        notify_write(tx, dataset, days).await?;
     }
     if let Some(id) = import_id {
-        store::imports::finish(&tx, id, produced.rows_loaded, produced.rows_rejected).await?;
+        store::imports::finish(tx, id, produced.rows_loaded, produced.rows_rejected).await?;
     }
-    tx.commit().await?;
     Ok((import_id, produced))
 }
 

@@ -389,3 +389,39 @@ async fn summary_parameters_are_checked() {
         );
     }
 }
+
+#[tokio::test]
+async fn records_arriving_together_commit_together_each_with_its_own_answer() {
+    let app = app().await;
+    let shared = uuid::Uuid::new_v4().to_string();
+    let bodies: Vec<Value> = (0..48)
+        .map(|i| match i % 3 {
+            // A third repeat one id, a third are new, a third break a rule.
+            0 => json!({"request_id": shared, "user_id": "u", "word_count": 1}),
+            1 => json!({"request_id": uuid::Uuid::new_v4().to_string(), "user_id": "u", "word_count": 2}),
+            _ => json!({"request_id": uuid::Uuid::new_v4().to_string(), "user_id": "u", "word_count": -5}),
+        })
+        .collect();
+    let answers =
+        futures_util::future::join_all(bodies.iter().map(|b| post(&app, b.clone()))).await;
+    let count = |s: StatusCode| answers.iter().filter(|(x, _)| *x == s).count();
+    assert_eq!(
+        (
+            count(StatusCode::CREATED),
+            count(StatusCode::CONFLICT),
+            count(StatusCode::BAD_REQUEST)
+        ),
+        (17, 15, 16),
+        "{answers:?}"
+    );
+    assert_eq!(
+        app.db
+            .value::<i64>("SELECT sum(word_count) FROM learning_log")
+            .await,
+        1 + 16 * 2
+    );
+    // The rollups stayed exact through the batches.
+    let verify = app.db.clue(&["rollups", "verify", "learning_log"]).ok();
+    assert!(verify.stdout.contains(": ok"), "{}", verify.stdout);
+    assert!(!verify.stdout.contains("differ"), "{}", verify.stdout);
+}

@@ -22,7 +22,7 @@ use crate::api::problem::{ApiError, InvalidParam, Problem, query_error};
 use crate::domain::time::Grain;
 use crate::domain::value::parse_timestamptz;
 use crate::error::{Error, ErrorKind};
-use crate::ingest::records::{self, Record, RecordError, RecordKey};
+use crate::ingest::records::{Record, RecordError, RecordKey};
 use crate::plan::RawFilter;
 use crate::serve::execute::{self, Cell};
 use crate::serve::query::QueryRequest;
@@ -76,8 +76,8 @@ pub(in crate::api) async fn records_json(
 ) -> Result<Response, ApiError> {
     let fields = record_fields(&state, request).await?;
     let record = check_record(fields)?;
-    match records::record(&state.db, &state.catalog, DATASET, &[record], DATASET).await {
-        Ok(_) => Ok(StatusCode::CREATED.into_response()),
+    match state.records.record(record).await {
+        Ok(()) => Ok(StatusCode::CREATED.into_response()),
         Err(RecordError::Duplicate { key, .. }) => Err(ApiError::Conflict(format!(
             "request_id {key} was recorded before"
         ))),
