@@ -37,6 +37,32 @@ pub async fn open(target: &DatabaseTarget, role: Role) -> Result<Database, Error
     Ok(db)
 }
 
+/// Deletes expired idempotency keys once an hour (a writer's chore; keys
+/// without expiry are kept forever).
+pub fn spawn_ledger_purge(db: &std::sync::Arc<Database>) -> tokio::task::JoinHandle<()> {
+    // A weak handle: the purge never keeps the database (and an embedded
+    // cluster) open after the server is done with it.
+    let db = std::sync::Arc::downgrade(db);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let Some(db) = db.upgrade() else { return };
+            let purged = match db.client().await {
+                Ok(client) => crate::store::ledger::purge_expired(&**client)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match purged {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(keys = n, "expired idempotency keys purged"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+        }
+    })
+}
+
 /// Brings every dataset's rollups in line with its definition (new ones
 /// built, changed ones rebuilt, dropped ones removed): once when a writer
 /// starts, not inside every load.

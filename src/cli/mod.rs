@@ -325,10 +325,11 @@ async fn open_server(
         let _ = db.close().await;
         return Err(e);
     }
-    Ok((
-        Arc::new(db.with_query_timeout(args.query_timeout())),
-        Arc::new(catalog),
-    ))
+    let db = Arc::new(db.with_query_timeout(args.query_timeout()));
+    if role == Role::Writer {
+        app::spawn_ledger_purge(&db);
+    }
+    Ok((db, Arc::new(catalog)))
 }
 
 async fn serve_command(settings: &Settings, args: &ServeArgs) -> Result<(), Error> {

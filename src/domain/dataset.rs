@@ -149,6 +149,9 @@ pub struct Dataset {
     pub dimensions: Vec<String>,
     pub measures: Vec<Measure>,
     pub rollups: Vec<RollupDef>,
+    /// How long the idempotency keys of its records are remembered; `None`:
+    /// forever (keys that are the records' identity).
+    pub idempotency_ttl: Option<std::time::Duration>,
     /// The file it came from, for messages.
     pub source: String,
 }
@@ -166,6 +169,9 @@ struct RawDataset {
     measures: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     rollups: Vec<RawRollup>,
+    /// `never` (the default), or `N hours` / `N days`.
+    #[serde(default)]
+    idempotency_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +279,10 @@ impl Dataset {
             dimensions: raw.dimensions,
             measures,
             rollups,
+            idempotency_ttl: match raw.idempotency_ttl.as_deref() {
+                None => None,
+                Some(text) => parse_ttl(text).map_err(|reason| field("idempotency_ttl", reason))?,
+            },
             source: file.to_owned(),
         })
     }
@@ -292,6 +302,25 @@ impl Dataset {
     pub fn is_additive(&self, m: &Measure) -> bool {
         m.agg != Agg::CountDistinct
     }
+}
+
+/// `never`, `N hours` or `N days` (N a whole number from 1).
+fn parse_ttl(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let text = text.trim();
+    if text == "never" {
+        return Ok(None);
+    }
+    let bad = || format!("{text:?} is not `never`, `N hours` or `N days`");
+    let (n, unit) = text.split_once(' ').ok_or_else(bad)?;
+    let n: u64 = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let hours = match unit.trim() {
+        "hour" | "hours" => n,
+        "day" | "days" => n.checked_mul(24).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    Ok(Some(std::time::Duration::from_secs(
+        hours.checked_mul(3600).ok_or_else(bad)?,
+    )))
 }
 
 /// One measure of a definition: `name: {aggregate: column}`.
@@ -505,6 +534,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn idempotency_keys_expire_as_declared() {
+        let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+        assert_eq!(parse_ttl("never"), Ok(None));
+        assert_eq!(parse_ttl("36 hours"), Ok(hours(36)));
+        assert_eq!(parse_ttl("1 day"), Ok(hours(24)));
+        assert!(parse_ttl("0 days").is_err());
+        assert!(parse_ttl("3 weeks").is_err());
+        let catalog = Catalog::load(None).unwrap();
+        assert_eq!(catalog.get("learning_log").unwrap().idempotency_ttl, None);
+    }
+
+    #[test]
     fn built_in_sales_report() {
         let c = Catalog::load(None).unwrap();
         let d = c.get("sales_report").unwrap();
@@ -553,6 +594,10 @@ mod tests {
                 "{BASE}dimensions: [n, s]\nrollups: [{{grain: day, dimensions: [n], read_by: s}}]\n"
             ),
             "read_by: \"s\" is not one of the rollup's dimensions",
+        );
+        check_error(
+            &format!("{BASE}idempotency_ttl: soon\n"),
+            "field \"idempotency_ttl\": \"soon\" is not `never`, `N hours` or `N days`",
         );
         check_error(
             "dataset: t\ntime_column: n\ncolumns: {n: int}\n",

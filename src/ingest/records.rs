@@ -153,7 +153,7 @@ pub async fn record(
             scope,
             key: &k.key,
             fingerprint: &k.fingerprint,
-            ttl: None,
+            ttl: ds.idempotency_ttl,
         })
         .collect();
     let (sender, receiver) = mpsc::channel(1);
@@ -273,8 +273,15 @@ impl Batcher {
         max_batch: usize,
     ) -> Batcher {
         let (jobs, mut queue) = mpsc::channel::<Job>(max_batch.max(1) * 4);
+        // A weak handle: the writer never keeps the database (and an
+        // embedded cluster) open after the server is done with it.
+        let db = std::sync::Arc::downgrade(&db);
         tokio::spawn(async move {
             while let Some(first) = queue.recv().await {
+                let Some(db) = db.upgrade() else {
+                    let _ = first.reply.send(Err(stopped()));
+                    continue;
+                };
                 let mut batch = vec![first];
                 while batch.len() < max_batch {
                     match queue.try_recv() {
@@ -379,7 +386,7 @@ async fn try_write_batch(
         let Some(k) = r.key.as_ref().filter(|_| outcome.is_ok()) else {
             continue;
         };
-        match ledger::claim(&tx, scope, &k.key, &k.fingerprint, None).await? {
+        match ledger::claim(&tx, scope, &k.key, &k.fingerprint, ds.idempotency_ttl).await? {
             ledger::Claim::New => {}
             ledger::Claim::Replay { .. } => {
                 *outcome = Err(RecordError::Duplicate {
