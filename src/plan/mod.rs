@@ -447,6 +447,35 @@ fn needs(m: &Measure) -> Vec<(PartialKind, Option<&str>)> {
     }
 }
 
+/// Whether zone `name`'s offset from UTC is a whole number of hours on
+/// every day of `[from, to)` (both bounded, at most a century).
+fn whole_hours(name: &str, from: Option<NaiveDate>, to: Option<NaiveDate>) -> bool {
+    use chrono::{Offset, TimeZone};
+    let (Some(from), Some(to), Ok(zone)) = (from, to, name.parse::<chrono_tz::Tz>()) else {
+        return false;
+    };
+    if (to - from).num_days() > 36_600 {
+        return false;
+    }
+    // Offsets change on DST days, by whole hours in such zones; a sample
+    // at midnight and noon of each day (and the day after) sees every offset.
+    let mut day = from;
+    while day <= to {
+        for hour in [0, 12] {
+            let t = day.and_hms_opt(hour, 0, 0).expect("a time");
+            let offset = zone.offset_from_utc_datetime(&t).fix().local_minus_utc();
+            if offset % 3600 != 0 {
+                return false;
+            }
+        }
+        match day.succ_opt() {
+            Some(next) => day = next,
+            None => break,
+        }
+    }
+    true
+}
+
 /// Whether rollup `r` can answer the query's aggregation (any range aligned to its grain).
 fn covers(r: &RollupInfo, dataset: &Dataset, q: &Query) -> bool {
     let dims_ok = q
@@ -479,13 +508,7 @@ fn segments<'a>(
     let from = q.start;
     // Half-open: the day after the end (none after the calendar's last day).
     let to = q.end.and_then(|e| e.checked_add_days(Days::new(1)));
-    // Rollups keep UTC buckets: in another zone, instants are bucketed
-    // from the facts (exact whatever the offset; hour rollups for whole-hour
-    // zones are the next step).
-    // Instant bounds fall inside days: such ranges read the facts.
-    let zoned = dataset.time_kind == TimeKind::Instant
-        && (q.zone().is_some() || q.from.is_some() || q.to.is_some());
-    let usable: Vec<&RollupInfo> = if force_fact || zoned {
+    let usable: Vec<&RollupInfo> = if force_fact {
         Vec::new()
     } else {
         rollups
@@ -493,6 +516,27 @@ fn segments<'a>(
             .filter(|r| r.dataset == dataset.name && covers(r, dataset, q))
             .collect()
     };
+    // Rollups keep UTC buckets. In another zone, a local bucket is a union
+    // of UTC hours while the zone's offset is a whole number of hours: the
+    // smallest hour rollup answers then; other offsets (Kolkata, Kathmandu)
+    // and bounds inside hours read the facts, exact whatever the zone.
+    let instant_bounds = q.from.is_some() || q.to.is_some();
+    if dataset.time_kind == TimeKind::Instant && (q.zone().is_some() || instant_bounds) {
+        let hourly = q
+            .zone()
+            .filter(|z| !instant_bounds && whole_hours(z, from, to))
+            .and_then(|_| {
+                usable
+                    .iter()
+                    .filter(|r| r.grain == Grain::Hour)
+                    .min_by_key(|r| (r.rows, r.dimensions.len()))
+            });
+        return vec![Segment {
+            source: hourly.map_or(Source::Fact, |r| Source::Rollup(r)),
+            from,
+            to,
+        }];
+    }
     let smallest = |grain: Grain| {
         usable
             .iter()
@@ -661,13 +705,15 @@ pub fn logical(
     let pieces = segs
         .iter()
         .map(|seg| {
+            // In a zone, a rollup's UTC buckets are regrouped into local
+            // ones (a DST change merges two UTC hours into one local hour).
             let as_stored = match seg.source {
-                Source::Rollup(r) => {
+                Source::Rollup(r) if q.zone().is_none() || dataset.time_kind == TimeKind::Date => {
                     q.granularity == Some(r.grain)
                         && r.dimensions.len() == q.dimensions.len()
                         && q.dimensions.iter().all(|d| r.dimensions.contains(d))
                 }
-                Source::Fact => false,
+                Source::Rollup(_) | Source::Fact => false,
             };
             piece(
                 seg,

@@ -213,8 +213,29 @@ async fn buckets_follow_the_zone_dst_and_fractional_offsets_included() {
          2024-03-10T07:30:00Z,u1,p1,20\n\
          2024-03-01T18:45:00Z,u2,p1,30\n\
          2024-03-01T18:14:00Z,u3,p1,40\n\
-         2024-01-10T01:00:00+11:00,u4,p1,50\n",
+         2024-01-10T01:00:00+11:00,u4,p1,50\n\
+         2024-11-03T05:30:00Z,u5,p1,1\n\
+         2024-11-03T06:30:00Z,u5,p1,2\n",
     );
+    // New York repeats 01:00 on November 3: 01:30 EDT and 01:30 EST are
+    // one local hour. A whole-hour zone is answered from the hour rollup.
+    let fall = v
+        .answer(
+            &json!({"dataset": "visits", "measures": ["words"], "dimensions": ["user_id"], "granularity": "hour",
+                    "start_date": "2024-11-03", "end_date": "2024-11-03", "time_zone": "America/New_York",
+                    "gap_fill": true, "filters": [{"dimension": "user_id", "equals": "u5"}]}),
+            false,
+        )
+        .await;
+    assert_eq!(fall["served_from"][0]["name"], "visits_hour_user_id");
+    let hours = fall["rows"].as_array().unwrap();
+    assert_eq!(hours.len(), 24, "{fall}");
+    let words: Vec<i64> = hours
+        .iter()
+        .map(|h| h["words"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(words.iter().sum::<i64>(), 3);
+    assert_eq!(words.iter().filter(|w| **w > 0).count(), 1, "{fall}");
     // New York skips 02:00 on March 10: 23 hours, each once; 01:30 EST and
     // 03:30 EDT fall in consecutive buckets.
     let hours = rows(
@@ -239,7 +260,8 @@ async fn buckets_follow_the_zone_dst_and_fractional_offsets_included() {
         json!({"period": "2024-03-10T07:00:00Z", "words": 20})
     );
     assert_eq!(hours[22]["period"], "2024-03-11T03:00:00Z");
-    // 18:45Z is past midnight in Kolkata (+05:30): March 2 there.
+    // 18:45Z is past midnight in Kolkata (+05:30): March 2 there; half-hour
+    // zones read the facts.
     let kolkata = rows(
         &v,
         json!({"dataset": "visits", "measures": ["words"], "granularity": "day",
