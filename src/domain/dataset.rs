@@ -27,6 +27,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         "learning_log.yaml",
         include_str!("../../models/learning_log.yaml"),
     ),
+    ("sales.yaml", include_str!("../../models/sales.yaml")),
 ];
 
 /// Checks a table name (`table` or `schema.table`) before it goes near SQL:
