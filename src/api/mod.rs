@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{health, learning, query, reports};
+use routes::{health, learning, query, reports, sales};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The writer of learning records (group commit).
     pub records: Arc<Batcher>,
+    /// The writer of sales events (group commit).
+    pub sales: Arc<Batcher>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -87,6 +89,7 @@ impl Default for Limits {
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "query", description = "The generic query over declared datasets."),
         (name = "learning", description = "Prototype 003's learning logs: records and per-user summaries."),
+        (name = "sales", description = "Prototype 001's sales events: one per ID_ORDER (a replay answers the stored event), read back one by one or a page at a time."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -100,6 +103,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(query::query_endpoint))
         .routes(routes!(learning::records_json))
         .routes(routes!(learning::user_summary))
+        .routes(routes!(sales::ingest))
+        .routes(routes!(sales::sale))
+        .routes(routes!(sales::sales))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -152,13 +158,20 @@ impl Application {
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
-        let records = Arc::new(Batcher::spawn(
-            db.clone(),
-            catalog.clone(),
-            "learning_log".into(),
-            "learning_log".into(),
-            if limits.group_commit { GROUP_COMMIT } else { 1 },
-        ));
+        // One writer per keyed dataset, its ledger scope named after it.
+        let batch = if limits.group_commit { GROUP_COMMIT } else { 1 };
+        let writer = |dataset: &str| {
+            let (db, catalog) = (db.clone(), catalog.clone());
+            Arc::new(Batcher::spawn(
+                db,
+                catalog,
+                dataset.into(),
+                dataset.into(),
+                batch,
+            ))
+        };
+        let records = writer("learning_log");
+        let sales = writer("sales");
         Ok(Application {
             listener,
             state: AppState {
@@ -167,6 +180,7 @@ impl Application {
                 cache,
                 limits,
                 records,
+                sales,
             },
         })
     }
@@ -237,6 +251,13 @@ mod tests {
                 "learning_log".into(),
                 1,
             )),
+            sales: Arc::new(Batcher::spawn(
+                db.clone(),
+                catalog.clone(),
+                "sales".into(),
+                "sales".into(),
+                1,
+            )),
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),
@@ -283,6 +304,20 @@ mod tests {
     #[tokio::test]
     async fn requests_are_refused_before_any_database_work() {
         let q = "/api/v1/query";
+        check(
+            "POST",
+            "/ingest",
+            r#"{"ID_ORDER": "o", "REVENUE": 1}"#,
+            (422, "ID_PRODUCT", "is required"),
+        )
+        .await;
+        check(
+            "GET",
+            "/sales?cursor=41",
+            "",
+            (400, "cursor", "is not a cursor this server gave"),
+        )
+        .await;
         check(
             "GET",
             "/reports/monthly-sales-summary?start_date=",

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// Several fields at fault at once (a record's body).
     #[error("{}", .0.iter().map(|p| format!("{}: {}", p.name, p.reason)).collect::<Vec<_>>().join("; "))]
     InvalidParameters(Vec<InvalidParam>),
+    /// An event's fields at fault, every one named (422).
+    #[error("{}", .0.iter().map(|p| format!("{}: {}", p.name, p.reason)).collect::<Vec<_>>().join("; "))]
+    InvalidEvent(Vec<InvalidParam>),
     /// It clashes with what is there (a repeated idempotency key).
     #[error("{0}")]
     Conflict(String),
@@ -38,9 +41,9 @@ impl ApiError {
     /// The kind of failure, which decides the status.
     fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::InvalidParameter { .. } | ApiError::InvalidParameters(_) => {
-                ErrorKind::BadInput
-            }
+            ApiError::InvalidParameter { .. }
+            | ApiError::InvalidParameters(_)
+            | ApiError::InvalidEvent(_) => ErrorKind::BadInput,
             ApiError::Conflict(_) => ErrorKind::Conflict,
             ApiError::TooLarge(_) => ErrorKind::BadInput,
             ApiError::NotFound(_) => ErrorKind::NotFound,
@@ -136,6 +139,11 @@ impl IntoResponse for ApiError {
                 "payload-too-large",
                 "Payload too large",
             ),
+            ApiError::InvalidEvent(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-event",
+                "Invalid event",
+            ),
             other => http_status(other.kind()),
         };
         // Only a client's own mistakes are described; server-side text
@@ -162,7 +170,7 @@ impl IntoResponse for ApiError {
         };
         let invalid_params = match self {
             ApiError::InvalidParameter { name, reason } => vec![InvalidParam { name, reason }],
-            ApiError::InvalidParameters(params) => params,
+            ApiError::InvalidParameters(params) | ApiError::InvalidEvent(params) => params,
             _ => Vec::new(),
         };
         let problem = Problem {

@@ -23,6 +23,7 @@ use crate::domain::time::{Grain, TimeKind};
 pub use crate::sql::table::KeyKind;
 
 mod render;
+pub mod rows;
 
 /// The most rows one answer may have; larger answers are refused, not cut.
 pub const MAX_ROWS: u64 = 2_000_000;

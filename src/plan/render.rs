@@ -470,6 +470,11 @@ fn cast_of(ty: ValueType) -> &'static str {
     }
 }
 
+/// How a column of this type is decoded.
+pub(super) fn out_kind_of(ty: ValueType) -> OutKind {
+    out_kind(ty)
+}
+
 fn out_kind(ty: ValueType) -> OutKind {
     match ty {
         ValueType::Int => OutKind::Int,

@@ -133,6 +133,21 @@ pub async fn execute(
     })
 }
 
+/// Runs a plan of rows (`plan::rows`) over a dataset's fact table, looked
+/// up in the catalog; `None` when the dataset has no table yet.
+pub async fn rows(
+    db: &Database,
+    catalog: &Catalog,
+    dataset: &str,
+    make: impl FnOnce(&Dataset, &str) -> Plan,
+) -> Result<Vec<Row>, QueryError> {
+    let dataset = catalog.get(dataset)?;
+    let client = db.client().await?;
+    let table = sources(&client, dataset).await?;
+    let plan = make(dataset, &table.table);
+    run(&client, &plan, db.query_timeout()).await
+}
+
 /// Checks a request against its dataset without the database: names,
 /// shapes, filter values, the grain against the time column.
 pub fn check(catalog: &Catalog, req: &QueryRequest) -> Result<(), QueryError> {

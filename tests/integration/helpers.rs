@@ -351,3 +351,20 @@ pub async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>
         _stop: stop,
     }
 }
+
+/// A problem's `invalid_params` as (name, reason) pairs.
+#[allow(dead_code)]
+pub fn invalid_params(problem: &serde_json::Value) -> Vec<(String, String)> {
+    problem["invalid_params"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or("").to_owned(),
+                i["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, serve_with_timeout};
+use crate::helpers::{TestApp, TestDb, invalid_params, serve_with_timeout};
 
 async fn app() -> TestApp {
     serve_with_timeout(TestDb::new().await, None).await
@@ -89,17 +89,7 @@ async fn bad_bodies_name_every_field_at_fault_and_write_nothing() {
         async move {
             let (status, p) = post(app, body.clone()).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {p}");
-            let got: Vec<(String, String)> = p["invalid_params"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| {
-                    (
-                        i["name"].as_str().unwrap().to_owned(),
-                        i["reason"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
+            let got: Vec<(String, String)> = invalid_params(&p);
             let expect: Vec<(String, String)> = expect
                 .into_iter()
                 .map(|(n, r)| (n.to_owned(), r.to_owned()))

@@ -11,4 +11,5 @@ mod layers;
 mod learning;
 mod ledger;
 mod rollups;
+mod sales;
 mod schema;
