@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{health, learning, query, reports, sales};
+use routes::{country, health, learning, query, reports, sales};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
@@ -106,6 +106,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sales::ingest))
         .routes(routes!(sales::sale))
         .routes(routes!(sales::sales))
+        .routes(routes!(country::country_contribution))
+        .routes(routes!(country::top_country_relationships))
+        .routes(routes!(country::repeat_buyer_revenue))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -80,39 +80,40 @@ pub(super) fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> 
         .collect()
 }
 
-/// Parses a report's query string: known names only, each at most once.
-pub(super) fn parse_params(
-    raw: Option<&str>,
-    headers: &HeaderMap,
-    report: Report,
-) -> Result<(ReportFilter, Format), ApiError> {
-    let allowed: &[&str] = match report {
-        Report::MonthlyBreakdown => &["start_date", "end_date", "product", "region", "format"],
-        _ => &["start_date", "end_date", "format"],
-    };
-    let invalid = |name: &str, reason: String| ApiError::InvalidParameter {
+/// A report's query string, parsed strictly: known names only, each at
+/// most once; typed by the accessors, each naming its parameter.
+pub(super) struct ParamValues(BTreeMap<String, String>);
+
+fn invalid(name: &str, reason: String) -> ApiError {
+    ApiError::InvalidParameter {
         name: name.to_owned(),
         reason,
-    };
-    let pairs = query_pairs(raw.unwrap_or(""))?;
-    let mut values = BTreeMap::new();
-    for (name, value) in pairs {
-        if !allowed.contains(&name.as_str()) {
-            let shown: String = name.chars().take(64).collect();
-            return Err(invalid(
-                &shown,
-                format!(
-                    "is not a parameter of this report (expected {})",
-                    allowed.join(", ")
-                ),
-            ));
-        }
-        if values.insert(name.clone(), value).is_some() {
-            return Err(invalid(&name, "is given more than once".into()));
-        }
     }
-    let date = |name: &str| -> Result<Option<NaiveDate>, ApiError> {
-        match values.get(name).map(|v| v.trim()) {
+}
+
+impl ParamValues {
+    pub(super) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<ParamValues, ApiError> {
+        let mut values = BTreeMap::new();
+        for (name, value) in query_pairs(raw.unwrap_or(""))? {
+            if !allowed.contains(&name.as_str()) {
+                let shown: String = name.chars().take(64).collect();
+                return Err(invalid(
+                    &shown,
+                    format!(
+                        "is not a parameter of this report (expected {})",
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            if values.insert(name.clone(), value).is_some() {
+                return Err(invalid(&name, "is given more than once".into()));
+            }
+        }
+        Ok(ParamValues(values))
+    }
+
+    pub(super) fn date(&self, name: &str) -> Result<Option<NaiveDate>, ApiError> {
+        match self.0.get(name).map(|v| v.trim()) {
             None => Ok(None),
             Some("") => Err(invalid(
                 name,
@@ -130,9 +131,10 @@ pub(super) fn parse_params(
                     )
                 }),
         }
-    };
-    let text = |name: &str| -> Result<Option<String>, ApiError> {
-        match values.get(name) {
+    }
+
+    pub(super) fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
             None => Ok(None),
             Some(v) if v.chars().count() > MAX_TEXT_PARAM => Err(invalid(
                 name,
@@ -141,43 +143,65 @@ pub(super) fn parse_params(
             Some(v) if v.contains('\0') => Err(invalid(name, "contains a NUL character".into())),
             Some(v) => Ok(Some(v.clone())),
         }
-    };
-    let filter = ReportFilter {
-        start_date: date("start_date")?,
-        end_date: date("end_date")?,
-        product: text("product")?,
-        region: text("region")?,
-    };
-    if let (Some(s), Some(e)) = (filter.start_date, filter.end_date)
-        && s > e
-    {
-        return Err(invalid("start_date", format!("{s} is after end_date {e}")));
     }
-    let format = match values.get("format").map(|f| f.to_ascii_lowercase()) {
-        Some(f) if f == "csv" => Format::Csv,
-        Some(f) if f == "json" => Format::Json,
-        Some(f) => {
-            return Err(invalid(
+
+    /// `start_date` and `end_date`, in order.
+    pub(super) fn range(&self) -> Result<(Option<NaiveDate>, Option<NaiveDate>), ApiError> {
+        let (start, end) = (self.date("start_date")?, self.date("end_date")?);
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(invalid("start_date", format!("{s} is after end_date {e}")));
+        }
+        Ok((start, end))
+    }
+
+    /// `format`, else the `Accept` header, else JSON.
+    pub(super) fn format(&self, headers: &HeaderMap) -> Result<Format, ApiError> {
+        match self.0.get("format").map(|f| f.to_ascii_lowercase()) {
+            Some(f) if f == "csv" => Ok(Format::Csv),
+            Some(f) if f == "json" => Ok(Format::Json),
+            Some(f) => Err(invalid(
                 "format",
                 format!(
                     "{:?} is not json or csv",
                     f.chars().take(32).collect::<String>()
                 ),
-            ));
-        }
-        None => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if accept.split(',').any(|m| m.trim().starts_with("text/csv")) {
-                Format::Csv
-            } else {
-                Format::Json
+            )),
+            None => {
+                let accept = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if accept.split(',').any(|m| m.trim().starts_with("text/csv")) {
+                    Ok(Format::Csv)
+                } else {
+                    Ok(Format::Json)
+                }
             }
         }
+    }
+}
+
+/// Parses a prototype-000 report's query string.
+pub(super) fn parse_params(
+    raw: Option<&str>,
+    headers: &HeaderMap,
+    report: Report,
+) -> Result<(ReportFilter, Format), ApiError> {
+    let allowed: &[&str] = match report {
+        Report::MonthlyBreakdown => &["start_date", "end_date", "product", "region", "format"],
+        _ => &["start_date", "end_date", "format"],
     };
-    Ok((filter, format))
+    let values = ParamValues::parse(raw, allowed)?;
+    let (start_date, end_date) = values.range()?;
+    let filter = ReportFilter {
+        start_date,
+        end_date,
+        product: values.text("product")?,
+        region: values.text("region")?,
+    };
+    Ok((filter, values.format(headers)?))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `plan`, catalog lookups from `pg::catalog`, registry reads from `store`.
 
 pub mod cache;
+pub mod country;
 pub mod execute;
 pub mod query;
 pub mod reports;

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod cluster;
+mod country;
 mod helpers;
 mod import;
 mod instants;

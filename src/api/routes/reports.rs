@@ -5,6 +5,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
+use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::api::AppState;
@@ -13,12 +14,12 @@ use crate::api::params::{BreakdownParams, Format, ReportParams, parse_params};
 use crate::api::problem::{ApiError, Problem, query_error};
 use crate::error::{Error, ErrorKind};
 use crate::serve::reports::{
-    self as report, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportFilter, ReportRows,
+    self as report, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportRows,
     TopProductByRevenue,
 };
 
 /// A report row as CSV.
-trait CsvRow {
+pub(super) trait CsvRow {
     const HEADER: &'static [&'static str];
     fn record(&self) -> Vec<String>;
 }
@@ -61,7 +62,7 @@ impl CsvRow for TopProductByRevenue {
 }
 
 /// A report's body and content type.
-fn render<T: Serialize + CsvRow>(
+pub(super) fn render<T: Serialize + CsvRow>(
     rows: Vec<T>,
     format: Format,
 ) -> Result<(Bytes, &'static str), ApiError> {
@@ -86,14 +87,23 @@ fn render<T: Serialize + CsvRow>(
 }
 
 /// The CSV download name of a report over a range.
-fn csv_filename(report: Report, filter: &ReportFilter) -> String {
-    let range = match (filter.start_date, filter.end_date) {
+pub(super) fn csv_filename(slug: &str, range: (Option<NaiveDate>, Option<NaiveDate>)) -> String {
+    let range = match range {
         (Some(s), Some(e)) => format!("_{s}_{e}"),
         (Some(s), None) => format!("_from_{s}"),
         (None, Some(e)) => format!("_to_{e}"),
         (None, None) => String::new(),
     };
-    format!("{}{range}.csv", report.slug())
+    format!("{slug}{range}.csv")
+}
+
+/// Names a CSV download.
+pub(super) fn attach_filename(response: &mut Response, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, v);
+    }
 }
 
 /// A prototype-000 report, through the planner and the cache.
@@ -127,15 +137,11 @@ async fn report_response(
         },
     )
     .await?;
-    if format == Format::Csv
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}\"",
-            csv_filename(report, &filter)
-        ))
-    {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, v);
+    if format == Format::Csv {
+        attach_filename(
+            &mut response,
+            &csv_filename(report.slug(), (filter.start_date, filter.end_date)),
+        );
     }
     Ok(response)
 }
@@ -143,7 +149,7 @@ async fn report_response(
 /// The error responses every report shares.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
-enum ReportErrors {
+pub(super) enum ReportErrors {
     /// A parameter is malformed or unknown, or start_date is after end_date.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
