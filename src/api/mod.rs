@@ -39,6 +39,7 @@ use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
 use crate::pg::database::Database;
 use crate::serve::cache::Cache;
+use crate::serve::feedback::Feedback;
 use crate::store::notify;
 
 /// What handlers share.
@@ -52,6 +53,8 @@ pub struct AppState {
     pub records: Arc<Batcher>,
     /// The writer of sales events (group commit).
     pub sales: Arc<Batcher>,
+    /// `/feedback`'s in-memory aggregates.
+    pub feedback: Arc<Feedback>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -106,6 +109,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sales::ingest))
         .routes(routes!(sales::sale))
         .routes(routes!(sales::sales))
+        .routes(routes!(sales::feedback))
         .routes(routes!(country::country_contribution))
         .routes(routes!(country::top_country_relationships))
         .routes(routes!(country::repeat_buyer_revenue))
@@ -175,6 +179,8 @@ impl Application {
         };
         let records = writer("learning_log");
         let sales = writer("sales");
+        let feedback = Feedback::spawn(db.clone(), catalog.clone());
+        notify::spawn_listener(db.connection_config().clone(), feedback.clone());
         Ok(Application {
             listener,
             state: AppState {
@@ -184,6 +190,7 @@ impl Application {
                 limits,
                 records,
                 sales,
+                feedback,
             },
         })
     }
@@ -261,6 +268,7 @@ mod tests {
                 "sales".into(),
                 1,
             )),
+            feedback: Feedback::spawn(db.clone(), catalog.clone()),
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),

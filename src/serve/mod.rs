@@ -8,5 +8,6 @@
 pub mod cache;
 pub mod country;
 pub mod execute;
+pub mod feedback;
 pub mod query;
 pub mod reports;

@@ -368,3 +368,17 @@ pub fn invalid_params(problem: &serde_json::Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Another `clue serve` over the same database (its address and its stop
+/// handle), as a second process would be.
+#[allow(dead_code)]
+pub async fn another_server(db: &TestDb) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let database = std::sync::Arc::new(open_writer(&db.target()).await);
+    let app = application(database).await;
+    let address = format!("http://{}", app.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}

@@ -287,3 +287,141 @@ async fn pages_follow_the_cursor_through_every_matching_event_once() {
         assert_eq!(p["invalid_params"][0]["name"], field, "{query}");
     }
 }
+
+/// `/feedback` of a server once it equals `expect`, polling for up to 5 s
+/// (a notice reaches every server within moments of a commit).
+async fn feedback_becomes(http: &reqwest::Client, address: &str, query: &str, expect: &Value) {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let r = http
+            .get(format!("{address}/feedback{query}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::OK {
+            last = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            if last == *expect {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{address}/feedback{query}: {last} never became {expect}");
+}
+
+/// The top three categories by the facts, as `/feedback` orders them.
+async fn top_three_from_facts(db: &TestDb, condition: &str) -> Value {
+    let rows = db
+        .strings(&format!(
+            r#"SELECT json_build_object('category', "CATEGORY", 'sales_count', count(*), 'total_revenue', sum("REVENUE"))::text
+               FROM sales WHERE {condition} GROUP BY "CATEGORY"
+               ORDER BY count(*) DESC, sum("REVENUE") DESC, "CATEGORY" LIMIT 3"#
+        ))
+        .await;
+    Value::Array(
+        rows.iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn feedback_counts_writes_through_either_server_and_imports_and_survives_a_restart() {
+    let app = app().await;
+    let (other, _stop_other) = crate::helpers::another_server(&app.db).await;
+    feedback_becomes(&app.http, &other, "", &json!([])).await;
+    // Through the first server: boys 4, shoes 3, bags 2, clothing 1.
+    let mut n = 0;
+    for (category, times, revenue) in [
+        ("boys", 4, "1.10"),
+        ("Shoes", 3, "20.05"),
+        ("bags", 2, "7"),
+        ("clothing", 1, "99.99"),
+    ] {
+        for _ in 0..times {
+            n += 1;
+            let day = format!("2021-01-{:02}", 1 + n % 9);
+            let (status, _, _) = ingest(
+                &app,
+                &event(&format!("F{n}"), &day, category, json!(revenue)),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+    }
+    let expect = top_three_from_facts(&app.db, "true").await;
+    assert_eq!(
+        expect,
+        json!([
+            {"category": "boys", "sales_count": 4, "total_revenue": 4.40},
+            {"category": "shoes", "sales_count": 3, "total_revenue": 60.15},
+            {"category": "bags", "sales_count": 2, "total_revenue": 14.00},
+        ])
+    );
+    feedback_becomes(&app.http, &other, "", &expect).await;
+    feedback_becomes(&app.http, &app.address, "", &expect).await;
+
+    // Through the second server, and by `clue import-data`: clothing overtakes.
+    for i in 0..2 {
+        let r = app
+            .http
+            .post(format!("{other}/ingest"))
+            .json(&event(
+                &format!("G{i}"),
+                "2021-01-20",
+                "clothing",
+                json!("5.00"),
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let dir = crate::helpers::scratch_dir();
+    let csv = crate::helpers::write_file(
+        dir.path(),
+        "sales.csv",
+        "ID_ORDER,ID_PRODUCT,ID_BUYER,ID_SELLER,ID_SELLER_COUNTRY,ID_BUYER_COUNTRY,DATE_PAYMENT,BRAND,CATEGORY,REVENUE\n\
+         H1,P,B,S,FR,DE,2021-02-01 08:00:00,,clothing,1.50\n\
+         H2,P,B,S,FR,DE,2021-02-02 08:00:00,,clothing,2.50\n",
+    );
+    app.db
+        .clue(&["import-data", "-c", csv.to_str().unwrap(), "-t", "sales"])
+        .ok();
+    let expect = top_three_from_facts(&app.db, "true").await;
+    assert_eq!(expect[0]["category"], "clothing");
+    assert_eq!(expect[0]["sales_count"], 5);
+    feedback_becomes(&app.http, &app.address, "", &expect).await;
+    feedback_becomes(&app.http, &other, "", &expect).await;
+
+    // Filters: a category (any case) and a range of UTC days.
+    let only = top_three_from_facts(&app.db, r#""CATEGORY" = 'shoes'"#).await;
+    feedback_becomes(&app.http, &app.address, "?category=SHOES", &only).await;
+    let days = top_three_from_facts(
+        &app.db,
+        r#""DATE_PAYMENT" >= '2021-01-03Z' AND "DATE_PAYMENT" < '2021-01-06Z'"#,
+    )
+    .await;
+    feedback_becomes(
+        &app.http,
+        &app.address,
+        "?start_date=2021-01-03&end_date=2021-01-05",
+        &days,
+    )
+    .await;
+
+    // A server started now reads it all from the database.
+    let (fresh, _stop_fresh) = crate::helpers::another_server(&app.db).await;
+    feedback_becomes(&app.http, &fresh, "", &expect).await;
+
+    for (query, field) in [
+        ("?category=toys", "category"),
+        ("?start_date=2021-02-30", "start_date"),
+        ("?limit=3", "limit"),
+    ] {
+        let r = app.get(&format!("/feedback{query}")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["invalid_params"][0]["name"], field, "{query}");
+    }
+}

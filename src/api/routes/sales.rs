@@ -1,6 +1,7 @@
 //! Prototype 001's sales events: `POST /ingest` (one event per `ID_ORDER`;
 //! a replay answers the stored event, a clash 409), `GET /sales/{id_order}`
-//! and `GET /sales` (filtered pages with a keyset cursor).
+//! and `GET /sales` (filtered pages with a keyset cursor), and `GET
+//! /feedback` (the top categories, from memory).
 
 use std::str::FromStr;
 
@@ -14,12 +15,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::api::AppState;
-use crate::api::params::query_pairs;
+use crate::api::params::{ParamValues, query_pairs};
 use crate::api::problem::{ApiError, InvalidParam, Problem, query_error};
 use crate::domain::value::parse_timestamptz;
+use crate::error::{Error, ErrorKind};
 use crate::ingest::records::{Record, RecordError, RecordKey};
 use crate::plan::rows::{self, PageFilter};
 use crate::serve::execute::{self, Cell, Row};
+use crate::serve::feedback::{CategoryFeedback, FeedbackFilter};
 use crate::store::ledger;
 
 /// The dataset and ledger scope of the sales events.
@@ -326,6 +329,51 @@ pub(in crate::api) async fn sale(
 
 fn shown(text: &str) -> String {
     format!("{:?}", text.chars().take(64).collect::<String>())
+}
+
+/// The three most common categories, from memory.
+#[utoipa::path(
+    get,
+    path = "/feedback",
+    tag = "sales",
+    params(
+        ("category" = Option<String>, Query, description = "Only this category (case-insensitive)."),
+        ("start_date" = Option<String>, Query, description = "First day (UTC) of DATE_PAYMENT, YYYY-MM-DD."),
+        ("end_date" = Option<String>, Query, description = "Last day (UTC, included), YYYY-MM-DD."),
+    ),
+    responses(
+        (status = 200, description = "At most three categories: the most sales first, then the most revenue, then by name. Every server counts an event within a second of its commit, whichever process wrote it.", body = Vec<CategoryFeedback>),
+        (status = 400, description = "A parameter is unknown or invalid; it is named.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The aggregates are being read from the database (start-up, or after the notification channel dropped); retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(in crate::api) async fn feedback(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let values = ParamValues::parse(query.as_deref(), &["category", "start_date", "end_date"])?;
+    let (start_date, end_date) = values.range()?;
+    let category = values.text("category")?;
+    if let Some(c) = &category
+        && !CATEGORIES.contains(&c.trim().to_lowercase().as_str())
+    {
+        return Err(ApiError::InvalidParameter {
+            name: "category".into(),
+            reason: format!("must be one of: {}", CATEGORIES.join(", ")),
+        });
+    }
+    let filter = FeedbackFilter {
+        category: category.map(|c| c.trim().to_owned()),
+        start_date,
+        end_date,
+    };
+    match state.feedback.top(&filter) {
+        Some(rows) => Ok(axum::Json(rows).into_response()),
+        None => Err(ApiError::Failed(Error::new(
+            ErrorKind::Unavailable,
+            "the feedback aggregates are being read",
+        ))),
+    }
 }
 
 /// A page of sales events (documentation; the handler writes rows).
