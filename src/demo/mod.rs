@@ -1,5 +1,6 @@
 //! `clue demo`: make sure the database holds a realistic data set (schema,
-//! generated sales, validated import), reusing what an earlier run loaded.
+//! generated sales, validated import; learning logs; sales events), reusing
+//! what an earlier run loaded.
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use crate::ingest::csv::{self as import, ImportOptions, NamedSchema};
 use crate::pg::catalog as schema;
 use crate::pg::database::Database;
 
+pub mod events;
 pub mod generate;
 
 use generate::GenerateOptions;
@@ -151,6 +153,7 @@ pub async fn prepare(
         loaded_now = true;
     }
     learning_logs(db, catalog).await?;
+    events::sales_events(db, catalog).await?;
     let row = client
         .query_one(
             "SELECT count(*), min(sales_date), max(sales_date) FROM sales_report",

@@ -97,6 +97,21 @@ pub struct Record {
     pub key: Option<RecordKey>,
 }
 
+impl Record {
+    /// A record guarded by `key`, fingerprinted by its values in order (so
+    /// the same normalised values are the same payload, whoever writes them).
+    pub fn keyed(key: String, fields: Vec<(String, String)>) -> Record {
+        let payload: Vec<&str> = fields.iter().map(|(_, v)| v.as_str()).collect();
+        Record {
+            key: Some(RecordKey {
+                fingerprint: crate::store::ledger::fingerprint(payload.join("\u{1f}").as_bytes()),
+                key,
+            }),
+            fields,
+        }
+    }
+}
+
 /// An idempotency key and the fingerprint of the payload it guards.
 #[derive(Debug, Clone)]
 pub struct RecordKey {

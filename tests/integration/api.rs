@@ -668,8 +668,33 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
             .all(|m| m["average_words_learned"].as_f64().unwrap() > 0.0),
         "{learned:?}"
     );
+    // Sales events: repeat buyers in the prototype's weeks, and /feedback
+    // once its first read is in, clothing (the most common) first.
+    let repeat: Value = reqwest::get(format!("{base}/reports/repeat-buyer-revenue"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        repeat[0]["repeat_buyers"].as_i64().unwrap() > 10,
+        "{repeat}"
+    );
+    assert!(repeat[0]["change_pct"].is_number(), "{repeat}");
+    let mut feedback = Value::Null;
+    for _ in 0..100 {
+        let r = reqwest::get(format!("{base}/feedback")).await.unwrap();
+        if r.status() == StatusCode::OK {
+            feedback = r.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(feedback[0]["category"], "clothing", "{feedback}");
+    assert_eq!(feedback.as_array().map(Vec::len), Some(3), "{feedback}");
     assert_eq!(interrupt(&mut child), 0);
     let log = errors.join().unwrap();
+    assert!(log.contains("Recorded 20000 sales events"), "{log}");
     assert!(log.contains("Generating 3000 sales rows"), "{log}");
     assert!(log.contains("learning records of 12 users"), "{log}");
     let status =

@@ -22,11 +22,10 @@ use crate::api::problem::{ApiError, InvalidParam, Problem, query_error};
 use crate::domain::time::Grain;
 use crate::domain::value::parse_timestamptz;
 use crate::error::{Error, ErrorKind};
-use crate::ingest::records::{Record, RecordError, RecordKey};
+use crate::ingest::records::{Record, RecordError};
 use crate::plan::RawFilter;
 use crate::serve::execute::{self, Cell};
 use crate::serve::query::QueryRequest;
-use crate::store::ledger;
 
 /// The dataset and ledger scope of the learning logs.
 const DATASET: &str = "learning_log";
@@ -265,14 +264,7 @@ fn check_record(fields: Vec<(String, String)>) -> Result<Record, ApiError> {
         ("word_count".to_owned(), word_count.unwrap_or_default()),
         ("timestamp".to_owned(), at),
     ];
-    let payload: Vec<&str> = fields.iter().map(|(_, v)| v.as_str()).collect();
-    Ok(Record {
-        key: Some(RecordKey {
-            fingerprint: ledger::fingerprint(payload.join("\u{1f}").as_bytes()),
-            key,
-        }),
-        fields,
-    })
+    Ok(Record::keyed(key, fields))
 }
 
 fn invalid(name: &str, reason: &str) -> InvalidParam {

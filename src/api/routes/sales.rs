@@ -19,11 +19,10 @@ use crate::api::params::{ParamValues, query_pairs};
 use crate::api::problem::{ApiError, InvalidParam, Problem, query_error};
 use crate::domain::value::parse_timestamptz;
 use crate::error::{Error, ErrorKind};
-use crate::ingest::records::{Record, RecordError, RecordKey};
+use crate::ingest::records::{Record, RecordError};
 use crate::plan::rows::{self, PageFilter};
 use crate::serve::execute::{self, Cell, Row};
 use crate::serve::feedback::{CategoryFeedback, FeedbackFilter};
-use crate::store::ledger;
 
 /// The dataset and ledger scope of the sales events.
 const DATASET: &str = "sales";
@@ -247,14 +246,7 @@ fn check_event(map: &serde_json::Map<String, Value>) -> Result<Record, ApiError>
     fields.push(("DATE_PAYMENT".into(), at.unwrap_or_default()));
     fields.push(("CATEGORY".into(), category));
     fields.push(("REVENUE".into(), revenue.to_string()));
-    let payload: Vec<&str> = fields.iter().map(|(_, v)| v.as_str()).collect();
-    Ok(Record {
-        key: Some(RecordKey {
-            key: fields[0].1.clone(),
-            fingerprint: ledger::fingerprint(payload.join("\u{1f}").as_bytes()),
-        }),
-        fields,
-    })
+    Ok(Record::keyed(fields[0].1.clone(), fields))
 }
 
 /// REVENUE, exactly: a JSON number or a numeric string, non-negative, at
