@@ -425,3 +425,31 @@ async fn feedback_counts_writes_through_either_server_and_imports_and_survives_a
         assert_eq!(p["invalid_params"][0]["name"], field, "{query}");
     }
 }
+
+#[tokio::test]
+async fn countries_load_with_import_data_and_bad_rows_are_named() {
+    let db = TestDb::new().await;
+    let dir = crate::helpers::scratch_dir();
+    let good = crate::helpers::write_file(
+        dir.path(),
+        "country.csv",
+        "ID_COUNTRY,COUNTRY_NAME,CONTINENT\nFR,France,Europe\nJP,Japan,\n",
+    );
+    db.clue(&["import-data", "-c", good.to_str().unwrap(), "-t", "country"])
+        .ok();
+    let rows = db
+        .strings(r#"SELECT concat_ws('|', "ID_COUNTRY", "COUNTRY_NAME", coalesce("CONTINENT", 'null')) FROM country ORDER BY 1"#)
+        .await;
+    assert_eq!(rows, ["FR|France|Europe", "JP|Japan|null"]);
+    let bad = crate::helpers::write_file(
+        dir.path(),
+        "bad.csv",
+        "ID_COUNTRY,COUNTRY_NAME,CONTINENT\nDE,Germany,Europe\nIT,,Europe\n",
+    );
+    db.clue(&["import-data", "-c", bad.to_str().unwrap(), "-t", "country"])
+        .fails_with(
+            4,
+            "line 3, column 2 (COUNTRY_NAME): is empty but a value is required",
+        );
+    assert_eq!(db.value::<i64>("SELECT count(*) FROM country").await, 2);
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Sales-engine benchmark (on demand, not in CI), all in one run on one machine:
+#   1. POST /ingest with 32 concurrent clients (wrk, each request a new
+#      ID_ORDER), durable commits: events/s with group commit, against the
+#      same server writing each event in its own transaction
+#      (--no-group-commit), and the ratio.
+#   2. GET /feedback (from memory) over 1,000,000 events, random category
+#      and day range, one connection: p50/p99.
+#
+# Usage: bench/sales.sh [SECONDS]     (default 10 s per wrk run)
+# Needs wrk (apt-get install wrk). Server: CLUE_BENCH_DATABASE_URL (admin
+# URL), else 127.0.0.1:5432 as postgres. Port 18768 must be free.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+command -v wrk >/dev/null || { echo "bench/sales.sh needs wrk: apt-get install wrk" >&2; exit 2; }
+ADMIN=${CLUE_BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+DB=clue_bench_sales
+URL=$(python3 - "$ADMIN" "$DB" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
+PY
+)
+WORK=$(mktemp -d /tmp/clue-bench-XXXXXX)
+cargo build --release --quiet
+CLUE=target/release/clue
+export CLUE_DATABASE_URL=$URL
+PORT=18768
+cleanup() { [ -n "${SERVER:-}" ] && kill -INT "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+start() { # flags... -> a server on $PORT
+  CLUE_LOG=warn $CLUE serve --port $PORT "$@" >/dev/null &
+  SERVER=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done
+  echo "the server did not start" >&2; exit 1
+}
+stop() { kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; }
+fresh() {
+  psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
+  $CLUE create-monthly-partitions -t sales -s 2021 -e 2021 >/dev/null
+}
+
+cat > "$WORK/ingest.lua" <<'LUA'
+-- Every request a new ID_ORDER.
+math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
+local categories = {"clothing", "shoes", "bags", "accessories", "jewellery", "boys"}
+local n = 0
+local prefix = tostring(math.random(1, 1e9))
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{"ID_ORDER": "%s-%d", "ID_PRODUCT": "P%d", "ID_BUYER": "B%d", "ID_SELLER": "S%d", ' ..
+    '"ID_SELLER_COUNTRY": "FR", "ID_BUYER_COUNTRY": "DE", "DATE_PAYMENT": "2021-0%d-%02d 10:00:00", ' ..
+    '"BRAND": "Acme", "CATEGORY": "%s", "REVENUE": %d.%02d}',
+    prefix, n, math.random(1, 5000), math.random(1, 3000), math.random(1, 300),
+    math.random(1, 6), math.random(1, 28), categories[math.random(1, #categories)],
+    math.random(1, 500), math.random(0, 99))
+  return wrk.format("POST", "/ingest", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+
+ingest_rate() { # flags -> events/s (stored) with 32 connections
+  fresh; start "$@"
+  wrk -t2 -c32 -d"${SECS}s" --timeout 30s -s "$WORK/ingest.lua" "http://127.0.0.1:$PORT" >/dev/null
+  stop
+  rows=$(psql -XAtq "$URL" -c "SELECT count(*) FROM sales")
+  python3 -c "print(round($rows / $SECS))"
+}
+echo "POST /ingest, 32 connections, ${SECS} s each:"
+base=$(ingest_rate --no-group-commit)
+echo "  one transaction per event:  $base events/s"
+grouped=$(ingest_rate)
+echo "  group commit:               $grouped events/s"
+python3 -c "print(f'  ratio: {$grouped / max($base, 1):.1f}x (bar: 3x)')"
+
+cat > "$WORK/feedback.lua" <<'LUA'
+local categories = {"clothing", "shoes", "bags", "accessories", "jewellery", "boys"}
+math.randomseed(os.time())
+request = function()
+  local path
+  if math.random() < 0.5 then
+    path = string.format("/feedback?start_date=2021-0%d-01&end_date=2021-06-30", math.random(1, 6))
+  else
+    path = "/feedback?category=" .. categories[math.random(1, #categories)]
+  end
+  return wrk.format("GET", path)
+end
+LUA
+fresh
+psql -q "$URL" -c "INSERT INTO sales (\"ID_ORDER\", \"ID_PRODUCT\", \"ID_BUYER\", \"ID_SELLER\",
+      \"ID_SELLER_COUNTRY\", \"ID_BUYER_COUNTRY\", \"DATE_PAYMENT\", \"BRAND\", \"CATEGORY\", \"REVENUE\")
+    SELECT 'O' || i, 'P' || (i % 5000), 'B' || (i % 30000), 'S' || (i % 300), 'FR', 'DE',
+           timestamptz '2021-01-01' + random() * interval '180 days', 'Acme',
+           (ARRAY['clothing','shoes','bags','accessories','jewellery','boys'])[1 + i % 6],
+           round((random() * 500)::numeric, 2)
+      FROM generate_series(1, 1000000) i" -c "ANALYZE sales" >/dev/null
+$CLUE rollups rebuild >/dev/null
+start
+for _ in $(seq 600); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/feedback")" = 200 ] && break; sleep 0.1
+done
+out=$(wrk -t1 -c1 -d"${SECS}s" --latency -s "$WORK/feedback.lua" "http://127.0.0.1:$PORT")
+stop
+python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def ms(label):
+    m = re.search(rf"{label}%\s+([0-9.]+)(us|ms|s)", out)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+print(f"GET /feedback over 1,000,000 events, one connection: p50 {ms('50'):.3f} ms  p99 {ms('99'):.3f} ms (bar: p99 < 1 ms)")
+PY
+psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" >/dev/null
