@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{country, health, learning, query, reports, sales};
+use routes::{country, events, health, learning, query, reports, sales};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
@@ -55,6 +55,8 @@ pub struct AppState {
     pub sales: Arc<Batcher>,
     /// `/feedback`'s in-memory aggregates.
     pub feedback: Arc<Feedback>,
+    /// Idempotency keys of event batches being written by this server.
+    pub in_flight: Arc<routes::events::InFlight>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -110,6 +112,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(sales::sale))
         .routes(routes!(sales::sales))
         .routes(routes!(sales::feedback))
+        .routes(routes!(events::events))
         .routes(routes!(country::country_contribution))
         .routes(routes!(country::top_country_relationships))
         .routes(routes!(country::repeat_buyer_revenue))
@@ -191,6 +194,7 @@ impl Application {
                 records,
                 sales,
                 feedback,
+                in_flight: Arc::default(),
             },
         })
     }
@@ -269,6 +273,7 @@ mod tests {
                 1,
             )),
             feedback: Feedback::spawn(db.clone(), catalog.clone()),
+            in_flight: Arc::default(),
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),

@@ -153,6 +153,10 @@ pub struct Dataset {
     /// How long the idempotency keys of its records are remembered; `None`:
     /// forever (keys that are the records' identity).
     pub idempotency_ttl: Option<std::time::Duration>,
+    /// The column whose value identifies a record: each value is written
+    /// once, claimed in the ledger under the dataset's name by every write
+    /// path that takes single events.
+    pub key: Option<String>,
     /// The file it came from, for messages.
     pub source: String,
 }
@@ -173,6 +177,9 @@ struct RawDataset {
     /// `never` (the default), or `N hours` / `N days`.
     #[serde(default)]
     idempotency_ttl: Option<String>,
+    /// The column identifying a record (written once).
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +278,13 @@ impl Dataset {
             .map_err(|reason| field(&format!("rollups[{i}]"), reason))?;
             rollups.push(rollup);
         }
+        if let Some(k) = &raw.key
+            && columns.column(k).is_none()
+        {
+            return Err(field("key", format!("{k:?} is not one of the columns")));
+        }
         Ok(Dataset {
+            key: raw.key,
             name: raw.dataset,
             table,
             time_column: raw.time_column,
@@ -595,6 +608,10 @@ mod tests {
                 "{BASE}dimensions: [n, s]\nrollups: [{{grain: day, dimensions: [n], read_by: s}}]\n"
             ),
             "read_by: \"s\" is not one of the rollup's dimensions",
+        );
+        check_error(
+            &format!("{BASE}key: order_id\n"),
+            "field \"key\": \"order_id\" is not one of the columns",
         );
         check_error(
             &format!("{BASE}idempotency_ttl: soon\n"),

@@ -129,38 +129,13 @@ pub async fn record(
     records: &[Record],
     scope: &str,
 ) -> Result<u64, RecordError> {
-    let ds = catalog
-        .get(dataset)
-        .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
-    let Some(first) = records.first() else {
+    let Some(prepared) = Prepared::new(db, catalog, dataset, records, false).await? else {
         return Ok(0);
     };
-    let mut client = db.client().await?;
-    let table = schema::load_table(&**client, &ds.table).await?;
-    let columns: Vec<String> = first.fields.iter().map(|(c, _)| c.clone()).collect();
-    let codecs = codecs(&table, ds, &columns)?;
-    let (dataset_name, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
-    let time_index = columns.iter().position(|c| *c == ds.time_column);
-    let mut deltas = match &rollups {
-        Some((infos, time_column)) => {
-            Accumulator::new(infos, time_column, |c| columns.iter().position(|x| x == c))
-        }
-        None => None,
-    };
-    let mut out = BytesMut::new();
-    let mut months = BTreeSet::new();
-    for r in records {
-        let values = encode(&codecs, r, &mut out)?;
-        if let Some(day) = time_index.and_then(|i| values[i].day()) {
-            months.insert(Month::of(day));
-        }
-        if let Some(d) = deltas.as_mut() {
-            d.add(&values);
-        }
+    if let Some(first) = prepared.rejected.first() {
+        return Err(RecordError::Invalid(first.problems.clone()));
     }
-    if table.time_partitioning.is_some() && !months.is_empty() {
-        partitions::ensure_months(&mut client, &table, &months).await?;
-    }
+    let ttl = catalog.get(dataset).ok().and_then(|d| d.idempotency_ttl);
     let claims: Vec<ClaimSpec<'_>> = records
         .iter()
         .filter_map(|r| r.key.as_ref())
@@ -168,34 +143,137 @@ pub async fn record(
             scope,
             key: &k.key,
             fingerprint: &k.fingerprint,
-            ttl: ds.idempotency_ttl,
+            ttl,
+            response: None,
         })
         .collect();
-    let (sender, receiver) = mpsc::channel(1);
-    sender
-        .try_send(Batch::Rows(out.freeze()))
-        .expect("an empty channel takes one batch");
-    drop(sender);
-    let produced = Produced {
-        rows_loaded: records.len() as u64,
-        rows_rejected: 0,
-        deltas,
-        months,
-    };
-    let target = Target {
-        table: &table,
-        columns: &columns,
-        error_table: None,
-        dataset: dataset_name.as_deref(),
-        job: None,
-        claims: &claims,
-    };
-    load::load(&mut client, target, receiver, || {
-        Ok::<_, std::convert::Infallible>(produced)
-    })
-    .await
-    .map(|(_, produced)| produced.rows_loaded)
-    .map_err(load_error)
+    prepared.commit(&claims).await
+}
+
+/// A record refused, by its place in the request (from 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub index: usize,
+    pub problems: Vec<FieldProblem>,
+}
+
+/// Records checked and encoded, ready to commit: what was refused is left
+/// out (or, without `skip_invalid`, nothing is encoded past the checks).
+pub struct Prepared {
+    client: deadpool_postgres::Object,
+    skip_invalid: bool,
+    table: crate::sql::table::Table,
+    columns: Vec<String>,
+    dataset_name: Option<String>,
+    out: BytesMut,
+    deltas: Option<Accumulator>,
+    months: BTreeSet<Month>,
+    /// Rows encoded.
+    pub accepted: u64,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Prepared {
+    /// Checks and encodes `records` (all with the same fields); `None` when
+    /// there are none. A field that is no column, or a required column no
+    /// field gives, fails them all.
+    pub async fn new(
+        db: &Database,
+        catalog: &Catalog,
+        dataset: &str,
+        records: &[Record],
+        skip_invalid: bool,
+    ) -> Result<Option<Prepared>, RecordError> {
+        let ds = catalog
+            .get(dataset)
+            .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
+        let Some(first) = records.first() else {
+            return Ok(None);
+        };
+        let mut client = db.client().await?;
+        let table = schema::load_table(&**client, &ds.table).await?;
+        let columns: Vec<String> = first.fields.iter().map(|(c, _)| c.clone()).collect();
+        let codecs = codecs(&table, ds, &columns)?;
+        let (dataset_name, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
+        let time_index = columns.iter().position(|c| *c == ds.time_column);
+        let mut deltas = match &rollups {
+            Some((infos, time_column)) => {
+                Accumulator::new(infos, time_column, |c| columns.iter().position(|x| x == c))
+            }
+            None => None,
+        };
+        let mut out = BytesMut::new();
+        let mut months = BTreeSet::new();
+        let mut rejected = Vec::new();
+        for (index, r) in records.iter().enumerate() {
+            let mark = out.len();
+            match encode(&codecs, r, &mut out) {
+                Ok(values) => {
+                    if let Some(day) = time_index.and_then(|i| values[i].day()) {
+                        months.insert(Month::of(day));
+                    }
+                    if let Some(d) = deltas.as_mut() {
+                        d.add(&values);
+                    }
+                }
+                Err(RecordError::Invalid(problems)) => {
+                    out.truncate(mark);
+                    rejected.push(Rejected { index, problems });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let accepted = (records.len() - rejected.len()) as u64;
+        Ok(Some(Prepared {
+            client,
+            skip_invalid,
+            table,
+            columns,
+            dataset_name,
+            out,
+            deltas,
+            months,
+            accepted,
+            rejected,
+        }))
+    }
+
+    /// Writes the accepted rows in one transaction with `claims`; returns
+    /// how many were written. Refuses to write when rows were refused and
+    /// the caller did not ask to skip them.
+    pub async fn commit(mut self, claims: &[ClaimSpec<'_>]) -> Result<u64, RecordError> {
+        if !self.skip_invalid && !self.rejected.is_empty() {
+            return Err(RecordError::Invalid(self.rejected.swap_remove(0).problems));
+        }
+        if self.table.time_partitioning.is_some() && !self.months.is_empty() {
+            partitions::ensure_months(&mut self.client, &self.table, &self.months).await?;
+        }
+        let (sender, receiver) = mpsc::channel(1);
+        sender
+            .try_send(Batch::Rows(self.out.freeze()))
+            .expect("an empty channel takes one batch");
+        drop(sender);
+        let produced = Produced {
+            rows_loaded: self.accepted,
+            rows_rejected: 0,
+            deltas: self.deltas,
+            months: self.months,
+        };
+        let target = Target {
+            table: &self.table,
+            columns: &self.columns,
+            error_table: None,
+            dataset: self.dataset_name.as_deref(),
+            job: None,
+            claims,
+        };
+        load::load(&mut self.client, target, receiver, || {
+            Ok::<_, std::convert::Infallible>(produced)
+        })
+        .await
+        .map(|(_, produced)| produced.rows_loaded)
+        .map_err(load_error)
+    }
 }
 
 /// The codec of every field, with the dataset's rules; a field that is no

@@ -145,6 +145,37 @@ pub async fn claim(
     }
 }
 
+/// Keeps the answer to replay for a key just claimed in `tx`.
+pub async fn keep_response(
+    tx: &impl GenericClient,
+    scope: &str,
+    key: &str,
+    response: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE clue.idempotency SET response = $3::text::jsonb WHERE scope = $1 AND key = $2",
+        &[&scope, &key, &response],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A committed, live key's fingerprint and kept answer, if any.
+pub async fn committed(
+    client: &impl GenericClient,
+    scope: &str,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT fingerprint, response::text FROM clue.idempotency
+              WHERE scope = $1 AND key = $2 AND coalesce(expires_at >= now(), true)",
+            &[&scope, &key],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// Deletes the expired entries; returns how many.
 pub async fn purge_expired(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
     client

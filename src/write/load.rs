@@ -84,6 +84,8 @@ pub struct ClaimSpec<'a> {
     pub key: &'a str,
     pub fingerprint: &'a str,
     pub ttl: Option<std::time::Duration>,
+    /// The answer to replay for this key (JSON), kept with the claim.
+    pub response: Option<&'a str>,
 }
 
 /// Why a load left nothing behind.
@@ -144,17 +146,19 @@ pub async fn load<E>(
     Ok(loaded)
 }
 
-/// [`load`] inside a transaction the caller commits (a writer that claims
-/// keys or writes more in the same transaction).
-pub async fn load_in<E>(
+/// Claims every key in `tx`; a key taken before fails the load.
+async fn claim_all<E>(
     tx: &tokio_postgres::Transaction<'_>,
-    target: Target<'_>,
-    mut batches: mpsc::Receiver<Batch>,
-    finish: impl FnOnce() -> Result<Produced, E>,
-) -> Result<(Option<i64>, Produced), LoadError<E>> {
-    for c in target.claims {
+    claims: &[ClaimSpec<'_>],
+) -> Result<(), LoadError<E>> {
+    for c in claims {
         let replay = match ledger::claim(tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
-            Claim::New => continue,
+            Claim::New => {
+                if let Some(response) = c.response {
+                    ledger::keep_response(tx, c.scope, c.key, response).await?;
+                }
+                continue;
+            }
             Claim::Replay { .. } => true,
             Claim::Conflict { .. } => false,
         };
@@ -163,6 +167,18 @@ pub async fn load_in<E>(
             replay,
         });
     }
+    Ok(())
+}
+
+/// [`load`] inside a transaction the caller commits (a writer that claims
+/// keys or writes more in the same transaction).
+pub async fn load_in<E>(
+    tx: &tokio_postgres::Transaction<'_>,
+    target: Target<'_>,
+    mut batches: mpsc::Receiver<Batch>,
+    finish: impl FnOnce() -> Result<Produced, E>,
+) -> Result<(Option<i64>, Produced), LoadError<E>> {
+    claim_all(tx, target.claims).await?;
     let import_id = match target.job {
         Some(job) => Some(store::imports::begin(tx, job).await?),
         None => None,

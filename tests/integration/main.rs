@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod cluster;
 mod country;
+mod events;
 mod helpers;
 mod import;
 mod instants;
