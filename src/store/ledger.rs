@@ -145,6 +145,31 @@ pub async fn claim(
     }
 }
 
+/// Claims many new keys of one scope in one statement; returns the keys it
+/// inserted. A key not returned is there already (or twice in `keys`):
+/// settle it with [`claim`], which tells a replay, a conflict or an expired
+/// entry apart. Waits, like [`claim`], for open transactions holding a key.
+pub async fn claim_new(
+    tx: &impl GenericClient,
+    scope: &str,
+    keys: &[&str],
+    fingerprints: &[&str],
+    ttl: Option<Duration>,
+) -> Result<std::collections::HashSet<String>, tokio_postgres::Error> {
+    let ttl_secs = ttl.map(|t| t.as_secs_f64());
+    let rows = tx
+        .query(
+            "INSERT INTO clue.idempotency (scope, key, fingerprint, expires_at)
+             SELECT $1, k, f, now() + make_interval(secs => $4::float8)
+               FROM unnest($2::text[], $3::text[]) AS c(k, f)
+             ON CONFLICT (scope, key) DO NOTHING
+             RETURNING key",
+            &[&scope, &keys, &fingerprints, &ttl_secs],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
 /// Keeps the answer to replay for a key just claimed in `tx`.
 pub async fn keep_response(
     tx: &impl GenericClient,

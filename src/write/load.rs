@@ -146,12 +146,31 @@ pub async fn load<E>(
     Ok(loaded)
 }
 
-/// Claims every key in `tx`; a key taken before fails the load.
+/// Claims every key in `tx`; a key taken before fails the load. Keys of
+/// one scope and expiry are inserted together (one statement for a batch
+/// of events); the ones already there are settled one by one.
 async fn claim_all<E>(
     tx: &tokio_postgres::Transaction<'_>,
     claims: &[ClaimSpec<'_>],
 ) -> Result<(), LoadError<E>> {
+    let mut settled = std::collections::HashSet::new();
+    let bulk: Vec<&ClaimSpec<'_>> = claims.iter().filter(|c| c.response.is_none()).collect();
+    if let Some(first) = bulk.first()
+        && bulk.len() > 1
+        && bulk
+            .iter()
+            .all(|c| c.scope == first.scope && c.ttl == first.ttl)
+    {
+        let keys: Vec<&str> = bulk.iter().map(|c| c.key).collect();
+        let fingerprints: Vec<&str> = bulk.iter().map(|c| c.fingerprint).collect();
+        settled = ledger::claim_new(tx, first.scope, &keys, &fingerprints, first.ttl).await?;
+    }
+    // A key inserted twice in one batch is settled only once.
+    let mut seen = std::collections::HashSet::new();
     for c in claims {
+        if c.response.is_none() && seen.insert(c.key) && settled.contains(c.key) {
+            continue;
+        }
         let replay = match ledger::claim(tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
             Claim::New => {
                 if let Some(response) = c.response {

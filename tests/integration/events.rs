@@ -176,6 +176,31 @@ async fn a_bad_event_writes_nothing_unless_skipped() {
         "{problem}"
     );
     assert_eq!(sales_count(&app).await, 2);
+    // The same key twice in one request, among new ones: nothing written.
+    let twice = json!([
+        sale("B7", "shoes", "1"),
+        sale("B8", "bags", "1"),
+        sale("B7", "shoes", "1")
+    ]);
+    let (status, _, problem) = send(
+        &app,
+        "sales",
+        "",
+        "application/json",
+        twice.to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(problem.contains("ID_ORDER B7"), "{problem}");
+    assert_eq!(sales_count(&app).await, 2);
+    assert_eq!(
+        app.db
+            .value::<i64>("SELECT count(*) FROM clue.idempotency WHERE key IN ('B7', 'B8')")
+            .await,
+        0,
+        "no claim outlives the refused request"
+    );
 
     for (dataset, query, content_type, body, status, field) in [
         (
