@@ -59,9 +59,18 @@ async fn an_event_is_stored_once_and_replayed_as_stored() {
         "CATEGORY": "shoes", "REVENUE": 59.90,
     });
     assert_eq!(stored, expected);
-    // Money keeps its scale on the wire: 59.90, not 59.9.
+    // Money keeps its scale on the wire: 59.90, not 59.9, whether the
+    // event is read or its write replayed.
     let text = app.get("/sales/ORD-1").await.text().await.unwrap();
     assert!(text.contains("\"REVENUE\":59.90"), "{text}");
+    let replayed = app
+        .http
+        .post(format!("{}/ingest", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.text().await.unwrap(), text);
 
     // The same payload in other spellings is a replay: nothing is written.
     let mut again = body.clone();

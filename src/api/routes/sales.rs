@@ -113,11 +113,9 @@ pub(in crate::api) async fn ingest(
 ) -> Result<Response, ApiError> {
     let map = event_object(request).await?;
     let record = check_event(&map)?;
-    let key = record
-        .key
-        .as_ref()
-        .map(|k| k.key.clone())
-        .unwrap_or_default();
+    // Stored values are these normalised ones, and a replay has the same
+    // fingerprint, so the answer needs no read back.
+    let stored = stored_json(&state, &record.fields)?;
     let (status, replayed) = match state.sales.record(record).await {
         Ok(()) => (StatusCode::CREATED, false),
         Err(RecordError::Duplicate { replay: true, .. }) => (StatusCode::OK, true),
@@ -136,10 +134,6 @@ pub(in crate::api) async fn ingest(
         }
         Err(e) => return Err(e.into()),
     };
-    // The answer is the row as stored (money at its scale, the instant in UTC).
-    let stored = stored_event(&state, &key)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("sale {key}")))?;
     let mut response = (status, axum::Json(stored)).into_response();
     if replayed {
         response
@@ -147,6 +141,44 @@ pub(in crate::api) async fn ingest(
             .insert(REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// The event as `GET /sales/{id_order}` answers it: the dataset's column
+/// order, `REVENUE` an exact number at its scale, an absent `BRAND` null.
+fn stored_json(state: &AppState, fields: &[(String, String)]) -> Result<StoredEvent, ApiError> {
+    let dataset = state.catalog.get(DATASET)?;
+    let mut out = Vec::with_capacity(fields.len());
+    for column in &dataset.columns.columns {
+        let text = fields
+            .iter()
+            .find(|(n, _)| *n == column.name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let cell =
+            match column.name.as_str() {
+                "REVENUE" => Cell::Decimal(Decimal::from_str(text).map_err(|e| {
+                    ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string()))
+                })?),
+                _ if text.is_empty() => Cell::Null,
+                _ => Cell::Text(text.to_owned()),
+            };
+        out.push((column.name.clone(), cell));
+    }
+    Ok(StoredEvent(out))
+}
+
+/// An event's columns and values, serialized as a JSON object in order.
+struct StoredEvent(Vec<(String, Cell)>);
+
+impl Serialize for StoredEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, cell) in &self.0 {
+            map.serialize_entry(name, cell)?;
+        }
+        map.end()
+    }
 }
 
 /// The body as a JSON object, refused past [`MAX_BODY`] bytes.
