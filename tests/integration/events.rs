@@ -252,7 +252,18 @@ async fn a_bad_event_writes_nothing_unless_skipped() {
             assert_eq!(p["invalid_params"][0]["name"], field);
         }
     }
-    let huge = format!("[{}]", vec!["{}"; 9_000_000 / 3].join(","));
+    let (got, _, p) = send(
+        &app,
+        "sales",
+        "",
+        "application/x-ndjson",
+        "{}\n".repeat(100_001),
+        None,
+    )
+    .await;
+    assert_eq!(got, StatusCode::BAD_REQUEST);
+    assert!(p.contains("more than 100000 events"), "{p}");
+    let huge = format!("[{}]", vec!["{}"; 6_000_000].join(","));
     let (got, _, _) = send(&app, "sales", "", "application/json", huge, None).await;
     assert_eq!(got, StatusCode::PAYLOAD_TOO_LARGE);
 }

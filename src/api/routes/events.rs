@@ -89,10 +89,10 @@ struct RejectedEvent {
     )),
     responses(
         (status = 201, description = "Written (a replay carries `Idempotent-Replayed: true`).", body = EventsAnswer),
-        (status = 400, description = "The body or a parameter is malformed.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body or a parameter is malformed, or the body has more than 100,000 events.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is being written.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "More than 16 MiB or 100,000 events.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 16 MiB.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Events are invalid (each named, nothing written), or the Idempotency-Key was used with another body.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),
     )
@@ -110,12 +110,10 @@ pub(in crate::api) async fn events(
         .clone();
     let skip = on_error(query.as_deref())?;
     let key = idempotency_key(&request)?;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_ascii_lowercase();
+    let content_type = match super::content_type(&request) {
+        t if t.is_empty() => "application/json".to_owned(),
+        t => t,
+    };
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|_| ApiError::TooLarge(MAX_BODY))?;
@@ -249,7 +247,7 @@ fn answer_response(status: StatusCode, body: String, replayed: bool) -> Response
     if replayed {
         response
             .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            .insert(super::REPLAYED, HeaderValue::from_static("true"));
     }
     response
 }
@@ -389,7 +387,7 @@ fn parse(dataset: &Dataset, content_type: &str, body: &[u8]) -> Result<Parsed, A
             });
         };
     if objects.len() > MAX_EVENTS {
-        return Err(ApiError::TooLarge(MAX_BODY));
+        return Err(too_many());
     }
     Ok(split(objects.into_iter().map(|o| {
         o.and_then(|map| fields(dataset, map.into_iter()))
@@ -413,6 +411,13 @@ fn split(events: impl Iterator<Item = Result<Vec<(String, String)>, String>>) ->
         }
     }
     (rows, rejected)
+}
+
+fn too_many() -> ApiError {
+    ApiError::InvalidParameter {
+        name: "body".into(),
+        reason: format!("has more than {MAX_EVENTS} events; send them in several requests"),
+    }
 }
 
 fn object(v: Value) -> Result<serde_json::Map<String, Value>, String> {
@@ -467,7 +472,7 @@ fn csv_rows(dataset: &Dataset, body: &[u8]) -> Result<Parsed, ApiError> {
     let mut events = Vec::new();
     for (index, record) in reader.records().enumerate() {
         if index >= MAX_EVENTS {
-            return Err(ApiError::TooLarge(MAX_BODY));
+            return Err(too_many());
         }
         events.push(match record {
             Err(e) => Err(format!("is not a readable CSV row: {e}")),

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeZone, Utc};
@@ -98,12 +98,7 @@ async fn record_fields(
     state: &AppState,
     request: Request,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = super::content_type(&request);
     if content_type.starts_with("multipart/form-data") {
         return multipart_fields(state, request).await;
     }

@@ -6,7 +6,7 @@
 use std::str::FromStr;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
@@ -58,8 +58,6 @@ const CATEGORIES: [&str; 12] = [
     "art & culture",
     "pet accessories",
 ];
-/// The header marking an answer as the replay of an earlier write.
-const REPLAYED: &str = "idempotent-replayed";
 
 /// A sales event in the prototype's shape.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -138,7 +136,7 @@ pub(in crate::api) async fn ingest(
     if replayed {
         response
             .headers_mut()
-            .insert(REPLAYED, HeaderValue::from_static("true"));
+            .insert(super::REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -183,12 +181,7 @@ impl Serialize for StoredEvent {
 
 /// The body as a JSON object, refused past [`MAX_BODY`] bytes.
 async fn event_object(request: Request) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = super::content_type(&request);
     if !content_type.is_empty() && !content_type.starts_with("application/json") {
         return Err(ApiError::InvalidParameter {
             name: "content-type".into(),
