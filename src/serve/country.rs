@@ -51,9 +51,7 @@ impl std::fmt::Display for Percent {
 
 impl Serialize for Percent {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_json::value::RawValue::from_string(self.0.to_string())
-            .map_err(serde::ser::Error::custom)?
-            .serialize(s)
+        Cell::Decimal(self.0).serialize(s)
     }
 }
 
@@ -198,21 +196,6 @@ fn query(
     }
 }
 
-fn text(row: &Row, key: &str) -> String {
-    match row.get(key) {
-        Some(Cell::Text(t)) => t.clone(),
-        _ => String::new(),
-    }
-}
-
-fn decimal(row: &Row, key: &str) -> Decimal {
-    match row.get(key) {
-        Some(Cell::Decimal(d)) => *d,
-        Some(Cell::Int(i)) => Decimal::from(*i),
-        _ => Decimal::ZERO,
-    }
-}
-
 /// Runs an analysis; returns its rows and where they came from.
 pub async fn run(
     db: &Database,
@@ -279,15 +262,15 @@ pub async fn run(
 
 /// Shares of revenue and items, largest revenue first (then by country).
 fn contributions(rows: &[Row]) -> Vec<CountryContribution> {
-    let revenue_total: Decimal = rows.iter().map(|r| decimal(r, "revenue")).sum();
-    let items_total: Decimal = rows.iter().map(|r| decimal(r, "sales_count")).sum();
+    let revenue_total: Decimal = rows.iter().map(|r| r.decimal("revenue")).sum();
+    let items_total: Decimal = rows.iter().map(|r| r.decimal("sales_count")).sum();
     let mut out: Vec<CountryContribution> = rows
         .iter()
         .map(|r| {
-            let revenue = decimal(r, "revenue");
-            let items = decimal(r, "sales_count");
+            let revenue = r.decimal("revenue");
+            let items = r.decimal("sales_count");
             CountryContribution {
-                seller_country: text(r, "ID_SELLER_COUNTRY"),
+                seller_country: r.text("ID_SELLER_COUNTRY").to_owned(),
                 revenue: Money::new(revenue),
                 revenue_share: Percent::of(revenue, revenue_total),
                 items: i64::try_from(items).unwrap_or(i64::MAX),
@@ -308,12 +291,15 @@ fn contributions(rows: &[Row]) -> Vec<CountryContribution> {
 fn top_relationship(rows: &[Row]) -> Vec<CountryRelationship> {
     let mut pairs: BTreeMap<(String, String), Decimal> = BTreeMap::new();
     for r in rows {
-        let (s, b) = (text(r, "ID_SELLER_COUNTRY"), text(r, "ID_BUYER_COUNTRY"));
+        let (s, b) = (
+            r.text("ID_SELLER_COUNTRY").to_owned(),
+            r.text("ID_BUYER_COUNTRY").to_owned(),
+        );
         if s == b {
             continue;
         }
         let key = if s < b { (s, b) } else { (b, s) };
-        *pairs.entry(key).or_default() += decimal(r, "revenue");
+        *pairs.entry(key).or_default() += r.decimal("revenue");
     }
     // BTreeMap order and a strict `>` keep the first pair of a tie.
     let mut best: Option<((String, String), Decimal)> = None;
@@ -338,16 +324,16 @@ fn repeat_buyers(
     first: &[Row],
     second: &[Row],
 ) -> RepeatBuyerRevenue {
-    let week1: HashMap<String, Decimal> = first
+    let week1: HashMap<&str, Decimal> = first
         .iter()
-        .map(|r| (text(r, "ID_BUYER"), decimal(r, "revenue")))
+        .map(|r| (r.text("ID_BUYER"), r.decimal("revenue")))
         .collect();
     let (mut buyers, mut w1, mut w2) = (0i64, Decimal::ZERO, Decimal::ZERO);
     for r in second {
-        if let Some(r1) = week1.get(&text(r, "ID_BUYER")) {
+        if let Some(r1) = week1.get(r.text("ID_BUYER")) {
             buyers += 1;
             w1 += *r1;
-            w2 += decimal(r, "revenue");
+            w2 += r.decimal("revenue");
         }
     }
     RepeatBuyerRevenue {

@@ -45,6 +45,24 @@ impl Row {
         self.cells.get(i)
     }
 
+    /// The text of `name`; empty when absent or not text.
+    pub fn text(&self, name: &str) -> &str {
+        match self.get(name) {
+            Some(Cell::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// The number of `name`, exactly (an integer or a decimal); zero when
+    /// absent or not a number.
+    pub fn decimal(&self, name: &str) -> rust_decimal::Decimal {
+        match self.get(name) {
+            Some(Cell::Decimal(d)) => *d,
+            Some(Cell::Int(i)) => rust_decimal::Decimal::from(*i),
+            _ => rust_decimal::Decimal::ZERO,
+        }
+    }
+
     /// Moves the value of `name` out, leaving `Null`.
     pub fn take(&mut self, name: &str) -> Option<Cell> {
         let i = self.names.iter().position(|n| n == name)?;

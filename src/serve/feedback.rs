@@ -221,22 +221,15 @@ async fn read_days(
             Some(Cell::Timestamp(t)) => t.date_naive(),
             _ => continue,
         };
-        let category = match row.get("CATEGORY") {
-            Some(Cell::Text(t)) => t.clone(),
-            _ => continue,
-        };
-        let count = match row.get("sales_count") {
-            Some(Cell::Int(i)) => *i,
-            Some(Cell::Decimal(d)) => i64::try_from(*d).unwrap_or(i64::MAX),
-            _ => 0,
-        };
-        let revenue = match row.get("revenue") {
-            Some(Cell::Decimal(d)) => *d,
-            _ => Decimal::ZERO,
-        };
+        let category = row.text("CATEGORY");
+        if category.is_empty() {
+            continue;
+        }
+        let count = i64::try_from(row.decimal("sales_count")).unwrap_or(i64::MAX);
+        let revenue = row.decimal("revenue");
         days.entry(day)
             .or_default()
-            .insert(category, (count, revenue));
+            .insert(category.to_owned(), (count, revenue));
     }
     Ok(days)
 }

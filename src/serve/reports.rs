@@ -46,10 +46,8 @@ impl fmt::Display for Money {
 
 impl Serialize for Money {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // A raw JSON number keeps every digit; a float would not.
-        let raw = serde_json::value::RawValue::from_string(self.0.to_string())
-            .map_err(serde::ser::Error::custom)?;
-        raw.serialize(s)
+        // As an exact cell: a raw JSON number keeps every digit.
+        Cell::Decimal(self.0).serialize(s)
     }
 }
 
@@ -236,11 +234,7 @@ fn int(row: &Row, key: &str) -> i64 {
 }
 
 fn money(row: &Row, key: &str) -> Money {
-    match row.get(key) {
-        Some(Cell::Decimal(d)) => Money::new(*d),
-        Some(Cell::Int(i)) => Money::new(Decimal::from(*i)),
-        _ => Money::new(Decimal::ZERO),
-    }
+    Money::new(row.decimal(key))
 }
 
 /// `YYYY-MM` of a row's period.
