@@ -13,36 +13,9 @@
 # Usage: bench/sales.sh [SECONDS]     (default 10 s per wrk run)
 # Needs wrk (apt-get install wrk). Server: CLUE_BENCH_DATABASE_URL (admin
 # URL), else 127.0.0.1:5432 as postgres. Port 18768 must be free.
-set -euo pipefail
-cd "$(dirname "$0")/.."
 SECS=${1:-10}
-command -v wrk >/dev/null || { echo "bench/sales.sh needs wrk: apt-get install wrk" >&2; exit 2; }
-ADMIN=${CLUE_BENCH_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
-DB=clue_bench_sales
-URL=$(python3 - "$ADMIN" "$DB" <<'PY'
-import sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
-PY
-)
-WORK=$(mktemp -d /tmp/clue-bench-XXXXXX)
-cargo build --release --quiet
-CLUE=target/release/clue
-export CLUE_DATABASE_URL=$URL
-PORT=18768
-cleanup() { [ -n "${SERVER:-}" ] && kill -INT "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-start() { # flags... -> a server on $PORT
-  CLUE_LOG=warn $CLUE serve --port $PORT "$@" >/dev/null &
-  SERVER=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && return; sleep 0.1; done
-  echo "the server did not start" >&2; exit 1
-}
-stop() { kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=; }
-fresh() {
-  psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
-  $CLUE create-monthly-partitions -t sales -s 2021 -e 2021 >/dev/null
-}
+BENCH=sales.sh DB=clue_bench_sales PORT=18768 PARTITIONS="-t sales -s 2021 -e 2021"
+source "$(dirname "$0")/harness.sh"
 
 cat > "$WORK/ingest.lua" <<'LUA'
 -- Every request a new ID_ORDER.
@@ -143,13 +116,5 @@ for _ in $(seq 600); do
 done
 out=$(wrk -t1 -c1 -d"${SECS}s" --latency -s "$WORK/feedback.lua" "http://127.0.0.1:$PORT")
 stop
-python3 - "$out" <<'PY'
-import re, sys
-out = sys.argv[1]
-def ms(label):
-    m = re.search(rf"{label}%\s+([0-9.]+)(us|ms|s)", out)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-print(f"GET /feedback over 1,000,000 events, one connection: p50 {ms('50'):.3f} ms  p99 {ms('99'):.3f} ms (bar: p99 < 1 ms)")
-PY
+echo "GET /feedback over 1,000,000 events, one connection: $(latency "$out") (bar: p99 < 1 ms)"
 psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB" >/dev/null
