@@ -57,6 +57,8 @@ pub struct AppState {
     pub feedback: Arc<Feedback>,
     /// Idempotency keys of event batches being written by this server.
     pub in_flight: Arc<routes::events::InFlight>,
+    /// Turns to write an event batch ([`Limits::bulk_writers`] at once).
+    pub bulk_writers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -69,6 +71,10 @@ pub struct Limits {
     /// Records arriving together share a transaction (a 2xx still means
     /// committed); off, each record has its own.
     pub group_commit: bool,
+    /// The most event batches written at once; more wait their turn (once
+    /// parsed and checked). Bulk writes past the database's cores only
+    /// contend for its locks and pages: together they finish later.
+    pub bulk_writers: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +83,7 @@ impl Default for Limits {
             cache_bytes: 1 << 30,
             max_periods: 10_000,
             group_commit: true,
+            bulk_writers: 2,
         }
     }
 }
@@ -168,17 +175,11 @@ impl Application {
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
-        // One writer per keyed dataset, its ledger scope named after it.
+        // One writer per keyed dataset (keys claimed under its name).
         let batch = if limits.group_commit { GROUP_COMMIT } else { 1 };
         let writer = |dataset: &str| {
             let (db, catalog) = (db.clone(), catalog.clone());
-            Arc::new(Batcher::spawn(
-                db,
-                catalog,
-                dataset.into(),
-                dataset.into(),
-                batch,
-            ))
+            Arc::new(Batcher::spawn(db, catalog, dataset.into(), batch))
         };
         let records = writer("learning_log");
         let sales = writer("sales");
@@ -195,6 +196,7 @@ impl Application {
                 sales,
                 feedback,
                 in_flight: Arc::default(),
+                bulk_writers: Arc::new(tokio::sync::Semaphore::new(limits.bulk_writers.max(1))),
             },
         })
     }
@@ -262,18 +264,17 @@ mod tests {
                 db.clone(),
                 catalog.clone(),
                 "learning_log".into(),
-                "learning_log".into(),
                 1,
             )),
             sales: Arc::new(Batcher::spawn(
                 db.clone(),
                 catalog.clone(),
                 "sales".into(),
-                "sales".into(),
                 1,
             )),
             feedback: Feedback::spawn(db.clone(), catalog.clone()),
             in_flight: Arc::default(),
+            bulk_writers: Arc::new(tokio::sync::Semaphore::new(1)),
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// committing the records that arrive together at once (for comparison).
     #[arg(long)]
     pub no_group_commit: bool,
+    /// The most event batches (`POST /api/v1/datasets/{name}/events`)
+    /// written at once; others wait their turn. Default: this machine's cores.
+    #[arg(long, env = "CLUE_BULK_WRITERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub bulk_writers: Option<u16>,
     /// Serve without changing the database: no migrations and no rollup
     /// builds, only a check that the schema is this build's (for a server
     /// on a read replica, or a role that may only read).

@@ -385,6 +385,10 @@ async fn serve(
         cache_bytes: args.cache_bytes(),
         max_periods: args.max_periods,
         group_commit: !args.no_group_commit,
+        bulk_writers: args.bulk_writers.map_or_else(
+            || std::thread::available_parallelism().map_or(2, |n| n.get()),
+            usize::from,
+        ),
     };
     let app = api::Application::build(db, catalog, limits, &args.host, args.port)
         .await

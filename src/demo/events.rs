@@ -85,7 +85,7 @@ pub async fn sales_events(
     eprintln!("Recording demo sales events...");
     let events = generate(EVENTS);
     for chunk in events.chunks(2_000) {
-        records::record(db, catalog, "sales", chunk, "sales").await?;
+        records::record(db, catalog, "sales", chunk).await?;
     }
     eprintln!("Recorded {EVENTS} sales events.");
     Ok(())
@@ -125,33 +125,30 @@ fn generate(n: u32) -> Vec<Record> {
             let cents = (price * price_spread.sample(&mut rng) * 100.0).round() as i64;
             let at = start + chrono::TimeDelta::seconds(rng.random_range(0..seconds));
             let order = format!("{}", 34_000_000 + i);
-            Record::keyed(
-                order.clone(),
-                vec![
-                    ("ID_ORDER".into(), order),
-                    (
-                        "ID_PRODUCT".into(),
-                        format!("{}", 13_600_000 + rng.random_range(0..5_000)),
-                    ),
-                    ("ID_BUYER".into(), format!("{}", 9_660_000 + b)),
-                    ("ID_SELLER".into(), format!("{}", 6_720_000 + seller)),
-                    ("ID_SELLER_COUNTRY".into(), seller_country.into()),
-                    ("ID_BUYER_COUNTRY".into(), buyer_country.into()),
-                    (
-                        "BRAND".into(),
-                        BRANDS[rng.random_range(0..BRANDS.len())].into(),
-                    ),
-                    (
-                        "DATE_PAYMENT".into(),
-                        at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    ),
-                    ("CATEGORY".into(), category.into()),
-                    (
-                        "REVENUE".into(),
-                        Decimal::new(cents.max(100), 2).to_string(),
-                    ),
-                ],
-            )
+            Record::new(vec![
+                ("ID_ORDER".into(), order),
+                (
+                    "ID_PRODUCT".into(),
+                    format!("{}", 13_600_000 + rng.random_range(0..5_000)),
+                ),
+                ("ID_BUYER".into(), format!("{}", 9_660_000 + b)),
+                ("ID_SELLER".into(), format!("{}", 6_720_000 + seller)),
+                ("ID_SELLER_COUNTRY".into(), seller_country.into()),
+                ("ID_BUYER_COUNTRY".into(), buyer_country.into()),
+                (
+                    "BRAND".into(),
+                    BRANDS[rng.random_range(0..BRANDS.len())].into(),
+                ),
+                (
+                    "DATE_PAYMENT".into(),
+                    at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                ),
+                ("CATEGORY".into(), category.into()),
+                (
+                    "REVENUE".into(),
+                    Decimal::new(cents.max(100), 2).to_string(),
+                ),
+            ])
         })
         .collect()
 }

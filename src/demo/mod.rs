@@ -73,15 +73,11 @@ async fn learning_logs(
                             format!("{}Z", at.format("%Y-%m-%dT%H:%M:%S")),
                         ),
                     ],
-                    key: Some(crate::ingest::records::RecordKey {
-                        key: id.to_string(),
-                        fingerprint: id.to_string(),
-                    }),
                 });
             }
         }
         total += batch.len() as u64;
-        crate::ingest::records::record(db, catalog, "learning_log", &batch, "learning_log").await?;
+        crate::ingest::records::record(db, catalog, "learning_log", &batch).await?;
         batch.clear();
     }
     eprintln!("Recorded {total} learning records of {LEARNERS} users.");

@@ -11,13 +11,18 @@ use std::collections::BTreeSet;
 use bytes::{BufMut, BytesMut};
 use tokio::sync::mpsc;
 
-use crate::domain::dataset::Catalog;
+use sha2::{Digest, Sha256};
+
+use crate::domain::dataset::{Catalog, Dataset};
 use crate::domain::delta::Accumulator;
+use crate::domain::rollup::RollupInfo;
 use crate::domain::time::Month;
+use crate::domain::value::Value;
 use crate::error::{Classify, ErrorKind};
 use crate::pg::catalog::{self as schema, SchemaError};
 use crate::pg::copy::{FieldCodec, PgKind};
 use crate::pg::database::{Database, DbError};
+use crate::sql::table::Table;
 use crate::store::ledger;
 use crate::write::load::{self, Batch, ClaimSpec, LoadError, Produced, Target};
 use crate::write::partitions::{self, PartitionError};
@@ -89,65 +94,95 @@ impl Classify for RecordError {
     }
 }
 
-/// One record: its fields (column, raw text) and the idempotency key that
-/// guards it, if any.
+/// One record: its fields (column, raw text); the records written together
+/// give the same columns in the same order.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub fields: Vec<(String, String)>,
-    pub key: Option<RecordKey>,
 }
 
 impl Record {
-    /// A record guarded by `key`, fingerprinted by its values in order (so
-    /// the same normalised values are the same payload, whoever writes them).
-    pub fn keyed(key: String, fields: Vec<(String, String)>) -> Record {
-        let payload: Vec<&str> = fields.iter().map(|(_, v)| v.as_str()).collect();
-        Record {
-            key: Some(RecordKey {
-                fingerprint: crate::store::ledger::fingerprint(payload.join("\u{1f}").as_bytes()),
-                key,
-            }),
-            fields,
-        }
+    pub fn new(fields: Vec<(String, String)>) -> Record {
+        Record { fields }
+    }
+
+    fn columns(&self) -> Vec<String> {
+        self.fields.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    fn values(&self) -> Vec<&str> {
+        self.fields.iter().map(|(_, v)| v.as_str()).collect()
     }
 }
 
-/// An idempotency key and the fingerprint of the payload it guards.
-#[derive(Debug, Clone)]
-pub struct RecordKey {
-    pub key: String,
-    pub fingerprint: String,
+pub use crate::write::load::RecordKey;
+
+/// Where a record's key and fingerprint come from, for records giving
+/// `columns`: the key column's value, and the encoded fields in the
+/// dataset's column order. The same values give the same fingerprint
+/// whichever path, spelling or field order they came in.
+pub(crate) struct KeyPlan {
+    /// For each of the dataset's columns in its order, the field giving it.
+    canonical: Vec<Option<usize>>,
+    key: usize,
+}
+
+impl KeyPlan {
+    /// `None` when the dataset has no key column or the fields lack it.
+    pub(crate) fn new(ds: &Dataset, columns: &[String]) -> Option<KeyPlan> {
+        let position = |c: &str| columns.iter().position(|x| x == c);
+        Some(KeyPlan {
+            key: position(ds.key.as_deref()?)?,
+            canonical: ds
+                .columns
+                .columns
+                .iter()
+                .map(|c| position(&c.name))
+                .collect(),
+        })
+    }
+
+    /// The key of a row encoded in `row` (each field at `bounds` in it, its
+    /// typed value in `values`); `None` when its key is NULL.
+    pub(crate) fn key(
+        &self,
+        values: &[Value<'_>],
+        row: &[u8],
+        bounds: &[std::ops::Range<usize>],
+    ) -> Option<RecordKey> {
+        let key = key_text(&values[self.key])?;
+        // Each field with its length (a NULL is its -1 alone), in the
+        // dataset's order; an absent column as NULL.
+        let mut hash = Sha256::new();
+        for field in &self.canonical {
+            match field {
+                Some(i) => hash.update(&row[bounds[*i].clone()]),
+                None => hash.update((-1i32).to_be_bytes()),
+            }
+        }
+        Some(RecordKey {
+            key,
+            fingerprint: hex::encode(hash.finalize()),
+        })
+    }
 }
 
 /// Writes `records` (all with the same fields) into `dataset`'s table in
-/// one transaction, claiming their keys in the ledger under `scope`.
-/// Returns how many rows were written.
+/// one transaction, claiming their keys. Returns how many rows were written.
 pub async fn record(
     db: &Database,
     catalog: &Catalog,
     dataset: &str,
     records: &[Record],
-    scope: &str,
 ) -> Result<u64, RecordError> {
-    let Some(prepared) = Prepared::new(db, catalog, dataset, records, false).await? else {
+    let Some(first) = records.first() else {
         return Ok(0);
     };
-    if let Some(first) = prepared.rejected.first() {
-        return Err(RecordError::Invalid(first.problems.clone()));
+    let mut prepared = Prepared::new(db, catalog, dataset, first.columns(), false).await?;
+    for (index, r) in records.iter().enumerate() {
+        prepared.push(index, r.values());
     }
-    let ttl = catalog.get(dataset).ok().and_then(|d| d.idempotency_ttl);
-    let claims: Vec<ClaimSpec<'_>> = records
-        .iter()
-        .filter_map(|r| r.key.as_ref())
-        .map(|k| ClaimSpec {
-            scope,
-            key: &k.key,
-            fingerprint: &k.fingerprint,
-            ttl,
-            response: None,
-        })
-        .collect();
-    prepared.commit(&claims).await
+    prepared.commit(&[]).await
 }
 
 /// A record refused, by its place in the request (from 0).
@@ -157,130 +192,365 @@ pub struct Rejected {
     pub problems: Vec<FieldProblem>,
 }
 
-/// Records checked and encoded, ready to commit: what was refused is left
-/// out (or, without `skip_invalid`, nothing is encoded past the checks).
-pub struct Prepared {
-    client: deadpool_postgres::Object,
-    skip_invalid: bool,
-    table: crate::sql::table::Table,
-    columns: Vec<String>,
-    dataset_name: Option<String>,
-    out: BytesMut,
+/// Checks, types and encodes rows of one shape for the load, keeping what
+/// the load needs of them: the COPY data, the rollup deltas, the months,
+/// and each row's key. One encoder for every producer of single records,
+/// so they all store, key and fingerprint a value alike.
+struct Encoder {
+    codecs: Vec<FieldCodec>,
+    key: Option<KeyPlan>,
+    time: Option<usize>,
     deltas: Option<Accumulator>,
     months: BTreeSet<Month>,
-    /// Rows encoded.
-    pub accepted: u64,
-    pub rejected: Vec<Rejected>,
+    out: BytesMut,
+    keys: Vec<RecordKey>,
+    accepted: u64,
 }
 
-impl Prepared {
-    /// Checks and encodes `records` (all with the same fields); `None` when
-    /// there are none. A field that is no column, or a required column no
-    /// field gives, fails them all.
-    pub async fn new(
-        db: &Database,
-        catalog: &Catalog,
-        dataset: &str,
-        records: &[Record],
-        skip_invalid: bool,
-    ) -> Result<Option<Prepared>, RecordError> {
-        let ds = catalog
-            .get(dataset)
-            .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
-        let Some(first) = records.first() else {
-            return Ok(None);
-        };
-        let mut client = db.client().await?;
-        let table = schema::load_table(&**client, &ds.table).await?;
-        let columns: Vec<String> = first.fields.iter().map(|(c, _)| c.clone()).collect();
-        let codecs = codecs(&table, ds, &columns)?;
-        let (dataset_name, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
-        let time_index = columns.iter().position(|c| *c == ds.time_column);
-        let mut deltas = match &rollups {
+/// What a row is, encoded: its key, if any, and its month.
+struct Identified {
+    key: Option<RecordKey>,
+    month: Option<Month>,
+}
+
+impl Encoder {
+    fn new(
+        table: &Table,
+        ds: &Dataset,
+        columns: &[String],
+        rollups: Option<&(Vec<RollupInfo>, String)>,
+    ) -> Result<Encoder, RecordError> {
+        let codecs = codecs(table, ds, columns)?;
+        let position = |c: &str| columns.iter().position(|x| x == c);
+        let deltas = match rollups {
             Some((infos, time_column)) => {
-                Accumulator::new(infos, time_column, |c| columns.iter().position(|x| x == c))
+                let deltas = Accumulator::new(infos, time_column, position);
+                if deltas.is_none() {
+                    // A rollup kept by a column these records lack could not
+                    // be kept exact: refuse rather than let it drift.
+                    return Err(RecordError::Invalid(
+                        infos
+                            .iter()
+                            .flat_map(|i| i.dimensions.iter().chain(Some(time_column)))
+                            .filter(|c| position(c).is_none())
+                            .map(|c| FieldProblem {
+                                field: c.clone(),
+                                reason: "is required (a rollup is kept by it)".into(),
+                            })
+                            .collect(),
+                    ));
+                }
+                deltas
             }
             None => None,
         };
-        let mut out = BytesMut::new();
-        let mut months = BTreeSet::new();
-        let mut rejected = Vec::new();
-        for (index, r) in records.iter().enumerate() {
-            let mark = out.len();
-            match encode(&codecs, r, &mut out) {
-                Ok(values) => {
-                    if let Some(day) = time_index.and_then(|i| values[i].day()) {
-                        months.insert(Month::of(day));
-                    }
-                    if let Some(d) = deltas.as_mut() {
-                        d.add(&values);
-                    }
-                }
-                Err(RecordError::Invalid(problems)) => {
-                    out.truncate(mark);
-                    rejected.push(Rejected { index, problems });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let accepted = (records.len() - rejected.len()) as u64;
-        Ok(Some(Prepared {
-            client,
-            skip_invalid,
-            table,
-            columns,
-            dataset_name,
-            out,
+        Ok(Encoder {
+            key: KeyPlan::new(ds, columns),
+            time: position(&ds.time_column),
+            codecs,
             deltas,
-            months,
-            accepted,
-            rejected,
-        }))
+            months: BTreeSet::new(),
+            out: BytesMut::new(),
+            keys: Vec::new(),
+            accepted: 0,
+        })
     }
 
-    /// Writes the accepted rows in one transaction with `claims`; returns
-    /// how many were written. Refuses to write when rows were refused and
-    /// the caller did not ask to skip them.
-    pub async fn commit(mut self, claims: &[ClaimSpec<'_>]) -> Result<u64, RecordError> {
-        if !self.skip_invalid && !self.rejected.is_empty() {
-            return Err(RecordError::Invalid(self.rejected.swap_remove(0).problems));
-        }
-        if self.table.time_partitioning.is_some() && !self.months.is_empty() {
-            partitions::ensure_months(&mut self.client, &self.table, &self.months).await?;
-        }
+    /// Encodes one row into the COPY data; every field at fault is named
+    /// and nothing of the row is kept.
+    fn push(&mut self, fields: &[&str]) -> Result<(), Vec<FieldProblem>> {
+        let mark = self.out.len();
+        let mut out = std::mem::take(&mut self.out);
+        let encoded = self.encode(fields, &mut out, mark);
+        let result = match encoded {
+            Ok((values, identified)) => {
+                self.months.extend(identified.month);
+                self.keys.extend(identified.key);
+                if let Some(d) = self.deltas.as_mut() {
+                    d.add(&values);
+                }
+                self.accepted += 1;
+                Ok(())
+            }
+            Err(problems) => {
+                out.truncate(mark);
+                Err(problems)
+            }
+        };
+        self.out = out;
+        result
+    }
+
+    /// The load of the rows encoded (as one batch), what it produced, and
+    /// the rows' keys.
+    fn finish(self) -> (mpsc::Receiver<Batch>, Produced, Vec<RecordKey>) {
         let (sender, receiver) = mpsc::channel(1);
         sender
             .try_send(Batch::Rows(self.out.freeze()))
             .expect("an empty channel takes one batch");
-        drop(sender);
         let produced = Produced {
             rows_loaded: self.accepted,
             rows_rejected: 0,
             deltas: self.deltas,
             months: self.months,
+            keys: None,
         };
+        (receiver, produced, self.keys)
+    }
+
+    /// What a row would be, without keeping it.
+    fn identify(&self, fields: &[&str]) -> Result<Identified, Vec<FieldProblem>> {
+        let mut scratch = BytesMut::new();
+        self.encode(fields, &mut scratch, 0).map(|(_, i)| i)
+    }
+
+    /// Encodes a row after `out[..start]`, returning its typed values, key
+    /// and month.
+    fn encode<'r>(
+        &self,
+        fields: &[&'r str],
+        out: &mut BytesMut,
+        start: usize,
+    ) -> Result<(Vec<Value<'r>>, Identified), Vec<FieldProblem>> {
+        out.put_i16(self.codecs.len() as i16);
+        let mut values = Vec::with_capacity(self.codecs.len());
+        let mut bounds = Vec::with_capacity(self.codecs.len());
+        let mut problems = Vec::new();
+        for (codec, raw) in self.codecs.iter().zip(fields) {
+            let from = out.len();
+            match codec.encode(raw, out) {
+                Ok(v) => values.push(v),
+                Err(v) => problems.push(FieldProblem {
+                    field: codec.name.clone(),
+                    reason: v.reason,
+                }),
+            }
+            bounds.push(from..out.len());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let key = self.key.as_ref().and_then(|k| {
+            let bounds: Vec<_> = bounds
+                .iter()
+                .map(|b| b.start - start..b.end - start)
+                .collect();
+            k.key(&values, &out[start..], &bounds)
+        });
+        let month = self.time.and_then(|t| values[t].day()).map(Month::of);
+        Ok((values, Identified { key, month }))
+    }
+}
+
+/// A key column's value as the ledger's key.
+fn key_text(value: &Value<'_>) -> Option<String> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Text(t) => t.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Uuid(u) => u.to_string(),
+        Value::Num(d) => d.normalize().to_string(),
+        Value::Date(d) => d.to_string(),
+        Value::Timestamp(t) => t.to_string(),
+        Value::TimestampTz(t) => t.to_rfc3339(),
+        Value::Bool(b) => b.to_string(),
+        Value::Float(f) => f.to_string(),
+    })
+}
+
+/// Records checked and encoded, ready to commit: what was refused is left
+/// out (or, without `skip_invalid`, nothing is written).
+pub struct Prepared {
+    client: deadpool_postgres::Object,
+    skip_invalid: bool,
+    table: Table,
+    columns: Vec<String>,
+    /// The dataset written, whose key column's values are claimed.
+    dataset: Dataset,
+    /// The dataset stored in the table, told of the write.
+    stored_as: Option<String>,
+    encoder: Encoder,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Prepared {
+    /// Ready to take records of `dataset` giving `columns` in this order. A
+    /// column that is no field of the table, or a required column not
+    /// given, is a problem of them all.
+    pub async fn new(
+        db: &Database,
+        catalog: &Catalog,
+        dataset: &str,
+        columns: Vec<String>,
+        skip_invalid: bool,
+    ) -> Result<Prepared, RecordError> {
+        let ds = catalog
+            .get(dataset)
+            .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
+        let mut client = db.client().await?;
+        let table = schema::load_table(&**client, &ds.table).await?;
+        let (stored_as, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
+        let encoder = Encoder::new(&table, ds, &columns, rollups.as_ref())?;
+        Ok(Prepared {
+            client,
+            skip_invalid,
+            table,
+            columns,
+            dataset: ds.clone(),
+            stored_as,
+            encoder,
+            rejected: Vec::new(),
+        })
+    }
+
+    /// Checks and encodes the record at `index` (its fields' raw text, in
+    /// the order of the columns); a refused one is kept in `rejected`.
+    pub fn push(&mut self, index: usize, fields: Vec<&str>) {
+        if let Err(problems) = self.encoder.push(&fields) {
+            self.rejected.push(Rejected { index, problems });
+        }
+    }
+
+    /// Refuses the record at `index` before its values are checked.
+    pub fn reject(&mut self, index: usize, problems: Vec<FieldProblem>) {
+        self.rejected.push(Rejected { index, problems });
+    }
+
+    /// Records accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.encoder.accepted
+    }
+
+    /// Writes the accepted rows in one transaction, with their keys and
+    /// `claims` (a request's own); returns how many were written. Refuses
+    /// to write when rows were refused and the caller did not ask to skip
+    /// them.
+    pub async fn commit(mut self, claims: &[ClaimSpec<'_>]) -> Result<u64, RecordError> {
+        if !self.skip_invalid && !self.rejected.is_empty() {
+            return Err(RecordError::Invalid(self.rejected.swap_remove(0).problems));
+        }
+        if self.encoder.accepted == 0 {
+            return Ok(0);
+        }
+        self.ensure_months().await?;
+        let Prepared {
+            mut client,
+            table,
+            columns,
+            dataset,
+            stored_as,
+            encoder,
+            ..
+        } = self;
+        let (receiver, produced, keys) = encoder.finish();
+        let mut all: Vec<ClaimSpec<'_>> = claims.to_vec();
+        all.extend(keys.iter().map(|k| ClaimSpec {
+            scope: &dataset.name,
+            key: &k.key,
+            fingerprint: &k.fingerprint,
+            ttl: dataset.idempotency_ttl,
+            response: None,
+        }));
         let target = Target {
-            table: &self.table,
-            columns: &self.columns,
+            table: &table,
+            columns: &columns,
             error_table: None,
-            dataset: self.dataset_name.as_deref(),
+            dataset: stored_as.as_deref(),
             job: None,
-            claims,
+            claims: &all,
         };
-        load::load(&mut self.client, target, receiver, || {
+        load::load(&mut client, target, receiver, || {
             Ok::<_, std::convert::Infallible>(produced)
         })
         .await
         .map(|(_, produced)| produced.rows_loaded)
         .map_err(load_error)
     }
+
+    /// Group commit's write: each record's key claimed on its own in the
+    /// transaction (a key taken before fails that record only), then the
+    /// records whose keys were free written; one outcome per record.
+    async fn commit_each(
+        mut self,
+        records: &[Record],
+    ) -> Result<Vec<Result<(), RecordError>>, RecordError> {
+        let identified: Vec<Result<Identified, Vec<FieldProblem>>> = records
+            .iter()
+            .map(|r| self.encoder.identify(&r.values()))
+            .collect();
+        self.encoder
+            .months
+            .extend(identified.iter().flatten().filter_map(|i| i.month));
+        self.ensure_months().await?;
+        let Prepared {
+            mut client,
+            table,
+            columns,
+            dataset,
+            stored_as,
+            mut encoder,
+            ..
+        } = self;
+        let pg: &mut tokio_postgres::Client = &mut client;
+        let tx = pg.transaction().await?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (r, identified) in records.iter().zip(identified) {
+            let outcome = match identified {
+                Err(problems) => Err(RecordError::Invalid(problems)),
+                Ok(Identified { key: Some(k), .. }) => {
+                    let ttl = dataset.idempotency_ttl;
+                    match ledger::claim(&tx, &dataset.name, &k.key, &k.fingerprint, ttl).await? {
+                        ledger::Claim::New => Ok(()),
+                        ledger::Claim::Replay { .. } => Err(RecordError::Duplicate {
+                            key: k.key,
+                            replay: true,
+                        }),
+                        ledger::Claim::Conflict { .. } => Err(RecordError::Duplicate {
+                            key: k.key,
+                            replay: false,
+                        }),
+                    }
+                }
+                Ok(_) => Ok(()),
+            };
+            if outcome.is_ok() {
+                encoder.push(&r.values()).map_err(RecordError::Invalid)?;
+            }
+            outcomes.push(outcome);
+        }
+        if encoder.accepted > 0 {
+            let (receiver, produced, _) = encoder.finish();
+            let target = Target {
+                table: &table,
+                columns: &columns,
+                error_table: None,
+                dataset: stored_as.as_deref(),
+                job: None,
+                claims: &[],
+            };
+            load::load_in(&tx, target, receiver, || {
+                Ok::<_, std::convert::Infallible>(produced)
+            })
+            .await
+            .map_err(load_error)?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn ensure_months(&mut self) -> Result<(), RecordError> {
+        if self.table.time_partitioning.is_some() && !self.encoder.months.is_empty() {
+            partitions::ensure_months(&mut self.client, &self.table, &self.encoder.months).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The codec of every field, with the dataset's rules; a field that is no
 /// column, or a required column no field gives, is a problem.
 fn codecs(
-    table: &crate::sql::table::Table,
-    dataset: &crate::domain::dataset::Dataset,
+    table: &Table,
+    dataset: &Dataset,
     columns: &[String],
 ) -> Result<Vec<FieldCodec>, RecordError> {
     let mut problems = Vec::new();
@@ -314,32 +584,6 @@ fn codecs(
     }
 }
 
-/// Encodes one record as a COPY row, returning its typed values; every
-/// field at fault is named.
-fn encode<'r>(
-    codecs: &[FieldCodec],
-    record: &'r Record,
-    out: &mut BytesMut,
-) -> Result<Vec<crate::domain::value::Value<'r>>, RecordError> {
-    out.put_i16(codecs.len() as i16);
-    let mut values = Vec::with_capacity(codecs.len());
-    let mut problems = Vec::new();
-    for (codec, (name, raw)) in codecs.iter().zip(&record.fields) {
-        match codec.encode(raw, out) {
-            Ok(v) => values.push(v),
-            Err(v) => problems.push(FieldProblem {
-                field: name.clone(),
-                reason: v.reason,
-            }),
-        }
-    }
-    if problems.is_empty() {
-        Ok(values)
-    } else {
-        Err(RecordError::Invalid(problems))
-    }
-}
-
 /// Group commit: records handed to a `Batcher` are written together, one
 /// transaction (one commit, one rollup upkeep) for every record that
 /// arrived while the previous batch was being written. Each caller gets its
@@ -355,14 +599,12 @@ struct Job {
 }
 
 impl Batcher {
-    /// Starts the writer of `dataset`'s records (keys claimed under
-    /// `scope`), writing at most `max_batch` records a transaction (1: a
+    /// Starts the writer of `dataset`'s records, writing at most `max_batch` records a transaction (1: a
     /// transaction per record).
     pub fn spawn(
         db: std::sync::Arc<Database>,
         catalog: std::sync::Arc<Catalog>,
         dataset: String,
-        scope: String,
         max_batch: usize,
     ) -> Batcher {
         let (jobs, mut queue) = mpsc::channel::<Job>(max_batch.max(1) * 4);
@@ -383,7 +625,7 @@ impl Batcher {
                     }
                 }
                 let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
-                let outcomes = write_batch(&db, &catalog, &dataset, &scope, &records).await;
+                let outcomes = write_batch(&db, &catalog, &dataset, &records).await;
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = job.reply.send(outcome);
                 }
@@ -410,136 +652,38 @@ fn stopped() -> RecordError {
     }
 }
 
-/// Writes a batch in one transaction: each record's key is claimed, the
-/// records whose keys were free are written; one outcome per record.
+/// Writes a batch in one transaction (see [`Prepared::commit_each`]); a
+/// failure of the whole batch is every record's.
 async fn write_batch(
     db: &Database,
     catalog: &Catalog,
     dataset: &str,
-    scope: &str,
     records: &[Record],
 ) -> Vec<Result<(), RecordError>> {
-    let fail_all = |e: RecordError| -> Vec<Result<(), RecordError>> {
-        let (message, kind) = (e.to_string(), e.kind());
-        records
-            .iter()
-            .map(|_| {
-                Err(RecordError::Load {
-                    message: message.clone(),
-                    kind,
-                })
-            })
-            .collect()
+    let written = async {
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
+        };
+        Prepared::new(db, catalog, dataset, first.columns(), false)
+            .await?
+            .commit_each(records)
+            .await
     };
-    match try_write_batch(db, catalog, dataset, scope, records).await {
+    match written.await {
         Ok(outcomes) => outcomes,
-        Err(e) => fail_all(e),
-    }
-}
-
-async fn try_write_batch(
-    db: &Database,
-    catalog: &Catalog,
-    dataset: &str,
-    scope: &str,
-    records: &[Record],
-) -> Result<Vec<Result<(), RecordError>>, RecordError> {
-    let ds = catalog
-        .get(dataset)
-        .map_err(|_| RecordError::UnknownDataset(dataset.to_owned()))?;
-    let Some(first) = records.first() else {
-        return Ok(Vec::new());
-    };
-    let mut client = db.client().await?;
-    let table = schema::load_table(&**client, &ds.table).await?;
-    let columns: Vec<String> = first.fields.iter().map(|(c, _)| c.clone()).collect();
-    let codecs = codecs(&table, ds, &columns)?;
-    let (dataset_name, rollups) = super::dataset_of(&mut client, catalog, &table).await?;
-    let time_index = columns.iter().position(|c| *c == ds.time_column);
-    // Each record checked on its own: a bad one fails alone.
-    let mut outcomes: Vec<Result<(), RecordError>> = records
-        .iter()
-        .map(|r| encode(&codecs, r, &mut BytesMut::new()).map(|_| ()))
-        .collect();
-    let mut months = BTreeSet::new();
-    for (r, outcome) in records.iter().zip(&outcomes) {
-        if outcome.is_ok()
-            && let Some(i) = time_index
-            && let Ok(v) = codecs[i].parse(&r.fields[i].1)
-        {
-            months.extend(v.day().map(Month::of));
+        Err(e) => {
+            let (message, kind) = (e.to_string(), e.kind());
+            records
+                .iter()
+                .map(|_| {
+                    Err(RecordError::Load {
+                        message: message.clone(),
+                        kind,
+                    })
+                })
+                .collect()
         }
     }
-    if table.time_partitioning.is_some() && !months.is_empty() {
-        partitions::ensure_months(&mut client, &table, &months).await?;
-    }
-    let pg: &mut tokio_postgres::Client = &mut client;
-    let tx = pg.transaction().await?;
-    for (r, outcome) in records.iter().zip(outcomes.iter_mut()) {
-        let Some(k) = r.key.as_ref().filter(|_| outcome.is_ok()) else {
-            continue;
-        };
-        match ledger::claim(&tx, scope, &k.key, &k.fingerprint, ds.idempotency_ttl).await? {
-            ledger::Claim::New => {}
-            ledger::Claim::Replay { .. } => {
-                *outcome = Err(RecordError::Duplicate {
-                    key: k.key.clone(),
-                    replay: true,
-                });
-            }
-            ledger::Claim::Conflict { .. } => {
-                *outcome = Err(RecordError::Duplicate {
-                    key: k.key.clone(),
-                    replay: false,
-                });
-            }
-        }
-    }
-    let mut deltas = match &rollups {
-        Some((infos, time_column)) => {
-            Accumulator::new(infos, time_column, |c| columns.iter().position(|x| x == c))
-        }
-        None => None,
-    };
-    let mut out = BytesMut::new();
-    let mut written = 0u64;
-    for (r, outcome) in records.iter().zip(&outcomes) {
-        if outcome.is_ok() {
-            let values = encode(&codecs, r, &mut out)?;
-            if let Some(d) = deltas.as_mut() {
-                d.add(&values);
-            }
-            written += 1;
-        }
-    }
-    if written > 0 {
-        let (sender, receiver) = mpsc::channel(1);
-        sender
-            .try_send(Batch::Rows(out.freeze()))
-            .expect("an empty channel takes one batch");
-        drop(sender);
-        let produced = Produced {
-            rows_loaded: written,
-            rows_rejected: 0,
-            deltas,
-            months,
-        };
-        let target = Target {
-            table: &table,
-            columns: &columns,
-            error_table: None,
-            dataset: dataset_name.as_deref(),
-            job: None,
-            claims: &[],
-        };
-        load::load_in(&tx, target, receiver, || {
-            Ok::<_, std::convert::Infallible>(produced)
-        })
-        .await
-        .map_err(load_error)?;
-    }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
 /// A load's failure as a record's.

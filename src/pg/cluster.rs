@@ -525,6 +525,9 @@ impl Cluster {
     }
 }
 
+/// How often a release looks for other users before leaving the server up.
+const PROBE_ATTEMPTS: u32 = 5;
+
 /// A process's registration as a user of the running server.
 #[derive(Debug)]
 pub struct Lease {
@@ -552,17 +555,29 @@ impl Lease {
         }
         let path = cluster.users_lock_path();
         let probe = open_lock_file(&path)?;
-        match probe.try_lock() {
-            // Nobody else holds a shared lock, and none can take one while we
-            // hold the control lock: safe to stop.
-            Ok(()) => {
-                let ctx = cluster.context()?;
-                cluster.stop_if_running(&ctx)?;
-                Ok(())
+        // A thread of this process forking a child between our open and
+        // close of `users.lock` lends the child our lock until it execs
+        // (the descriptor is close-on-exec, the lock belongs to the open
+        // file): a moment's wait tells that from a real user.
+        for attempt in 0..PROBE_ATTEMPTS {
+            match probe.try_lock() {
+                // Nobody else holds a shared lock, and none can take one while
+                // we hold the control lock: safe to stop.
+                Ok(()) => {
+                    let ctx = cluster.context()?;
+                    cluster.stop_if_running(&ctx)?;
+                    return Ok(());
+                }
+                Err(TryLockError::WouldBlock) if attempt + 1 < PROBE_ATTEMPTS => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(()),
+                Err(TryLockError::Error(e)) => {
+                    return Err(io_err(format!("lock {}", path.display()))(e));
+                }
             }
-            Err(TryLockError::WouldBlock) => Ok(()),
-            Err(TryLockError::Error(e)) => Err(io_err(format!("lock {}", path.display()))(e)),
         }
+        Ok(())
     }
 }
 

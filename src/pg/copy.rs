@@ -231,6 +231,26 @@ impl FieldCodec {
 pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
+/// Writes one binary COPY row of driver values, each with its column's
+/// type (for the tables clue keeps itself: rejects, ledger entries).
+pub fn put_row(out: &mut BytesMut, values: &[(&(dyn ToSql + Sync), Type)]) {
+    out.put_i16(values.len() as i16);
+    for (v, ty) in values {
+        let at = out.len();
+        out.put_i32(0);
+        match v.to_sql_checked(ty, out) {
+            Ok(IsNull::No) => {
+                let len = (out.len() - at - 4) as i32;
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            _ => {
+                out.truncate(at);
+                out.put_i32(-1);
+            }
+        }
+    }
+}
+
 fn int<T: FromStr>(value: &str, type_name: &str) -> Result<T, Violation> {
     value.parse::<T>().map_err(|_| {
         if value.parse::<i128>().is_ok() {

@@ -14,14 +14,14 @@ use std::collections::BTreeSet;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use postgres_types::{IsNull, ToSql, Type};
+use postgres_types::Type;
 use tokio::sync::mpsc;
 
 use crate::domain::delta::Accumulator;
 use crate::domain::time::{DayRange, Month};
 use crate::error::{Classify, ErrorKind, classify_pg, pg_message};
 use crate::pg::catalog::{self as schema, SchemaError};
-use crate::pg::copy::{COPY_HEADER, COPY_TRAILER};
+use crate::pg::copy::{COPY_HEADER, COPY_TRAILER, put_row};
 use crate::sql::quote_ident;
 use crate::sql::table::{KeyKind, Table};
 use crate::store;
@@ -59,6 +59,40 @@ pub struct Produced {
     pub deltas: Option<Accumulator>,
     /// The months (of the partition key) of the loaded rows.
     pub months: BTreeSet<Month>,
+    /// The keys of the loaded rows, when their dataset has a key column:
+    /// claimed after the rows, in the same transaction.
+    pub keys: Option<ProducedKeys>,
+}
+
+/// A record's idempotency key (its value of the dataset's key column) and
+/// the fingerprint of its stored values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// The keys a producer's rows claim, under their dataset's name.
+#[derive(Debug)]
+pub struct ProducedKeys {
+    pub scope: String,
+    pub ttl: Option<std::time::Duration>,
+    pub keys: Vec<RecordKey>,
+}
+
+impl ProducedKeys {
+    fn claims(&self) -> Vec<ClaimSpec<'_>> {
+        self.keys
+            .iter()
+            .map(|k| ClaimSpec {
+                scope: &self.scope,
+                key: &k.key,
+                fingerprint: &k.fingerprint,
+                ttl: self.ttl,
+                response: None,
+            })
+            .collect()
+    }
 }
 
 /// Where a load goes.
@@ -154,6 +188,7 @@ async fn claim_all<E>(
     claims: &[ClaimSpec<'_>],
 ) -> Result<(), LoadError<E>> {
     let mut settled = std::collections::HashSet::new();
+    let mut all_new = false;
     let bulk: Vec<&ClaimSpec<'_>> = claims.iter().filter(|c| c.response.is_none()).collect();
     if let Some(first) = bulk.first()
         && bulk.len() > 1
@@ -163,12 +198,17 @@ async fn claim_all<E>(
     {
         let keys: Vec<&str> = bulk.iter().map(|c| c.key).collect();
         let fingerprints: Vec<&str> = bulk.iter().map(|c| c.fingerprint).collect();
-        settled = ledger::claim_new(tx, first.scope, &keys, &fingerprints, first.ttl).await?;
+        // New keys, the usual case, go in as one COPY; any key there
+        // before sends the batch the slower way that says which.
+        all_new = ledger::claim_copy(tx, first.scope, &keys, &fingerprints, first.ttl).await?;
+        if !all_new {
+            settled = ledger::claim_new(tx, first.scope, &keys, &fingerprints, first.ttl).await?;
+        }
     }
     // A key inserted twice in one batch is settled only once.
     let mut seen = std::collections::HashSet::new();
     for c in claims {
-        if c.response.is_none() && seen.insert(c.key) && settled.contains(c.key) {
+        if c.response.is_none() && (all_new || seen.insert(c.key) && settled.contains(c.key)) {
             continue;
         }
         let replay = match ledger::claim(tx, c.scope, c.key, c.fingerprint, c.ttl).await? {
@@ -258,6 +298,9 @@ pub async fn load_in<E>(
     let produced = finish().map_err(LoadError::Producer)?;
     let copied = written?;
     debug_assert_eq!(copied, produced.rows_loaded);
+    if let Some(keys) = &produced.keys {
+        claim_all(tx, &keys.claims()).await?;
+    }
     if let Some(deltas) = &produced.deltas {
         let started = std::time::Instant::now();
         rollups::apply_deltas(deltas, tx, target.table).await?;
@@ -326,43 +369,20 @@ async fn write_rejects(
     let mut buf = BytesMut::with_capacity(COPY_HEADER.len() + rejects.len() * 256);
     buf.put_slice(COPY_HEADER);
     for r in rejects {
-        buf.put_i16(ERROR_TABLE_COLUMNS.len() as i16);
-        let values: [&(dyn ToSql + Sync); 9] = [
-            &import_id,
-            &file_name,
-            &(r.line as i64),
-            &(r.record as i64),
-            &r.column,
-            &r.raw_value,
-            &r.rule,
-            &r.reason,
-            &r.raw_record,
-        ];
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-        ];
-        for (v, ty) in values.iter().zip(&types) {
-            let at = buf.len();
-            buf.put_i32(0);
-            match v.to_sql_checked(ty, &mut buf) {
-                Ok(IsNull::No) => {
-                    let len = (buf.len() - at - 4) as i32;
-                    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                _ => {
-                    buf.truncate(at);
-                    buf.put_i32(-1);
-                }
-            }
-        }
+        put_row(
+            &mut buf,
+            &[
+                (&import_id, Type::INT8),
+                (&file_name, Type::TEXT),
+                (&(r.line as i64), Type::INT8),
+                (&(r.record as i64), Type::INT8),
+                (&r.column, Type::TEXT),
+                (&r.raw_value, Type::TEXT),
+                (&r.rule, Type::TEXT),
+                (&r.reason, Type::TEXT),
+                (&r.raw_record, Type::TEXT),
+            ],
+        );
     }
     buf.put_slice(COPY_TRAILER);
     let sink = tx.copy_in::<_, Bytes>(sql).await?;

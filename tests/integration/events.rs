@@ -341,3 +341,48 @@ async fn an_idempotency_key_replays_refuses_another_body_and_writes_once() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(p.contains("Idempotency-Key"), "{p}");
 }
+
+#[tokio::test]
+async fn an_event_is_the_same_payload_whichever_way_it_came() {
+    let app = app().await;
+    let csv = "CATEGORY,ID_ORDER,ID_PRODUCT,ID_BUYER,ID_SELLER,ID_SELLER_COUNTRY,ID_BUYER_COUNTRY,DATE_PAYMENT,REVENUE\n\
+               shoes,C1,P,B,S,FR,DE,2021-03-05 09:00:00,3.3\n";
+    let (status, _, answer) = send(&app, "sales", "", "text/csv", csv.into(), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    // The same stored values, spelled otherwise and in another field order:
+    // /ingest sees the batch's event as its own, a replay.
+    let ingest = |event: Value| {
+        app.http
+            .post(format!("{}/ingest", app.address))
+            .json(&event)
+            .send()
+    };
+    let mut event = sale("C1", "SHOES", "3.30");
+    event["DATE_PAYMENT"] = json!("2021-03-05T10:00:00+01:00");
+    event["ID_BUYER"] = json!(" B ");
+    let r = ingest(event.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let stored: Value = r.json().await.unwrap();
+    assert_eq!(
+        (stored["REVENUE"].clone(), stored["DATE_PAYMENT"].clone()),
+        (json!(3.30), json!("2021-03-05T09:00:00Z"))
+    );
+    event["REVENUE"] = json!("3.31");
+    let r = ingest(event).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(sales_count(&app).await, 1);
+
+    // A header naming no column refuses the body, not each row.
+    let csv = "ID_ORDER,colour\nC2,red\n";
+    let (status, _, problem) = send(&app, "sales", "", "text/csv", csv.into(), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let named = invalid_params(&serde_json::from_str(&problem).unwrap());
+    assert_eq!(named[0].0, "body");
+    assert!(
+        named[0]
+            .1
+            .contains("header column 2 (\"colour\") is not a column of sales"),
+        "{named:?}"
+    );
+}

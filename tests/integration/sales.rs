@@ -462,3 +462,73 @@ async fn countries_load_with_import_data_and_bad_rows_are_named() {
         );
     assert_eq!(db.value::<i64>("SELECT count(*) FROM country").await, 2);
 }
+
+#[tokio::test]
+async fn import_data_claims_each_order_once_like_ingest() {
+    let app = app().await;
+    let dir = crate::helpers::scratch_dir();
+    let header = "ID_ORDER,ID_PRODUCT,ID_BUYER,ID_SELLER,ID_SELLER_COUNTRY,ID_BUYER_COUNTRY,DATE_PAYMENT,BRAND,CATEGORY,REVENUE\n";
+    let first = crate::helpers::write_file(
+        dir.path(),
+        "first.csv",
+        format!(
+            "{header}K1,P,B,S,FR,DE,2021-02-01 08:00:00,,shoes,1.5\nK2,P,B,S,FR,DE,2021-02-02 08:00:00,Acme,bags,2.50\n"
+        ),
+    );
+    app.db
+        .clue(&["import-data", "-c", first.to_str().unwrap(), "-t", "sales"])
+        .ok();
+    // /ingest knows the imported orders: the same values are a replay.
+    let mut event = json!({
+        "ID_ORDER": "K1", "ID_PRODUCT": "P", "ID_BUYER": "B", "ID_SELLER": "S",
+        "ID_SELLER_COUNTRY": "FR", "ID_BUYER_COUNTRY": "DE",
+        "DATE_PAYMENT": "2021-02-01T08:00:00Z", "CATEGORY": "shoes", "REVENUE": 1.50,
+    });
+    let post = |event: &Value| {
+        app.http
+            .post(format!("{}/ingest", app.address))
+            .json(event)
+            .send()
+    };
+    let r = post(&event).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    event["CATEGORY"] = json!("bags");
+    assert_eq!(post(&event).await.unwrap().status(), StatusCode::CONFLICT);
+
+    // A file with an order written before, or with one twice, loads nothing.
+    for (name, rows, key) in [
+        (
+            "again.csv",
+            "K3,P,B,S,FR,DE,2021-02-03 08:00:00,,shoes,1\nK2,P,B,S,FR,DE,2021-02-02 08:00:00,Acme,bags,2.50\n",
+            "K2",
+        ),
+        (
+            "twice.csv",
+            "K4,P,B,S,FR,DE,2021-02-03 08:00:00,,shoes,1\nK4,P,B,S,FR,DE,2021-02-03 08:00:00,,shoes,1\n",
+            "K4",
+        ),
+    ] {
+        let file = crate::helpers::write_file(dir.path(), name, format!("{header}{rows}"));
+        app.db
+            .clue(&["import-data", "-c", file.to_str().unwrap(), "-t", "sales"])
+            .fails_with(
+                4,
+                &format!(
+                    "ID_ORDER {key} was written before, or is in the file twice; nothing was loaded"
+                ),
+            );
+    }
+    assert_eq!(
+        app.db
+            .strings(r#"SELECT "ID_ORDER" FROM sales ORDER BY 1"#)
+            .await,
+        ["K1", "K2"]
+    );
+    assert_eq!(
+        app.db
+            .value::<i64>("SELECT count(*) FROM clue.idempotency WHERE scope = 'sales'")
+            .await,
+        2
+    );
+}

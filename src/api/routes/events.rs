@@ -3,6 +3,7 @@
 //! with `?on_error=skip` the valid ones and the refused ones named; an
 //! `Idempotency-Key` makes a repeat replay the first answer.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +19,7 @@ use crate::api::params::query_pairs;
 use crate::api::problem::{ApiError, InvalidParam, Problem};
 use crate::domain::dataset::Dataset;
 use crate::error::{Error, ErrorKind};
-use crate::ingest::records::{FieldProblem, Prepared, Record, RecordError, Rejected};
+use crate::ingest::records::{FieldProblem, Prepared, RecordError, Rejected};
 use crate::store::ledger;
 use crate::write::load::ClaimSpec;
 
@@ -142,28 +143,35 @@ pub(in crate::api) async fn events(
         }
         None => None,
     };
-    let (rows, mut rejected) = parse(&dataset, &content_type, &body)?;
-    let received = rows.len() + rejected.len();
-    let (indexes, records): (Vec<usize>, Vec<Record>) = rows.into_iter().unzip();
-    let records = keyed(&dataset, records);
-    let prepared = Prepared::new(&state.db, &state.catalog, &dataset.name, &records, true)
+    let columns: Vec<String> = dataset
+        .columns
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let prepared = Prepared::new(&state.db, &state.catalog, &dataset.name, columns, true)
         .await
         .map_err(record_error)?;
-    if let Some(p) = &prepared {
-        rejected.extend(p.rejected.iter().map(|r| Rejected {
-            index: indexes[r.index],
-            problems: r.problems.clone(),
-        }));
-    }
-    rejected.sort_by_key(|r| r.index);
-    if !skip && !rejected.is_empty() {
-        return Err(ApiError::InvalidEvent(named(&rejected)));
+    // Parsing and checking 100,000 events is CPU work: off the runtime's threads.
+    let (mut prepared, received) = {
+        let dataset = dataset.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut prepared = prepared;
+            parse(&dataset, &content_type, &body, &mut prepared).map(|n| (prepared, n))
+        })
+        .await
+        .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))??
+    };
+    prepared.rejected.sort_by_key(|r| r.index);
+    if !skip && !prepared.rejected.is_empty() {
+        return Err(ApiError::InvalidEvent(named(&prepared.rejected)));
     }
     let answer = EventsAnswer {
         dataset: dataset.name.clone(),
         received,
-        written: prepared.as_ref().map_or(0, |p| p.accepted),
-        rejected: rejected
+        written: prepared.accepted(),
+        rejected: prepared
+            .rejected
             .iter()
             .take(MAX_NAMED)
             .map(|r| RejectedEvent {
@@ -174,12 +182,8 @@ pub(in crate::api) async fn events(
     };
     let body = serde_json::to_string(&answer)
         .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
-    // The request's key, then each written record's own (as /ingest claims it).
-    let refused: HashSet<usize> = prepared
-        .iter()
-        .flat_map(|p| p.rejected.iter().map(|r| r.index))
-        .collect();
-    let mut claims: Vec<ClaimSpec<'_>> = key
+    // The request's key; each written record's own key is claimed with it.
+    let claims: Vec<ClaimSpec<'_>> = key
         .iter()
         .map(|k| ClaimSpec {
             scope: &scope,
@@ -189,21 +193,13 @@ pub(in crate::api) async fn events(
             response: Some(&body),
         })
         .collect();
-    claims.extend(records.iter().enumerate().filter_map(|(i, r)| {
-        let k = r.key.as_ref().filter(|_| !refused.contains(&i))?;
-        Some(ClaimSpec {
-            scope: &dataset.name,
-            key: &k.key,
-            fingerprint: &k.fingerprint,
-            ttl: dataset.idempotency_ttl,
-            response: None,
-        })
-    }));
-    let outcome = match prepared {
-        Some(p) => p.commit(&claims).await,
-        None => Ok(0),
-    };
-    match outcome {
+    // Checked events wait here for a turn to write (see `Limits::bulk_writers`).
+    let _turn = state
+        .bulk_writers
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
+    match prepared.commit(&claims).await {
         Ok(_) => Ok(answer_response(StatusCode::CREATED, body, false)),
         // Another server wrote the same request key first.
         Err(RecordError::Duplicate { key: taken, .. }) if key.as_deref() == Some(&taken) => {
@@ -217,29 +213,6 @@ pub(in crate::api) async fn events(
         ))),
         Err(e) => Err(record_error(e)),
     }
-}
-
-/// Records keyed by the dataset's key column, if it has one.
-fn keyed(dataset: &Dataset, records: Vec<Record>) -> Vec<Record> {
-    let Some(column) = &dataset.key else {
-        return records;
-    };
-    records
-        .into_iter()
-        .map(|r| {
-            let value = r
-                .fields
-                .iter()
-                .find(|(c, _)| c == column)
-                .map(|(_, v)| v.trim().to_owned())
-                .unwrap_or_default();
-            if value.is_empty() {
-                r
-            } else {
-                Record::keyed(value, r.fields)
-            }
-        })
-        .collect()
 }
 
 fn answer_response(status: StatusCode, body: String, replayed: bool) -> Response {
@@ -351,66 +324,69 @@ fn record_error(e: RecordError) -> ApiError {
     }
 }
 
-/// Events of the body as records over the dataset's columns (in their
-/// order, an absent field empty), each with its place; events refused
-/// before their values are checked.
-type Parsed = (Vec<(usize, Record)>, Vec<Rejected>);
-
-fn parse(dataset: &Dataset, content_type: &str, body: &[u8]) -> Result<Parsed, ApiError> {
+/// Feeds the body's events to `prepared` as rows over the dataset's
+/// columns (in its order, an absent field empty), each by its place; an
+/// event refused before its values are checked is rejected there. Returns
+/// how many events the body has.
+fn parse(
+    dataset: &Dataset,
+    content_type: &str,
+    body: &[u8],
+    prepared: &mut Prepared,
+) -> Result<usize, ApiError> {
     let body_error = |reason: String| ApiError::InvalidParameter {
         name: "body".into(),
         reason,
     };
-    let objects: Vec<Result<serde_json::Map<String, Value>, String>> =
-        if content_type.starts_with("application/json") {
-            let values: Vec<Value> = serde_json::from_slice(body)
-                .map_err(|e| body_error(format!("is not a JSON array of events: {e}")))?;
-            values.into_iter().map(object).collect()
-        } else if content_type.starts_with("application/x-ndjson")
-            || content_type.starts_with("application/jsonl")
-        {
-            let text = std::str::from_utf8(body).map_err(|_| body_error("is not UTF-8".into()))?;
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| {
-                    serde_json::from_str::<Value>(l)
-                        .map_err(|e| format!("is not valid JSON: {e}"))
-                        .and_then(object)
-                })
-                .collect()
-        } else if content_type.starts_with("text/csv") {
-            return csv_rows(dataset, body);
-        } else {
-            return Err(ApiError::InvalidParameter {
-                name: "content-type".into(),
-                reason: "must be application/json, application/x-ndjson or text/csv".into(),
-            });
-        };
-    if objects.len() > MAX_EVENTS {
-        return Err(too_many());
+    let mut feed = |index: usize, event: Result<serde_json::Map<String, Value>, String>| match event
+        .and_then(|map| object_fields(dataset, map))
+    {
+        Ok(fields) => prepared.push(index, fields.iter().map(|f| f.as_ref()).collect()),
+        Err(reason) => prepared.reject(index, event_problem(reason)),
+    };
+    if content_type.starts_with("application/json") {
+        let values: Vec<Value> = serde_json::from_slice(body)
+            .map_err(|e| body_error(format!("is not a JSON array of events: {e}")))?;
+        if values.len() > MAX_EVENTS {
+            return Err(too_many());
+        }
+        let received = values.len();
+        for (index, v) in values.into_iter().enumerate() {
+            feed(index, object(v));
+        }
+        Ok(received)
+    } else if content_type.starts_with("application/x-ndjson")
+        || content_type.starts_with("application/jsonl")
+    {
+        let text = std::str::from_utf8(body).map_err(|_| body_error("is not UTF-8".into()))?;
+        let lines = text.lines().filter(|l| !l.trim().is_empty());
+        if lines.clone().count() > MAX_EVENTS {
+            return Err(too_many());
+        }
+        let mut received = 0;
+        for (index, line) in lines.enumerate() {
+            let event = serde_json::from_str::<Value>(line)
+                .map_err(|e| format!("is not valid JSON: {e}"))
+                .and_then(object);
+            feed(index, event);
+            received += 1;
+        }
+        Ok(received)
+    } else if content_type.starts_with("text/csv") {
+        csv_rows(dataset, body, prepared)
+    } else {
+        Err(ApiError::InvalidParameter {
+            name: "content-type".into(),
+            reason: "must be application/json, application/x-ndjson or text/csv".into(),
+        })
     }
-    Ok(split(objects.into_iter().map(|o| {
-        o.and_then(|map| fields(dataset, map.into_iter()))
-    })))
 }
 
-/// Events as records with their places, and the ones refused already.
-fn split(events: impl Iterator<Item = Result<Vec<(String, String)>, String>>) -> Parsed {
-    let mut rows = Vec::new();
-    let mut rejected = Vec::new();
-    for (index, event) in events.enumerate() {
-        match event {
-            Ok(fields) => rows.push((index, Record { fields, key: None })),
-            Err(reason) => rejected.push(Rejected {
-                index,
-                problems: vec![FieldProblem {
-                    field: "event".into(),
-                    reason,
-                }],
-            }),
-        }
-    }
-    (rows, rejected)
+fn event_problem(reason: String) -> Vec<FieldProblem> {
+    vec![FieldProblem {
+        field: "event".into(),
+        reason,
+    }]
 }
 
 fn too_many() -> ApiError {
@@ -427,68 +403,83 @@ fn object(v: Value) -> Result<serde_json::Map<String, Value>, String> {
     }
 }
 
-/// An event's fields over the dataset's columns, values as text.
-fn fields(
+/// A JSON event's values over the dataset's columns, as text.
+fn object_fields(
     dataset: &Dataset,
-    pairs: impl Iterator<Item = (String, Value)>,
-) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = dataset
-        .columns
-        .columns
-        .iter()
-        .map(|c| (c.name.clone(), String::new()))
-        .collect();
-    for (name, value) in pairs {
-        let Some(slot) = out.iter_mut().find(|(c, _)| *c == name) else {
+    map: serde_json::Map<String, Value>,
+) -> Result<Vec<Cow<'static, str>>, String> {
+    let mut out: Vec<Cow<'static, str>> = vec![Cow::Borrowed(""); dataset.columns.columns.len()];
+    for (name, value) in map {
+        let Some(slot) = dataset.columns.columns.iter().position(|c| c.name == name) else {
             return Err(format!(
                 "{:?} is not a column of {}",
                 shown(&name),
                 dataset.name
             ));
         };
-        slot.1 = match value {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => String::new(),
+        out[slot] = match value {
+            Value::String(s) => Cow::Owned(s),
+            Value::Number(n) => Cow::Owned(n.to_string()),
+            Value::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+            Value::Null => Cow::Borrowed(""),
             _ => return Err(format!("{name} must be a string, a number or a boolean")),
         };
     }
     Ok(out)
 }
 
-fn csv_rows(dataset: &Dataset, body: &[u8]) -> Result<Parsed, ApiError> {
+/// A CSV body's rows, its header naming the dataset's columns (in any
+/// order, any of them absent).
+fn csv_rows(dataset: &Dataset, body: &[u8], prepared: &mut Prepared) -> Result<usize, ApiError> {
     let bad = |reason: String| ApiError::InvalidParameter {
         name: "body".into(),
         reason,
     };
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
-    let header: Vec<String> = reader
+    let columns = &dataset.columns.columns;
+    let slots: Vec<usize> = reader
         .headers()
         .map_err(|e| bad(format!("has no readable CSV header: {e}")))?
         .iter()
-        .map(str::to_owned)
-        .collect();
-    let mut events = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        if index >= MAX_EVENTS {
-            return Err(too_many());
-        }
-        events.push(match record {
-            Err(e) => Err(format!("is not a readable CSV row: {e}")),
-            Ok(r) if r.len() != header.len() => Err(format!(
-                "has {} fields, the header {}",
-                r.len(),
-                header.len()
-            )),
-            Ok(r) => fields(
-                dataset,
-                header
-                    .iter()
-                    .zip(r.iter())
-                    .map(|(h, v)| (h.clone(), Value::String(v.to_owned()))),
+        .enumerate()
+        .map(|(i, h)| {
+            columns.iter().position(|c| c.name == h).ok_or_else(|| {
+                bad(format!(
+                    "header column {} ({:?}) is not a column of {}",
+                    i + 1,
+                    shown(h),
+                    dataset.name
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut record = csv::StringRecord::new();
+    let mut index = 0;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            _ if index >= MAX_EVENTS => return Err(too_many()),
+            Err(e) => prepared.reject(
+                index,
+                event_problem(format!("is not a readable CSV row: {e}")),
             ),
-        });
+            Ok(true) if record.len() != slots.len() => prepared.reject(
+                index,
+                event_problem(format!(
+                    "has {} fields, the header {}",
+                    record.len(),
+                    slots.len()
+                )),
+            ),
+            Ok(true) => {
+                let mut fields = vec![""; columns.len()];
+                for (slot, value) in slots.iter().zip(record.iter()) {
+                    fields[*slot] = value;
+                }
+                prepared.push(index, fields);
+            }
+        }
+        index += 1;
     }
-    Ok(split(events.into_iter()))
+    Ok(index)
 }

@@ -259,7 +259,7 @@ fn check_record(fields: Vec<(String, String)>) -> Result<Record, ApiError> {
         ("word_count".to_owned(), word_count.unwrap_or_default()),
         ("timestamp".to_owned(), at),
     ];
-    Ok(Record::keyed(key, fields))
+    Ok(Record::new(fields))
 }
 
 fn invalid(name: &str, reason: &str) -> InvalidParam {

@@ -271,7 +271,7 @@ fn check_event(map: &serde_json::Map<String, Value>) -> Result<Record, ApiError>
     fields.push(("DATE_PAYMENT".into(), at.unwrap_or_default()));
     fields.push(("CATEGORY".into(), category));
     fields.push(("REVENUE".into(), revenue.to_string()));
-    Ok(Record::keyed(fields[0].1.clone(), fields))
+    Ok(Record::new(fields))
 }
 
 /// REVENUE, exactly: a JSON number or a numeric string, non-negative, at

@@ -26,21 +26,22 @@ use chrono::Utc;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use parse::{parse_and_encode, plan_fields};
+use parse::{Produce, parse_and_encode, plan_fields};
 use read::{Scan, check_regular_file, progress_bar, scan};
 
-use crate::domain::dataset::{Catalog, DatasetError};
+use crate::domain::dataset::{Catalog, Dataset, DatasetError};
 use crate::domain::delta::Accumulator;
 use crate::domain::rollup::RollupInfo;
 use crate::domain::rules::{ModelError, ValidationSchema};
 use crate::domain::time::Month;
 use crate::error::{Classify, ErrorKind};
+use crate::ingest::records::KeyPlan;
 use crate::pg::catalog::{self as schema, SchemaError};
 use crate::pg::copy::{FieldCodec, PgKind};
 use crate::pg::database::{Database, DbError};
 use crate::sql::table::Table;
 use crate::store;
-use crate::write::load::{self, Batch, ErrorTableError, LoadError, Produced, Target};
+use crate::write::load::{self, Batch, ErrorTableError, LoadError, Produced, ProducedKeys, Target};
 use crate::write::partitions::{self as partition, PartitionError};
 use crate::write::rollups::{self as rollup, RollupError};
 
@@ -143,6 +144,14 @@ pub enum ImportError {
         "{file} was just imported into {table} by a concurrent load (same content); pass --force to load it again"
     )]
     ImportedConcurrently { file: String, table: String },
+    #[error(
+        "{file}: {column} {key} was written before, or is in the file twice; nothing was loaded"
+    )]
+    Duplicate {
+        file: String,
+        column: String,
+        key: String,
+    },
     #[error(transparent)]
     ErrorTable(#[from] ErrorTableError),
     #[error("{file}: the load failed in the database, nothing was loaded: {message}")]
@@ -186,9 +195,9 @@ impl Classify for ImportError {
         match self {
             ImportError::Load { kind, .. } => *kind,
             ImportError::Internal { .. } => ErrorKind::Internal,
-            ImportError::AlreadyImported { .. } | ImportError::ImportedConcurrently { .. } => {
-                ErrorKind::Conflict
-            }
+            ImportError::AlreadyImported { .. }
+            | ImportError::ImportedConcurrently { .. }
+            | ImportError::Duplicate { .. } => ErrorKind::Conflict,
             ImportError::Schema(e) => e.kind(),
             ImportError::ErrorTable(e) => e.kind(),
             ImportError::Partition(e) => e.kind(),
@@ -307,6 +316,10 @@ async fn import_in(
         bar: &bar,
         rollups,
         dataset: dataset.as_deref(),
+        keyed: dataset
+            .as_deref()
+            .and_then(|name| catalog.get(name).ok())
+            .filter(|ds| ds.key.is_some()),
     };
     let result = load_file(client, job).await;
     bar.finish_and_clear();
@@ -412,6 +425,8 @@ struct Job<'a> {
     rollups: Option<(Vec<RollupInfo>, String)>,
     /// The dataset stored in the table, whose cached answers this load changes.
     dataset: Option<&'a str>,
+    /// That dataset, when it has a key column (each row's value claimed).
+    keyed: Option<&'a Dataset>,
 }
 
 /// Feeds the file to the load transaction: its parser thread produces COPY
@@ -440,6 +455,22 @@ async fn load_file(
         .time_partitioning
         .as_ref()
         .and_then(|p| job.codecs.iter().position(|c| c.name == p.key));
+    let columns: Vec<String> = job.codecs.iter().map(|c| c.name.clone()).collect();
+    // The keys of a keyed dataset's rows are claimed as /ingest claims them.
+    let key_plan = job.keyed.and_then(|ds| KeyPlan::new(ds, &columns));
+    let produce = Produce {
+        deltas,
+        month_index,
+        keys: job
+            .keyed
+            .filter(|_| key_plan.is_some())
+            .map(|ds| ProducedKeys {
+                scope: ds.name.clone(),
+                ttl: ds.idempotency_ttl,
+                keys: Vec::new(),
+            }),
+        key_plan,
+    };
     let (sender, receiver) = mpsc::channel::<Batch>(8);
     let (path, codecs, bar) = (
         job.opts.csv_path.clone(),
@@ -449,15 +480,12 @@ async fn load_file(
     let validated = job.error_table.is_some();
     let parser = std::thread::Builder::new()
         .name("clue-import-parse".into())
-        .spawn(move || {
-            parse_and_encode(&path, &codecs, validated, deltas, month_index, &bar, sender)
-        })
+        .spawn(move || parse_and_encode(&path, &codecs, validated, produce, &bar, sender))
         .map_err(|e| ImportError::Internal {
             file: job.file.to_owned(),
             what: "starting the parser",
             reason: e.to_string(),
         })?;
-    let columns: Vec<String> = job.codecs.iter().map(|c| c.name.clone()).collect();
     let target = Target {
         table: job.table,
         columns: &columns,
@@ -499,10 +527,13 @@ async fn load_file(
                 message,
                 kind,
             },
-            LoadError::Duplicate { key, .. } => ImportError::Internal {
+            LoadError::Duplicate { key, .. } => ImportError::Duplicate {
                 file: job.file.to_owned(),
-                what: "the load",
-                reason: format!("a file load claimed idempotency key {key}"),
+                column: job
+                    .keyed
+                    .and_then(|ds| ds.key.clone())
+                    .unwrap_or_else(|| "key".into()),
+                key,
             },
         })
         .map(|(id, produced)| (id.unwrap_or_default(), produced))

@@ -15,9 +15,10 @@ use crate::domain::delta::Accumulator;
 use crate::domain::rules::ValidationSchema;
 use crate::domain::time::Month;
 use crate::domain::value::Value;
+use crate::ingest::records::KeyPlan;
 use crate::pg::copy::{FieldCodec, PgKind};
 use crate::sql::table::Table;
-use crate::write::load::{Batch, Produced, Reject};
+use crate::write::load::{Batch, Produced, ProducedKeys, Reject};
 
 /// Matches the header against the table (and the schema), giving the codec
 /// of every CSV field in order.
@@ -127,8 +128,7 @@ pub(super) fn parse_and_encode(
     path: &Path,
     codecs: &[FieldCodec],
     validated: bool,
-    deltas: Option<Accumulator>,
-    month_index: Option<usize>,
+    produce: Produce,
     bar: &ProgressBar,
     tx: mpsc::Sender<Batch>,
 ) -> Result<Produced, ImportError> {
@@ -140,11 +140,13 @@ pub(super) fn parse_and_encode(
     let mut rows = Rows {
         codecs,
         validated,
-        month_index,
+        month_index: produce.month_index,
+        key: produce.key_plan,
         out: BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024),
         rejects: Vec::new(),
         produced: Produced {
-            deltas,
+            deltas: produce.deltas,
+            keys: produce.keys,
             ..Produced::default()
         },
         last_month: None,
@@ -191,6 +193,17 @@ pub(super) fn parse_and_encode(
     Ok(rows.produced)
 }
 
+/// What the parser keeps of the rows besides their COPY data.
+pub(super) struct Produce {
+    /// The table's rollup deltas, when it has rollups.
+    pub deltas: Option<Accumulator>,
+    /// Where the partition key is, to note the months loaded.
+    pub month_index: Option<usize>,
+    /// The rows' keys, when their dataset has a key column (empty so far).
+    pub keys: Option<ProducedKeys>,
+    pub key_plan: Option<KeyPlan>,
+}
+
 /// The rows encoded so far, the rejects not yet sent, and what was produced.
 struct Rows<'a> {
     codecs: &'a [FieldCodec],
@@ -198,6 +211,7 @@ struct Rows<'a> {
     validated: bool,
     /// Where the partition key is, to note the months loaded.
     month_index: Option<usize>,
+    key: Option<KeyPlan>,
     out: BytesMut,
     rejects: Vec<Reject>,
     produced: Produced,
@@ -242,12 +256,18 @@ impl Rows<'_> {
         }
         let row_start = self.out.len();
         self.out.put_i16(self.codecs.len() as i16);
-        let keep_values = self.produced.deltas.is_some();
+        let keep_values = self.produced.deltas.is_some() || self.key.is_some();
         let mut values: Vec<Value<'_>> =
             Vec::with_capacity(if keep_values { self.codecs.len() } else { 0 });
+        let mut bounds = Vec::with_capacity(if self.key.is_some() {
+            self.codecs.len()
+        } else {
+            0
+        });
         let mut bad = false;
         let mut month = None;
         for (i, (codec, raw)) in self.codecs.iter().zip(fields).enumerate() {
+            let field_start = self.out.len() - row_start;
             let value = match codec.encode(raw, &mut self.out) {
                 Ok(value) => value,
                 Err(v) if !self.validated => {
@@ -270,6 +290,9 @@ impl Rows<'_> {
             if Some(i) == self.month_index {
                 month = value.day().map(Month::of);
             }
+            if self.key.is_some() {
+                bounds.push(field_start..self.out.len() - row_start);
+            }
             if keep_values {
                 values.push(value);
             }
@@ -280,6 +303,10 @@ impl Rows<'_> {
             return Ok(());
         }
         self.produced.rows_loaded += 1;
+        if let (Some(plan), Some(keys)) = (&self.key, self.produced.keys.as_mut()) {
+            keys.keys
+                .extend(plan.key(&values, &self.out[row_start..], &bounds));
+        }
         if let Some(deltas) = self.produced.deltas.as_mut() {
             deltas.add(&values);
         }
