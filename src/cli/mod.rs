@@ -479,8 +479,13 @@ fn datasets(settings: &Settings) -> Result<(), Error> {
     let catalog = app::catalog(settings)?;
     for d in &catalog.datasets {
         println!(
-            "{} (table {}, time column {}, from {})",
-            d.name, d.table, d.time_column, d.source
+            "{} (table {}, {}, from {})",
+            d.name,
+            d.table,
+            d.time_column
+                .as_ref()
+                .map_or("no time column".to_owned(), |t| format!("time column {t}")),
+            d.source
         );
         println!("  dimensions: {}", d.dimensions.join(", "));
         let measures: Vec<String> = d

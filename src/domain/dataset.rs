@@ -28,6 +28,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../models/learning_log.yaml"),
     ),
     ("sales.yaml", include_str!("../../models/sales.yaml")),
+    ("country.yaml", include_str!("../../models/country.yaml")),
 ];
 
 /// Checks a table name (`table` or `schema.table`) before it goes near SQL:
@@ -143,9 +144,12 @@ pub struct RollupDef {
 pub struct Dataset {
     pub name: String,
     pub table: String,
-    pub time_column: String,
+    /// The column placing each record in time; `None` for a reference
+    /// table (countries, products), which has no rollups and answers no
+    /// question about time.
+    pub time_column: Option<String>,
     /// What the time column holds: the finest grain it can be asked at.
-    pub time_kind: TimeKind,
+    pub time_kind: Option<TimeKind>,
     pub columns: ValidationSchema,
     pub dimensions: Vec<String>,
     pub measures: Vec<Measure>,
@@ -166,7 +170,8 @@ pub struct Dataset {
 struct RawDataset {
     dataset: String,
     table: Option<String>,
-    time_column: String,
+    #[serde(default)]
+    time_column: Option<String>,
     columns: yaml_serde::Value,
     #[serde(default)]
     dimensions: Vec<String>,
@@ -226,23 +231,23 @@ impl Dataset {
         check_table_name(&table).map_err(|reason| field("table", reason))?;
         let columns = ValidationSchema::from_yaml(raw.columns, file)?;
         let column_type = |name: &str| columns.column(name).map(|c| c.ty);
-        let time_kind = match column_type(&raw.time_column) {
-            Some(ValueType::Date) => TimeKind::Date,
-            Some(ValueType::Timestamp) => TimeKind::Instant,
-            Some(other) => {
+        let time_kind = match raw.time_column.as_deref().map(|t| (t, column_type(t))) {
+            None => None,
+            Some((_, Some(ValueType::Date))) => Some(TimeKind::Date),
+            Some((_, Some(ValueType::Timestamp))) => Some(TimeKind::Instant),
+            Some((t, Some(other))) => {
                 return Err(field(
                     "time_column",
                     format!(
-                        "{:?} must be a date or timestamp column, not {}",
-                        raw.time_column,
+                        "{t:?} must be a date or timestamp column, not {}",
                         other.name()
                     ),
                 ));
             }
-            None => {
+            Some((t, None)) => {
                 return Err(field(
                     "time_column",
-                    format!("{:?} is not one of the columns", raw.time_column),
+                    format!("{t:?} is not one of the columns"),
                 ));
             }
         };
@@ -253,7 +258,7 @@ impl Dataset {
                     format!("{d:?} is not one of the columns"),
                 ));
             }
-            if d == &raw.time_column {
+            if Some(d) == raw.time_column.as_ref() {
                 return Err(field(
                     "dimensions",
                     format!("{d:?} is the time column; ask for it with a granularity instead"),
@@ -299,6 +304,18 @@ impl Dataset {
             },
             source: file.to_owned(),
         })
+    }
+
+    /// The time column and what it holds; `None` for a reference table.
+    pub fn time(&self) -> Option<(&str, TimeKind)> {
+        Some((self.time_column.as_deref()?, self.time_kind?))
+    }
+
+    /// The time column of a dataset with rollups (a definition with rollups
+    /// and no time column is refused when parsed).
+    pub fn rollup_time(&self) -> (&str, TimeKind) {
+        self.time()
+            .expect("a dataset with rollups has a time column (checked when parsed)")
     }
 
     pub fn measure(&self, name: &str) -> Option<&Measure> {
@@ -405,11 +422,14 @@ fn parse_measure(
 fn parse_rollup(
     r: RawRollup,
     dataset: &str,
-    time_kind: TimeKind,
+    time_kind: Option<TimeKind>,
     dimensions: &[String],
     measures: &[Measure],
     earlier: &[RollupDef],
 ) -> Result<RollupDef, String> {
+    let Some(time_kind) = time_kind else {
+        return Err("a rollup aggregates by time: the dataset needs a time_column".into());
+    };
     let allowed = time_kind.rollup_grains();
     let grain = match Grain::parse(&r.grain) {
         Some(g) if allowed.contains(&g) => g,
@@ -564,7 +584,7 @@ mod tests {
         let c = Catalog::load(None).unwrap();
         let d = c.get("sales_report").unwrap();
         assert_eq!(d.table, "sales_report");
-        assert_eq!(d.time_column, "sales_date");
+        assert_eq!(d.time_column.as_deref(), Some("sales_date"));
         assert_eq!(d.dimensions, ["product_id", "product_name", "region"]);
         let revenue = d.measure("revenue").unwrap();
         assert_eq!(
@@ -584,6 +604,18 @@ mod tests {
                 "sales_report_month_product_region"
             ]
         );
+    }
+
+    #[test]
+    fn a_reference_table_has_no_time_column() {
+        let d = Dataset::parse(
+            "dataset: t\ncolumns: {n: int, s: str}\ndimensions: [s]\nmeasures: {c: {count: \"*\"}}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!((d.time(), d.rollups.len()), (None, 0));
+        let country = Catalog::load(None).unwrap();
+        assert_eq!(country.get("country").unwrap().time(), None);
     }
 
     fn check_error(yaml: &str, expect: &str) {
@@ -620,6 +652,10 @@ mod tests {
         check_error(
             "dataset: t\ntime_column: n\ncolumns: {n: int}\n",
             "\"n\" must be a date or timestamp column, not int",
+        );
+        check_error(
+            "dataset: t\ncolumns: {n: int}\nrollups: [{grain: day}]\n",
+            "field \"rollups[0]\": a rollup aggregates by time: the dataset needs a time_column",
         );
         check_error(
             &format!("{BASE}dimensions: [zz]\n"),

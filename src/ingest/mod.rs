@@ -39,9 +39,9 @@ pub(crate) async fn dataset_of(
     let Some(dataset) = schema::dataset_for_table(catalog, &*client, root).await? else {
         return Ok((None, None));
     };
-    if dataset.rollups.is_empty() {
+    let Some((time_column, _)) = dataset.time().filter(|_| !dataset.rollups.is_empty()) else {
         return Ok((Some(dataset.name.clone()), None));
-    }
+    };
     let mut current = store::rollups::current(&*client, dataset).await?;
     // Rollups are reconciled when a writer starts; only a missing one (a
     // table created since) is built here.
@@ -51,6 +51,6 @@ pub(crate) async fn dataset_of(
     }
     Ok((
         Some(dataset.name.clone()),
-        Some((current, dataset.time_column.clone())),
+        Some((current, time_column.to_owned())),
     ))
 }

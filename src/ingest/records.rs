@@ -42,6 +42,12 @@ pub enum RecordError {
     /// The key guards a record written before (`replay`: with the same payload).
     #[error("{key} was recorded before")]
     Duplicate { key: String, replay: bool },
+    /// A value the table holds once (its primary key or a unique column)
+    /// is there already, or twice in the records.
+    #[error(
+        "a value table {0} holds once (its primary key or a unique column) is there already, or twice in these records; nothing was written"
+    )]
+    Taken(String),
     #[error("unknown dataset {0:?}")]
     UnknownDataset(String),
     #[error("the database refused the record: {message}")]
@@ -84,7 +90,7 @@ impl Classify for RecordError {
     fn kind(&self) -> ErrorKind {
         match self {
             RecordError::Invalid(_) | RecordError::UnknownDataset(_) => ErrorKind::BadInput,
-            RecordError::Duplicate { .. } => ErrorKind::Conflict,
+            RecordError::Duplicate { .. } | RecordError::Taken(_) => ErrorKind::Conflict,
             RecordError::Load { kind, .. } => *kind,
             RecordError::Schema(e) => e.kind(),
             RecordError::Partition(e) => e.kind(),
@@ -246,7 +252,7 @@ impl Encoder {
         };
         Ok(Encoder {
             key: KeyPlan::new(ds, columns),
-            time: position(&ds.time_column),
+            time: ds.time_column.as_deref().and_then(position),
             codecs,
             deltas,
             months: BTreeSet::new(),
@@ -464,7 +470,7 @@ impl Prepared {
         })
         .await
         .map(|(_, produced)| produced.rows_loaded)
-        .map_err(load_error)
+        .map_err(|e| load_error(e, &table.table.display()))
     }
 
     /// Group commit's write: each record's key claimed on its own in the
@@ -532,7 +538,7 @@ impl Prepared {
                 Ok::<_, std::convert::Infallible>(produced)
             })
             .await
-            .map_err(load_error)?;
+            .map_err(|e| load_error(e, &table.table.display()))?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -686,15 +692,12 @@ async fn write_batch(
     }
 }
 
-/// A load's failure as a record's.
-fn load_error(e: LoadError<std::convert::Infallible>) -> RecordError {
+/// A load's failure (into `table`) as a record's.
+fn load_error(e: LoadError<std::convert::Infallible>, table: &str) -> RecordError {
     match e {
         LoadError::Duplicate { key, replay } => RecordError::Duplicate { key, replay },
         LoadError::Database { message, kind } => RecordError::Load { message, kind },
-        LoadError::Concurrent => RecordError::Load {
-            message: "a concurrent write took a unique value".into(),
-            kind: ErrorKind::Conflict,
-        },
+        LoadError::Concurrent => RecordError::Taken(table.to_owned()),
         LoadError::Producer(never) => match never {},
     }
 }

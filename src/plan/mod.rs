@@ -324,6 +324,11 @@ pub enum PlanError {
         kind: &'static str,
         finest: Grain,
     },
+    #[error("{field}: dataset {dataset} has no time column (a reference table)")]
+    NoTimeColumn {
+        field: &'static str,
+        dataset: String,
+    },
 }
 
 impl PlanError {
@@ -338,6 +343,7 @@ impl PlanError {
             PlanError::Instants(_) => "from",
             PlanError::Repeated(f) => f.split('.').next().unwrap_or(f),
             PlanError::GrainTooFine { .. } => "granularity",
+            PlanError::NoTimeColumn { field, .. } => field,
         }
     }
 
@@ -407,8 +413,24 @@ pub fn check(dataset: &Dataset, q: &Query) -> Result<(), PlanError> {
             return Err(PlanError::UnknownOrder(o.field.clone()));
         }
     }
+    let Some(time_kind) = dataset.time_kind else {
+        let asked = [
+            ("granularity", q.granularity.is_some()),
+            ("start_date", q.start.is_some()),
+            ("end_date", q.end.is_some()),
+            ("from", q.from.is_some() || q.to.is_some()),
+            ("tz", q.zone().is_some()),
+        ];
+        return match asked.iter().find(|(_, given)| *given) {
+            Some((field, _)) => Err(PlanError::NoTimeColumn {
+                field,
+                dataset: dataset.name.clone(),
+            }),
+            None => Ok(()),
+        };
+    };
     let instants = q.from.is_some() || q.to.is_some();
-    if instants && dataset.time_kind != TimeKind::Instant {
+    if instants && time_kind != TimeKind::Instant {
         return Err(PlanError::Instants(
             "instants bound timestamp datasets only; give start_date and end_date",
         ));
@@ -423,13 +445,13 @@ pub fn check(dataset: &Dataset, q: &Query) -> Result<(), PlanError> {
         return Err(PlanError::GapFillNeedsRange);
     }
     if let Some(g) = q.granularity
-        && !g.fits(dataset.time_kind)
+        && !g.fits(time_kind)
     {
         return Err(PlanError::GrainTooFine {
             grain: g,
-            column: dataset.time_column.clone(),
-            kind: dataset.time_kind.name(),
-            finest: dataset.time_kind.finest_grain(),
+            column: dataset.time_column.clone().unwrap_or_default(),
+            kind: time_kind.name(),
+            finest: time_kind.finest_grain(),
         });
     }
     Ok(())
@@ -522,7 +544,7 @@ fn segments<'a>(
     // smallest hour rollup answers then; other offsets (Kolkata, Kathmandu)
     // and bounds inside hours read the facts, exact whatever the zone.
     let instant_bounds = q.from.is_some() || q.to.is_some();
-    if dataset.time_kind == TimeKind::Instant && (q.zone().is_some() || instant_bounds) {
+    if dataset.time_kind == Some(TimeKind::Instant) && (q.zone().is_some() || instant_bounds) {
         let hourly = q
             .zone()
             .filter(|z| !instant_bounds && whole_hours(z, from, to))
@@ -612,8 +634,9 @@ fn segments<'a>(
 pub struct Facts<'a> {
     /// Its name, quoted.
     pub table_sql: &'a str,
-    /// The type of its time column (a `timestamp` is read as UTC).
-    pub time_key: KeyKind,
+    /// The type of its time column (a `timestamp` is read as UTC); `None`
+    /// for a reference table.
+    pub time_key: Option<KeyKind>,
 }
 
 /// Where a piece of the answer is read from.
@@ -709,7 +732,9 @@ pub fn logical(
             // In a zone, a rollup's UTC buckets are regrouped into local
             // ones (a DST change merges two UTC hours into one local hour).
             let as_stored = match seg.source {
-                Source::Rollup(r) if q.zone().is_none() || dataset.time_kind == TimeKind::Date => {
+                Source::Rollup(r)
+                    if q.zone().is_none() || dataset.time_kind == Some(TimeKind::Date) =>
+                {
                     q.granularity == Some(r.grain)
                         && r.dimensions.len() == q.dimensions.len()
                         && q.dimensions.iter().all(|d| r.dimensions.contains(d))

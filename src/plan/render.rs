@@ -29,7 +29,7 @@ pub(super) fn render(dataset: &Dataset, facts: &Facts<'_>, q: &Query, lp: &Logic
     let mut r = Renderer {
         dataset,
         facts: *facts,
-        instants: dataset.time_kind == TimeKind::Instant,
+        instants: dataset.time_kind == Some(TimeKind::Instant),
         zone: None,
         q,
         measures: &measures,
@@ -157,10 +157,15 @@ impl Renderer<'_> {
 
     /// The facts' time column as an instant (a `timestamp` read as UTC).
     fn fact_time(&self) -> String {
-        let col = quote_ident(&self.dataset.time_column);
+        // A reference table's queries have no period and no time bounds
+        // (`plan::check`): nothing reads the expression.
+        let Some((time, _)) = self.dataset.time() else {
+            return "NULL::date".to_owned();
+        };
+        let col = quote_ident(time);
         match self.facts.time_key {
-            KeyKind::Timestamp => format!("({col} AT TIME ZONE 'UTC')"),
-            KeyKind::Date | KeyKind::TimestampTz => col,
+            Some(KeyKind::Timestamp) => format!("({col} AT TIME ZONE 'UTC')"),
+            _ => col,
         }
     }
 

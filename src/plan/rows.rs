@@ -74,16 +74,16 @@ pub struct PageFilter {
     pub after: Option<(DateTime<Utc>, String)>,
 }
 
-/// A page of at most `limit` rows in (time, key) order.
+/// A page of at most `limit` rows in the order of a time column and a key.
 pub fn page(
     dataset: &Dataset,
     table_sql: &str,
-    key: &str,
+    (time, key): (&str, &str),
     filter: &PageFilter,
     limit: u32,
 ) -> Plan {
     let (columns, select) = columns(dataset);
-    let time = quote_ident(&dataset.time_column);
+    let time = quote_ident(time);
     let key = quote_ident(key);
     let mut params = Vec::new();
     let mut push = |p: PlanParam| {

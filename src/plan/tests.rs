@@ -136,7 +136,7 @@ fn planner_cases_from_data_files() {
                 dataset,
                 &Facts {
                     table_sql: "\"public\".\"sales_report\"",
-                    time_key: KeyKind::Date,
+                    time_key: Some(KeyKind::Date),
                 },
                 &rollups,
                 &case.query,
@@ -189,7 +189,7 @@ fn bad_queries_are_refused_by_name() {
     let check_err = |query: Query, expect: &str| {
         let facts = Facts {
             table_sql: "t",
-            time_key: KeyKind::Date,
+            time_key: Some(KeyKind::Date),
         };
         let err = plan(d, &facts, &[], &query, false).unwrap_err().to_string();
         assert_eq!(err, expect);
@@ -304,4 +304,44 @@ fn logical_plans_are_data() {
         q(serde_json::json!({"measures": ["products"], "start": "2024-03-15"})),
         &["fact 2024-03-15..… Final", "Stack"],
     );
+}
+
+/// A reference table (no time column) is read from its facts with no
+/// period; anything about time is refused by name.
+#[test]
+fn a_reference_table_answers_without_time() {
+    let catalog = Catalog::load(None).unwrap();
+    let d = catalog.get("country").unwrap();
+    let facts = Facts {
+        table_sql: "\"public\".\"country\"",
+        time_key: None,
+    };
+    let query = Query {
+        dimensions: vec!["CONTINENT".into()],
+        ..q(&["countries"])
+    };
+    let p = plan(d, &facts, &[], &query, false).unwrap();
+    assert_eq!(
+        p.sql,
+        "SELECT a.\"CONTINENT\"::text, a.m0::int8 FROM (SELECT period, \"CONTINENT\", p0_0 AS m0 FROM (SELECT NULL::date AS period, \"CONTINENT\", count(*)::int8 AS p0_0 FROM \"public\".\"country\" GROUP BY 1, 2) pieces) a ORDER BY 1 ASC LIMIT 2000001"
+    );
+    for (query, expect) in [
+        (
+            Query {
+                granularity: Some(Grain::Month),
+                ..q(&["countries"])
+            },
+            "granularity: dataset country has no time column (a reference table)",
+        ),
+        (
+            Query {
+                time_zone: Some("Europe/Paris".into()),
+                ..q(&["countries"])
+            },
+            "tz: dataset country has no time column (a reference table)",
+        ),
+    ] {
+        let err = plan(d, &facts, &[], &query, false).unwrap_err();
+        assert_eq!(err.to_string(), expect);
+    }
 }

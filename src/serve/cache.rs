@@ -70,7 +70,7 @@ impl Entries {
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub table: String,
-    pub time_key: KeyKind,
+    pub time_key: Option<KeyKind>,
     pub rollups: Vec<RollupInfo>,
 }
 

@@ -251,20 +251,24 @@ async fn sources(
         .await?
         .ok_or_else(missing)?;
     let table = catalog::load_table(client, &found.display()).await?;
-    let time_key = table
-        .column(&dataset.time_column)
-        .and_then(|c| KeyKind::of(&c.ty))
-        .ok_or_else(|| {
-            QueryError::invalid(
-                "dataset",
-                format!(
-                    "{}: table {} has no date or timestamp column {:?}",
-                    dataset.name,
-                    found.display(),
-                    dataset.time_column
-                ),
-            )
-        })?;
+    let time_key = match dataset.time_column.as_deref() {
+        None => None,
+        Some(time) => Some(
+            table
+                .column(time)
+                .and_then(|c| KeyKind::of(&c.ty))
+                .ok_or_else(|| {
+                    QueryError::invalid(
+                        "dataset",
+                        format!(
+                            "{}: table {} has no date or timestamp column {time:?}",
+                            dataset.name,
+                            found.display(),
+                        ),
+                    )
+                })?,
+        ),
+    };
     Ok(Sources {
         table: found.quoted(),
         time_key,

@@ -115,22 +115,26 @@ pub fn partials(dataset: &Dataset, table: &Table, measures: Option<&[String]>) -
 
 /// The rollups of `dataset` with their partials, checked against the table.
 fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupError> {
+    if dataset.rollups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (time_column, time_kind) = dataset.rollup_time();
     let parts = partials(dataset, table, None);
-    for c in std::iter::once(&dataset.time_column)
-        .chain(&dataset.dimensions)
-        .chain(parts.iter().map(|p| &p.source))
+    for c in std::iter::once(time_column)
+        .chain(dataset.dimensions.iter().map(String::as_str))
+        .chain(parts.iter().map(|p| p.source.as_str()))
     {
         if table.column(c).is_none() {
             return Err(RollupError::MissingColumn {
                 dataset: dataset.name.clone(),
-                column: c.clone(),
+                column: c.to_owned(),
                 table: table.table.display(),
             });
         }
     }
-    let time = table.column(&dataset.time_column).expect("checked above");
+    let time = table.column(time_column).expect("checked above");
     let fits = matches!(
-        (dataset.time_kind, KeyKind::of(&time.ty)),
+        (time_kind, KeyKind::of(&time.ty)),
         (TimeKind::Date, Some(KeyKind::Date))
             | (
                 TimeKind::Instant,
@@ -140,8 +144,8 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
     if !fits {
         return Err(RollupError::TimeColumnType {
             dataset: dataset.name.clone(),
-            column: dataset.time_column.clone(),
-            declared: dataset.time_kind.name(),
+            column: time_column.to_owned(),
+            declared: time_kind.name(),
             table: table.table.display(),
             actual: time.type_sql().to_owned(),
         });
@@ -178,7 +182,7 @@ fn aggregate_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String 
     let mut cols = vec![format!(
         "{} AS bucket",
         utc_bucket_sql(
-            &quote_ident(&dataset.time_column),
+            &quote_ident(dataset.rollup_time().0),
             info.grain,
             time_key(dataset, table)
         )
@@ -222,13 +226,13 @@ fn data_columns(info: &RollupInfo) -> Vec<String> {
 /// The type of a dataset's time column in its table (checked by `infos`).
 fn time_key(dataset: &Dataset, table: &Table) -> KeyKind {
     table
-        .column(&dataset.time_column)
+        .column(dataset.rollup_time().0)
         .and_then(|c| KeyKind::of(&c.ty))
         .unwrap_or(KeyKind::Date)
 }
 
 fn create_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String {
-    let bucket = match dataset.time_kind {
+    let bucket = match dataset.rollup_time().1 {
         TimeKind::Date => "date",
         TimeKind::Instant => "timestamptz",
     };

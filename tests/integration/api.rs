@@ -318,7 +318,7 @@ async fn a_one_month_report_reads_only_that_months_partition() {
             dataset,
             &clue::plan::Facts {
                 table_sql: "\"public\".\"sales_report\"",
-                time_key: clue::plan::KeyKind::Date,
+                time_key: Some(clue::plan::KeyKind::Date),
             },
             &[],
             &query,

@@ -386,3 +386,84 @@ async fn an_event_is_the_same_payload_whichever_way_it_came() {
         "{named:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reference_table_loads_over_the_api_and_answers_queries_without_time() {
+    let app = app().await;
+    let countries = json!([
+        {"ID_COUNTRY": "FR", "COUNTRY_NAME": "France", "CONTINENT": "Europe"},
+        {"ID_COUNTRY": "DE", "COUNTRY_NAME": "Germany", "CONTINENT": "Europe"},
+        {"ID_COUNTRY": "JP", "COUNTRY_NAME": "Japan", "CONTINENT": "Asia"},
+    ]);
+    let (status, _, answer) = send(
+        &app,
+        "country",
+        "",
+        "application/json",
+        countries.to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let csv = "ID_COUNTRY,COUNTRY_NAME\nBR,Brazil\n";
+    let (status, _, _) = send(&app, "country", "", "text/csv", csv.into(), None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        app.db
+            .strings(r#"SELECT concat_ws('|', "ID_COUNTRY", "COUNTRY_NAME", coalesce("CONTINENT", '-')) FROM country ORDER BY 1"#)
+            .await,
+        ["BR|Brazil|-", "DE|Germany|Europe", "FR|France|Europe", "JP|Japan|Asia"]
+    );
+    // A country present already: the table's primary key refuses the batch.
+    let again = json!([{"ID_COUNTRY": "IT", "COUNTRY_NAME": "Italy"}, {"ID_COUNTRY": "FR", "COUNTRY_NAME": "France"}]);
+    let (status, _, problem) = send(
+        &app,
+        "country",
+        "",
+        "application/json",
+        again.to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(problem.contains("is there already"), "{problem}");
+    assert_eq!(app.db.value::<i64>("SELECT count(*) FROM country").await, 4);
+
+    let query = |body: Value| {
+        app.http
+            .post(format!("{}/api/v1/query", app.address))
+            .json(&body)
+            .send()
+    };
+    let r = query(json!({"dataset": "country", "measures": ["countries"], "dimensions": ["CONTINENT"], "order": [{"field": "CONTINENT"}]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        answer["rows"],
+        json!([{"CONTINENT": "Asia", "countries": 1}, {"CONTINENT": "Europe", "countries": 2}, {"CONTINENT": null, "countries": 1}])
+    );
+    for (body, field) in [
+        (
+            json!({"dataset": "country", "measures": ["countries"], "granularity": "month"}),
+            "granularity",
+        ),
+        (
+            json!({"dataset": "country", "measures": ["countries"], "start_date": "2021-01-01"}),
+            "start_date",
+        ),
+    ] {
+        let r = query(body).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["invalid_params"][0]["name"], field);
+        assert!(
+            p["invalid_params"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("has no time column"),
+            "{p}"
+        );
+    }
+}

@@ -320,6 +320,7 @@ fn record_error(e: RecordError) -> ApiError {
         RecordError::Invalid(problems) => {
             ApiError::InvalidEvent(problems.iter().map(invalid).collect())
         }
+        e @ RecordError::Taken(_) => ApiError::Conflict(e.to_string()),
         other => other.into(),
     }
 }

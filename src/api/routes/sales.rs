@@ -427,7 +427,7 @@ pub(in crate::api) async fn sales(
 ) -> Result<Response, ApiError> {
     let (filter, limit) = page_params(query.as_deref())?;
     let mut rows = execute::rows(&state.db, &state.catalog, DATASET, |ds, table| {
-        rows::page(ds, table, KEY, &filter, limit + 1)
+        rows::page(ds, table, ("DATE_PAYMENT", KEY), &filter, limit + 1)
     })
     .await
     .map_err(query_error)?;
