@@ -209,6 +209,8 @@ struct Encoder {
     deltas: Option<Accumulator>,
     months: BTreeSet<Month>,
     out: BytesMut,
+    /// Each row's month and where it is in `out`.
+    rows: Vec<(Option<Month>, std::ops::Range<usize>)>,
     keys: Vec<RecordKey>,
     accepted: u64,
 }
@@ -257,6 +259,7 @@ impl Encoder {
             deltas,
             months: BTreeSet::new(),
             out: BytesMut::new(),
+            rows: Vec::new(),
             keys: Vec::new(),
             accepted: 0,
         })
@@ -270,6 +273,7 @@ impl Encoder {
         let encoded = self.encode(fields, &mut out, mark);
         let result = match encoded {
             Ok((values, identified)) => {
+                self.rows.push((identified.month, mark..out.len()));
                 self.months.extend(identified.month);
                 self.keys.extend(identified.key);
                 if let Some(d) = self.deltas.as_mut() {
@@ -289,10 +293,10 @@ impl Encoder {
 
     /// The load of the rows encoded (as one batch), what it produced, and
     /// the rows' keys.
-    fn finish(self) -> (mpsc::Receiver<Batch>, Produced, Vec<RecordKey>) {
+    fn finish(mut self) -> (mpsc::Receiver<Batch>, Produced, Vec<RecordKey>) {
         let (sender, receiver) = mpsc::channel(1);
         sender
-            .try_send(Batch::Rows(self.out.freeze()))
+            .try_send(Batch::Rows(self.by_month()))
             .expect("an empty channel takes one batch");
         let produced = Produced {
             rows_loaded: self.accepted,
@@ -302,6 +306,18 @@ impl Encoder {
             keys: None,
         };
         (receiver, produced, self.keys)
+    }
+
+    /// The rows, a month after another: COPY routes a run of rows to one
+    /// partition's buffer instead of switching partition row by row.
+    fn by_month(&mut self) -> bytes::Bytes {
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.sort_by_key(|(month, _)| *month);
+        let mut out = BytesMut::with_capacity(self.out.len());
+        for (_, range) in rows {
+            out.extend_from_slice(&self.out[range]);
+        }
+        out.freeze()
     }
 
     /// What a row would be, without keeping it.
