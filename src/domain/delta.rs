@@ -43,6 +43,8 @@ pub struct RollupDelta {
     /// For each of the rollup's partials, where its source column is in a row.
     sources: Vec<usize>,
     map: HashMap<Vec<u8>, Entry>,
+    /// Whether rows were taken away: a key may be left with no rows.
+    removals: bool,
 }
 
 impl RollupDelta {
@@ -64,6 +66,11 @@ impl RollupDelta {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Whether rows were taken away (keys may be left with none).
+    pub fn has_removals(&self) -> bool {
+        self.removals
     }
 }
 
@@ -103,6 +110,7 @@ impl Accumulator {
                         .map(|p| position(&p.source))
                         .collect::<Option<_>>()?,
                     map: HashMap::new(),
+                    removals: false,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -118,6 +126,31 @@ impl Accumulator {
     /// Adds one loaded row. A row without a time value belongs to no bucket
     /// (the time column of a dataset is never NULL once loaded).
     pub fn add(&mut self, row: &[Value<'_>]) {
+        self.count(row, 1);
+    }
+
+    /// Takes away one row that leaves the facts (deleted, or the old
+    /// version of an updated row). Only [`removable`](Self::removable)
+    /// rollups can: a minimum or maximum cannot be un-counted.
+    pub fn remove(&mut self, row: &[Value<'_>]) {
+        debug_assert!(
+            self.removable(),
+            "a min or max partial cannot take a removal"
+        );
+        self.count(row, -1);
+    }
+
+    /// Whether every partial can take removals (sums and counts only).
+    pub fn removable(&self) -> bool {
+        self.rollups.iter().all(|r| {
+            r.info
+                .partials
+                .iter()
+                .all(|p| matches!(p.kind, PartialKind::Sum | PartialKind::Count))
+        })
+    }
+
+    fn count(&mut self, row: &[Value<'_>], sign: i64) {
         let instant = match row[self.time] {
             Value::TimestampTz(t) => Some(t),
             Value::Timestamp(t) => Some(t.and_utc()),
@@ -161,7 +194,8 @@ impl Accumulator {
                         .collect(),
                 }),
             };
-            entry.row_count += 1;
+            entry.row_count += sign;
+            delta.removals |= sign < 0;
             for (partial, &source) in entry.partials.iter_mut().zip(&delta.sources) {
                 let value = &row[source];
                 if value.is_null() {
@@ -169,14 +203,15 @@ impl Accumulator {
                 }
                 match partial {
                     PartialValue::Sum(s) => {
-                        *s += match value {
+                        let v = match value {
                             Value::Int(i) => Decimal::from(*i),
                             Value::Num(d) => *d,
                             // Sums are kept only of exact columns.
                             _ => Decimal::ZERO,
-                        }
+                        };
+                        *s += if sign < 0 { -v } else { v };
                     }
-                    PartialValue::Count(c) => *c += 1,
+                    PartialValue::Count(c) => *c += sign,
                     PartialValue::Min(m) => {
                         if m.as_ref().is_none_or(|m| value < m) {
                             *m = Some(value.clone().into_owned());
@@ -315,6 +350,54 @@ mod tests {
                 "2024-02-01 Text(\"North\"): 1 Sum(0),Count(0),Max(None)",
             ],
         );
+    }
+
+    #[test]
+    fn removals_take_rows_back_out() {
+        let sums = info(
+            Grain::Month,
+            &["region"],
+            &[(PartialKind::Sum, "amount"), (PartialKind::Count, "amount")],
+        );
+        let columns = ["day", "region", "amount"];
+        let mut acc =
+            Accumulator::new(&[sums], "day", |c| columns.iter().position(|x| *x == c)).unwrap();
+        assert!(acc.removable());
+        // An update moving 2.50 from North to South, and a deleted row.
+        acc.add(&row("2024-01-02", "South", "2.50"));
+        acc.remove(&row("2024-01-02", "North", "2.50"));
+        acc.remove(&row("2024-01-09", "North", ""));
+        let got: Vec<(String, i64, Vec<PartialValue>)> = acc.rollups()[0]
+            .sorted_entries()
+            .iter()
+            .map(|e| (format!("{:?}", e.dims[0]), e.row_count, e.partials.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "Text(\"North\")".to_owned(),
+                    -2,
+                    vec![
+                        PartialValue::Sum("-2.50".parse().unwrap()),
+                        PartialValue::Count(-1)
+                    ]
+                ),
+                (
+                    "Text(\"South\")".to_owned(),
+                    1,
+                    vec![
+                        PartialValue::Sum("2.50".parse().unwrap()),
+                        PartialValue::Count(1)
+                    ]
+                ),
+            ]
+        );
+        assert!(acc.rollups()[0].has_removals());
+        let extremes = info(Grain::Day, &[], &[(PartialKind::Min, "amount")]);
+        let acc =
+            Accumulator::new(&[extremes], "day", |c| columns.iter().position(|x| *x == c)).unwrap();
+        assert!(!acc.removable(), "a minimum cannot be un-counted");
     }
 
     #[test]

@@ -528,6 +528,19 @@ pub async fn apply_deltas(
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))
             .collect();
         tx.execute(&sql, &params).await?;
+        if delta.has_removals() {
+            // A key whose last row left holds nothing: the facts have no
+            // such group.
+            let sql = format!(
+                "DELETE FROM {table} AS r USING (SELECT * FROM unnest({unnest}) AS d({cols})) AS d
+                  WHERE {on_r} AND r.row_count = 0",
+                unnest = unnest.join(", "),
+                cols = cols.join(", "),
+                table = rollup_table(&info.name),
+                on_r = same_key("r", "d"),
+            );
+            tx.execute(&sql, &params).await?;
+        }
     }
     Ok(())
 }
