@@ -29,6 +29,14 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
     ("sales.yaml", include_str!("../../models/sales.yaml")),
     ("country.yaml", include_str!("../../models/country.yaml")),
+    (
+        "analytical_orders.yaml",
+        include_str!("../../models/analytical_orders.yaml"),
+    ),
+    (
+        "analytical_order_items.yaml",
+        include_str!("../../models/analytical_order_items.yaml"),
+    ),
 ];
 
 /// Checks a table name (`table` or `schema.table`) before it goes near SQL:

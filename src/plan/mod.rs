@@ -637,6 +637,9 @@ pub struct Facts<'a> {
     /// The type of its time column (a `timestamp` is read as UTC); `None`
     /// for a reference table.
     pub time_key: Option<KeyKind>,
+    /// Whether the time column may be NULL: such rows are in no period and
+    /// no rollup, so fact reads leave them out too.
+    pub time_nullable: bool,
 }
 
 /// Where a piece of the answer is read from.

@@ -221,6 +221,9 @@ impl Renderer<'_> {
             to: piece.to.map(|t| t - Days::new(1)),
         });
         let mut conditions = self.filters.clone();
+        if matches!(piece.source, PieceSource::Fact) && self.facts.time_nullable {
+            conditions.push(format!("{time_expr} IS NOT NULL"));
+        }
         conditions.extend(self.range(&time_expr, piece));
         conditions.extend(self.instant_range(&time_expr));
         // Bare `bucket` keeps the rollup's key order usable for ORDER BY.

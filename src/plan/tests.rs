@@ -137,6 +137,7 @@ fn planner_cases_from_data_files() {
                 &Facts {
                     table_sql: "\"public\".\"sales_report\"",
                     time_key: Some(KeyKind::Date),
+                    time_nullable: false,
                 },
                 &rollups,
                 &case.query,
@@ -190,6 +191,7 @@ fn bad_queries_are_refused_by_name() {
         let facts = Facts {
             table_sql: "t",
             time_key: Some(KeyKind::Date),
+            time_nullable: false,
         };
         let err = plan(d, &facts, &[], &query, false).unwrap_err().to_string();
         assert_eq!(err, expect);
@@ -315,6 +317,7 @@ fn a_reference_table_answers_without_time() {
     let facts = Facts {
         table_sql: "\"public\".\"country\"",
         time_key: None,
+        time_nullable: false,
     };
     let query = Query {
         dimensions: vec!["CONTINENT".into()],

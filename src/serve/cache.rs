@@ -71,6 +71,8 @@ impl Entries {
 pub struct Sources {
     pub table: String,
     pub time_key: Option<KeyKind>,
+    /// Whether its time column may be NULL (see `plan::Facts`).
+    pub time_nullable: bool,
     pub rollups: Vec<RollupInfo>,
 }
 

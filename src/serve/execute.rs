@@ -222,6 +222,7 @@ pub async fn prepare(
     let facts = plan::Facts {
         table_sql: &sources.table,
         time_key: sources.time_key,
+        time_nullable: sources.time_nullable,
     };
     Ok(plan::plan(
         dataset,
@@ -269,9 +270,15 @@ async fn sources(
                 })?,
         ),
     };
+    let time_nullable = dataset
+        .time_column
+        .as_deref()
+        .and_then(|t| table.column(t))
+        .is_some_and(|c| !c.not_null);
     Ok(Sources {
         table: found.quoted(),
         time_key,
+        time_nullable,
         rollups: store::rollups::current(client, dataset).await?,
     })
 }

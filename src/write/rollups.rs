@@ -201,10 +201,12 @@ fn aggregate_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String 
     let group: Vec<String> = (1..=info.dimensions.len() + 1)
         .map(|i| i.to_string())
         .collect();
+    // A row without a time is in no bucket (as the deltas have it).
     format!(
-        "SELECT {} FROM {} GROUP BY {}",
+        "SELECT {} FROM {} WHERE {} IS NOT NULL GROUP BY {}",
         cols.join(", "),
         table.table.quoted(),
+        quote_ident(dataset.rollup_time().0),
         group.join(", ")
     )
 }

@@ -319,6 +319,7 @@ async fn a_one_month_report_reads_only_that_months_partition() {
             &clue::plan::Facts {
                 table_sql: "\"public\".\"sales_report\"",
                 time_key: Some(clue::plan::KeyKind::Date),
+                time_nullable: false,
             },
             &[],
             &query,

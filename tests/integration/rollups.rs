@@ -204,15 +204,15 @@ async fn verify_finds_manual_changes_and_rebuild_repairs_them() {
         "{}",
         rebuilt.stdout
     );
-    // sales_report's five rollups, learning_log's one and sales' two,
-    // built by the rebuild.
+    // sales_report's five rollups, learning_log's one, sales' two and the
+    // delivery datasets' three, built by the rebuild.
     assert_eq!(
         db.clue(&["rollups", "verify"])
             .ok()
             .stdout
             .matches(": ok")
             .count(),
-        8
+        11
     );
     let month: rust_decimal::Decimal = db
         .value("SELECT sum_sales_amount FROM clue_rollup.sales_report_month")
