@@ -26,6 +26,16 @@ pub enum ConfigError {
     },
     #[error("CLUE_DB_PORT must be a port number (1-65535), got {0:?}")]
     InvalidPort(String),
+    #[error("{name} must be {what}, got {value:?}")]
+    InvalidNumber {
+        name: &'static str,
+        what: &'static str,
+        value: String,
+    },
+    #[error(
+        "no source database to sync from: pass --source-url or set CLUE_SOURCE_DATABASE_URL (or prototype 004's SOURCE_DB, SOURCE_DB_USER, SOURCE_DB_PASSWORD, SOURCE_DB_HOST, SOURCE_DB_PORT)"
+    )]
+    NoSource,
 }
 
 impl crate::error::Classify for ConfigError {
@@ -61,6 +71,105 @@ impl Settings {
             database,
             models_dir: PathBuf::from(models_dir),
         })
+    }
+}
+
+/// The database sync's source and knobs (`clue etl`, `clue export-reports`).
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// The source database: `--source-url`, `CLUE_SOURCE_DATABASE_URL`, or
+    /// prototype 004's `SOURCE_DB*` variables.
+    pub source: Option<tokio_postgres::Config>,
+    /// Orders per transaction (`--batch-size`, `BATCH_SIZE`, default 1,000).
+    pub batch_size: usize,
+    /// Between cycles of a continuous sync (`--polling-interval`,
+    /// `POLLING_INTERVAL` in seconds, default 60).
+    pub polling_interval: std::time::Duration,
+    /// Where `clue export-reports` writes (`--output`, `OUTPUT_DIRECTORY`,
+    /// default `output`).
+    pub output_dir: PathBuf,
+}
+
+/// The raw flags `SyncSettings` resolves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncFlags<'a> {
+    pub source_url: Option<&'a str>,
+    pub batch_size: Option<usize>,
+    pub polling_interval: Option<u64>,
+    pub output_dir: Option<&'a std::path::Path>,
+}
+
+impl SyncSettings {
+    pub fn resolve(
+        flags: SyncFlags<'_>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<SyncSettings, ConfigError> {
+        let nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let number = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            nonempty(name)
+                .map(|v| {
+                    v.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or(
+                        ConfigError::InvalidNumber {
+                            name,
+                            what: "a whole number from 1",
+                            value: v,
+                        },
+                    )
+                })
+                .transpose()
+        };
+        let source = if let Some(url) = flags.source_url {
+            Some(parse_url(url, "--source-url")?)
+        } else if let Some(url) = nonempty("CLUE_SOURCE_DATABASE_URL") {
+            Some(parse_url(&url, "CLUE_SOURCE_DATABASE_URL")?)
+        } else if let Some(db) = nonempty("SOURCE_DB") {
+            let mut config = tokio_postgres::Config::new();
+            config.host(
+                nonempty("SOURCE_DB_HOST")
+                    .as_deref()
+                    .unwrap_or("127.0.0.1")
+                    .trim(),
+            );
+            let port = match number("SOURCE_DB_PORT")? {
+                Some(p) => u16::try_from(p).map_err(|_| ConfigError::InvalidPort(p.to_string()))?,
+                None => 5432,
+            };
+            config.port(port);
+            config.dbname(db.trim());
+            config.user(
+                nonempty("SOURCE_DB_USER")
+                    .unwrap_or_else(|| os_user_name(nonempty("USER")))
+                    .trim(),
+            );
+            if let Some(pwd) = env("SOURCE_DB_PASSWORD").filter(|p| !p.is_empty()) {
+                config.password(pwd);
+            }
+            Some(config)
+        } else {
+            None
+        };
+        Ok(SyncSettings {
+            source,
+            batch_size: match flags.batch_size {
+                Some(n) => n.max(1),
+                None => number("BATCH_SIZE")?.map_or(1_000, |n| n as usize),
+            },
+            polling_interval: std::time::Duration::from_secs(match flags.polling_interval {
+                Some(n) => n.max(1),
+                None => number("POLLING_INTERVAL")?.unwrap_or(60),
+            }),
+            output_dir: match flags.output_dir {
+                Some(d) => d.to_owned(),
+                None => {
+                    PathBuf::from(nonempty("OUTPUT_DIRECTORY").unwrap_or_else(|| "output".into()))
+                }
+            },
+        })
+    }
+
+    /// The source, or why there is none.
+    pub fn source(&self) -> Result<&tokio_postgres::Config, ConfigError> {
+        self.source.as_ref().ok_or(ConfigError::NoSource)
     }
 }
 

@@ -176,6 +176,54 @@ pub enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Sync a source database's orders into the analytics tables (prototype 004).
+    Etl {
+        #[command(subcommand)]
+        action: EtlAction,
+    },
+    /// Prototype 004's name for `clue etl run`.
+    #[command(name = "run-etl", hide = true)]
+    RunEtl(EtlRunArgs),
+    /// Prototype 004's name for `clue etl run --continuous`.
+    #[command(name = "run-continuous-etl", hide = true)]
+    RunContinuousEtl(EtlRunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtlAction {
+    /// Sync once (a full copy the first time, then what changed), or with
+    /// --continuous until stopped (SIGINT/SIGTERM finish the current batch).
+    Run(EtlRunArgs),
+    /// The watermarks of the source's tables and when each moved.
+    Status(EtlSourceArgs),
+    /// Forget the watermarks: the next run copies everything again.
+    Reset(EtlSourceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EtlSourceArgs {
+    /// The source database [env: CLUE_SOURCE_DATABASE_URL, or SOURCE_DB, SOURCE_DB_USER,
+    /// SOURCE_DB_PASSWORD, SOURCE_DB_HOST, SOURCE_DB_PORT].
+    #[arg(long, value_name = "URL")]
+    pub source_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EtlRunArgs {
+    #[command(flatten)]
+    pub source: EtlSourceArgs,
+    /// Keep syncing until stopped.
+    #[arg(long)]
+    pub continuous: bool,
+    /// Seconds between cycles of a continuous sync [env: POLLING_INTERVAL] [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub polling_interval: Option<u64>,
+    /// Orders per transaction [env: BATCH_SIZE] [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 //! call one service and print its report.
 
 pub mod args;
+mod etl;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -27,7 +28,7 @@ use crate::pg::database::Database;
 use crate::serve::{execute, query};
 use crate::settings::{DatabaseTarget, Settings};
 use crate::write::{partitions, rollups};
-use args::{Cli, Command, DbAction, ImportArgs, LogFormat, RollupAction, ServeArgs};
+use args::{Cli, Command, DbAction, EtlAction, ImportArgs, LogFormat, RollupAction, ServeArgs};
 
 /// Exit codes, so scripts can tell a bad file from a missing database.
 pub mod exit {
@@ -150,6 +151,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Datasets => datasets(&settings),
         Command::Rollups { action } => rollups_command(&settings, action).await,
         Command::Db { action } => db_command(&settings, action).await,
+        Command::Etl { action } => etl::command(&settings, action).await,
+        Command::RunEtl(args) => etl::command(&settings, EtlAction::Run(args)).await,
+        Command::RunContinuousEtl(mut args) => {
+            args.continuous = true;
+            etl::command(&settings, EtlAction::Run(args)).await
+        }
     }
 }
 

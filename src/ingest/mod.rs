@@ -1,10 +1,11 @@
-//! Producers that feed the write path: CSV files today; HTTP events,
-//! database sync and warehouse batches next.
+//! Producers that feed the write path: CSV files, HTTP records and
+//! events, the database sync; warehouse batches next.
 //!
 //! Architecture Invariant: producers never use `serve` or the surfaces.
 
 pub mod csv;
 pub mod records;
+pub mod sync;
 
 use crate::domain::dataset::Catalog;
 use crate::domain::rollup::RollupInfo;

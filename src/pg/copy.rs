@@ -227,6 +227,50 @@ impl FieldCodec {
     }
 }
 
+impl PgKind {
+    /// Reads column `idx` of a row as the value this kind of column holds
+    /// (the inverse of [`FieldCodec::write`]), for rows read back from a
+    /// table or a source database.
+    pub fn read(
+        self,
+        row: &tokio_postgres::Row,
+        idx: usize,
+    ) -> Result<Value<'static>, tokio_postgres::Error> {
+        use crate::pg::numeric::ExactNumeric;
+        let value = match self {
+            PgKind::Int2 => row
+                .try_get::<_, Option<i16>>(idx)?
+                .map(|v| Value::Int(v.into())),
+            PgKind::Int4 => row
+                .try_get::<_, Option<i32>>(idx)?
+                .map(|v| Value::Int(v.into())),
+            PgKind::Int8 => row.try_get::<_, Option<i64>>(idx)?.map(Value::Int),
+            PgKind::Float4 => row
+                .try_get::<_, Option<f32>>(idx)?
+                .map(|v| Value::Float(v.into())),
+            PgKind::Float8 => row.try_get::<_, Option<f64>>(idx)?.map(Value::Float),
+            PgKind::Numeric { .. } => row
+                .try_get::<_, Option<ExactNumeric>>(idx)?
+                .map(|v| Value::Num(v.0)),
+            PgKind::Text { .. } => row
+                .try_get::<_, Option<String>>(idx)?
+                .map(|v| Value::Text(Cow::Owned(v))),
+            PgKind::Bool => row.try_get::<_, Option<bool>>(idx)?.map(Value::Bool),
+            PgKind::Date => row
+                .try_get::<_, Option<chrono::NaiveDate>>(idx)?
+                .map(Value::Date),
+            PgKind::Timestamp => row
+                .try_get::<_, Option<chrono::NaiveDateTime>>(idx)?
+                .map(Value::Timestamp),
+            PgKind::TimestampTz => row
+                .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(idx)?
+                .map(Value::TimestampTz),
+            PgKind::Uuid => row.try_get::<_, Option<uuid::Uuid>>(idx)?.map(Value::Uuid),
+        };
+        Ok(value.unwrap_or(Value::Null))
+    }
+}
+
 /// Binary COPY framing.
 pub const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 pub const COPY_TRAILER: &[u8] = &[0xff, 0xff];

@@ -14,6 +14,9 @@ const PARTITIONS: i32 = 1_668_052_325;
 /// Class of the per-dataset locks serializing rollup writers (id: hash of the dataset's name).
 const ROLLUPS: i32 = 1_668_052_326;
 
+/// Class of the session locks held by a running sync (id: hash of the source).
+const SYNC: i32 = 1_668_052_327;
+
 /// Serializes partition changes of one table until the transaction ends.
 pub async fn lock_partitions(
     tx: &impl GenericClient,
@@ -39,4 +42,19 @@ pub async fn lock_rollups(
     )
     .await?;
     Ok(())
+}
+
+/// Takes the session lock of a source's sync without waiting: `false` when
+/// another sync of that source holds it. Released when the session ends.
+pub async fn try_lock_sync(
+    client: &impl GenericClient,
+    source: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&SYNC, &source],
+        )
+        .await?
+        .get(0))
 }

@@ -1,6 +1,6 @@
 //! The only SQL on clue's own tables: schema migrations, import jobs, the
 //! rollup registry, the idempotency ledger (every idempotent write claims
-//! its key there), the advisory-lock keys, and the write notifications.
+//! its key there), the advisory-lock keys, the write notifications, and the sync's watermarks.
 //!
 //! Architecture Invariant: every statement that reads or writes a table in
 //! the `clue` schema, and every advisory lock clue takes, is in this module.
@@ -11,3 +11,4 @@ pub mod locks;
 pub mod migrations;
 pub mod notify;
 pub mod rollups;
+pub mod sync;

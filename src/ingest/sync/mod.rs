@@ -1,0 +1,351 @@
+//! The database sync (prototype 004): a source PostgreSQL's `operations`
+//! schema (orders, their items, customers, products) kept in clue's
+//! `analytics` tables, incrementally, by `updated_at` watermarks.
+//!
+//! A cycle opens one snapshot of the source, bounded by its oldest open
+//! transaction (`source::begin`), reads what changed in each table since
+//! its watermark, turns every change into the orders it touches (an item's
+//! order, a customer's or a product's orders) and replaces those orders'
+//! analytical rows as they are now, batch by batch, each batch advancing
+//! its table's watermark in its own transaction (`sink`). Deleted source
+//! rows are found by comparing ids. The first cycle copies everything.
+//!
+//! Architecture Invariant: the source is only read; a row committed late
+//! or sharing its `updated_at` with others is never skipped (the bound and
+//! the `(updated_at, id)` keyset), and a repeated batch writes the same rows.
+
+mod sink;
+mod source;
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, pin_mut};
+use indicatif::ProgressBar;
+
+pub use sink::Written;
+
+use crate::domain::dataset::Catalog;
+use crate::error::{Classify, ErrorKind};
+use crate::pg::database::{Database, DbError};
+use crate::store;
+use crate::store::sync::Watermark;
+use source::{CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
+
+/// Rows of the first sync's copy per transaction.
+const COPY_BATCH: usize = 20_000;
+
+/// What `clue etl run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub source: tokio_postgres::Config,
+    /// Orders replaced per transaction.
+    pub batch_size: usize,
+    /// Keep syncing, a cycle every this long, until stopped.
+    pub continuous: Option<Duration>,
+    /// Draw a progress bar for the first sync.
+    pub progress: bool,
+}
+
+/// What a sync did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncReport {
+    pub cycles: u64,
+    /// Whether it began with a full copy.
+    pub copied: bool,
+    pub written: Written,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("the source database: {0}")]
+    Source(DbError),
+    #[error(
+        "the source has no table {table}; clue reads prototype 004's operations schema (customers, products, orders, order_items)"
+    )]
+    MissingTable { table: String },
+    #[error("the source's table {table} has no column {column}")]
+    MissingColumn { table: String, column: String },
+    #[error(
+        "the source role may not read {table}; grant it: GRANT USAGE ON SCHEMA operations TO <role>; GRANT SELECT ON ALL TABLES IN SCHEMA operations TO <role>"
+    )]
+    Permission { table: String },
+    #[error(
+        "the source role cannot see other sessions' transactions, so it cannot tell when a late commit is still to come; grant it: GRANT pg_read_all_stats TO <role>"
+    )]
+    CannotSeeTransactions,
+    #[error("another clue etl is syncing {name} (one sync per source at a time)")]
+    AlreadyRunning { name: String },
+    #[error("the analytical tables: {0}")]
+    Target(String),
+    #[error("writing the analytical tables failed: {message}")]
+    Write { message: String, kind: ErrorKind },
+    #[error(transparent)]
+    Schema(#[from] crate::pg::catalog::SchemaError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl SyncError {
+    fn source_query(e: tokio_postgres::Error) -> SyncError {
+        SyncError::Source(DbError::Query(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for SyncError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        SyncError::Db(DbError::Query(e))
+    }
+}
+
+impl From<super::DatasetOfError> for SyncError {
+    fn from(e: super::DatasetOfError) -> Self {
+        match e {
+            super::DatasetOfError::Schema(e) => SyncError::Schema(e),
+            super::DatasetOfError::Rollup(e) => SyncError::Target(e.to_string()),
+            super::DatasetOfError::Db(e) => SyncError::from(e),
+        }
+    }
+}
+
+impl Classify for SyncError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SyncError::Source(e) | SyncError::Db(e) => e.kind(),
+            SyncError::MissingTable { .. }
+            | SyncError::MissingColumn { .. }
+            | SyncError::Permission { .. }
+            | SyncError::CannotSeeTransactions
+            | SyncError::Target(_) => ErrorKind::BadInput,
+            SyncError::AlreadyRunning { .. } => ErrorKind::Conflict,
+            SyncError::Write { kind, .. } => *kind,
+            SyncError::Schema(e) => e.kind(),
+        }
+    }
+}
+
+/// The source's name in clue's watermark table: `host:port/dbname`.
+pub fn source_name(config: &tokio_postgres::Config) -> String {
+    let described = crate::settings::describe_config(config);
+    // `user@host:port/db`: the user does not change what is synced.
+    described
+        .split_once('@')
+        .map_or(described.clone(), |(_, rest)| rest.to_owned())
+}
+
+/// Syncs once, or (continuous) until `stop` resolves; a stop lets the
+/// current batch commit. In continuous mode a failed cycle is logged once
+/// per change of state and retried with backoff.
+pub async fn run(
+    db: &Database,
+    catalog: &Catalog,
+    opts: &SyncOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<SyncReport, SyncError> {
+    let name = source_name(&opts.source);
+    let mut client = db.client().await?;
+    if !store::locks::try_lock_sync(&**client, &name).await? {
+        return Err(SyncError::AlreadyRunning { name });
+    }
+    let sink = sink::Sink::open(&mut client, catalog, name.clone()).await?;
+    let mut report = SyncReport::default();
+    let Some(interval) = opts.continuous else {
+        let mut src = source::connect(&opts.source).await?;
+        source::check(&src).await?;
+        cycle(&mut src, &mut client, &sink, opts, &mut report).await?;
+        return Ok(report);
+    };
+    pin_mut!(stop);
+    let mut src: Option<tokio_postgres::Client> = None;
+    let mut last_error: Option<String> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let attempt = async {
+            if src.as_ref().is_none_or(|c| c.is_closed()) {
+                let c = source::connect(&opts.source).await?;
+                source::check(&c).await?;
+                src = Some(c);
+            }
+            let c = src.as_mut().expect("connected above");
+            cycle(c, &mut client, &sink, opts, &mut report).await
+        };
+        let wait = match attempt.await {
+            Ok(()) => {
+                if last_error.take().is_some() {
+                    tracing::info!("sync recovered");
+                }
+                backoff = Duration::from_secs(1);
+                interval
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text, "sync cycle failed; retrying");
+                    last_error = Some(text);
+                }
+                src = None;
+                let wait = backoff;
+                backoff = (backoff * 2).min(interval.max(Duration::from_secs(1)) * 4);
+                wait
+            }
+        };
+        tokio::select! {
+            () = &mut stop => return Ok(report),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One cycle: the first sync's copy, or what changed since the watermarks;
+/// then the deletes.
+async fn cycle(
+    src: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::Object,
+    sink: &sink::Sink,
+    opts: &SyncOptions,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let marks = store::sync::watermarks(&***client, &sink.source).await?;
+    let (tx, bound) = source::begin(src).await?;
+    let pg: &mut tokio_postgres::Client = client;
+    if marks.is_empty() {
+        copy_all(&tx, pg, sink, bound, opts.progress, report).await?;
+    } else {
+        for table in TABLES {
+            let after = marks
+                .iter()
+                .find(|m| m.source_table == table.name)
+                .map(|m| m.mark);
+            let changes = source::changed(&tx, table, after, bound).await?;
+            for chunk in changes.chunks(opts.batch_size.max(1)) {
+                let ids: Vec<i64> = chunk.iter().map(|c| c.id).collect();
+                let mut orders = source::orders_touched(&tx, table, &ids).await?;
+                orders.sort_unstable();
+                orders.dedup();
+                let last = *chunk.last().expect("a chunk is not empty");
+                let parts: Vec<&[i64]> = orders.chunks(opts.batch_size.max(1)).collect();
+                if parts.is_empty() {
+                    // Nothing to rewrite (a customer without orders): the mark moves on.
+                    let tx_mark = pg.transaction().await?;
+                    store::sync::advance(&tx_mark, &sink.source, table.name, last).await?;
+                    tx_mark.commit().await?;
+                }
+                for (i, part) in parts.iter().enumerate() {
+                    let mark = (i + 1 == parts.len()).then_some((table.name, last));
+                    replace(&tx, pg, sink, part, mark, report).await?;
+                }
+            }
+        }
+    }
+    // Deletes leave no row to read: compare ids.
+    let gone = sink
+        .deleted(
+            pg,
+            &source::ids(&tx, ORDERS).await?,
+            &source::ids(&tx, ORDER_ITEMS).await?,
+        )
+        .await?;
+    for part in gone.chunks(opts.batch_size.max(1)) {
+        replace(&tx, pg, sink, part, None, report).await?;
+    }
+    tx.commit().await.map_err(SyncError::source_query)?;
+    report.cycles += 1;
+    Ok(())
+}
+
+/// Replaces orders `ids` by their rows in the source's snapshot.
+async fn replace(
+    tx: &tokio_postgres::Transaction<'_>,
+    client: &mut tokio_postgres::Client,
+    sink: &sink::Sink,
+    ids: &[i64],
+    mark: Option<(&str, Watermark)>,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let (orders, items) = source::read_orders(tx, ids).await?;
+    let orders = sink::typed(&sink.orders, &orders)?;
+    let items = sink::typed(&sink.items, &items)?;
+    let written = sink
+        .replace_orders(client, ids, &orders, &items, mark)
+        .await?;
+    report.written.orders += written.orders;
+    report.written.items += written.items;
+    report.written.deleted_orders += written.deleted_orders;
+    Ok(())
+}
+
+/// The first sync: every order, then every item, streamed in batches; the
+/// last batch sets every table's watermark to the snapshot's bound.
+async fn copy_all(
+    tx: &tokio_postgres::Transaction<'_>,
+    client: &mut tokio_postgres::Client,
+    sink: &sink::Sink,
+    bound: chrono::NaiveDateTime,
+    progress: bool,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    report.copied = true;
+    let bar = if progress {
+        let bar = ProgressBar::new(source::count(tx).await?);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {human_pos}/{human_len} rows ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("first sync");
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    // Rows with this bound's `updated_at` (or later) are read again by the next cycle.
+    let marks: Vec<(&str, Watermark)> = [ORDERS, ORDER_ITEMS, CUSTOMERS, PRODUCTS]
+        .iter()
+        .map(|t| {
+            (
+                t.name,
+                Watermark {
+                    updated_at: bound,
+                    id: i64::MIN,
+                },
+            )
+        })
+        .collect();
+    for items in [false, true] {
+        let stream = if items {
+            source::all_items(tx).await?
+        } else {
+            source::all_orders(tx).await?
+        };
+        pin_mut!(stream);
+        let table = if items { &sink.items } else { &sink.orders };
+        let mut batch = Vec::with_capacity(COPY_BATCH);
+        loop {
+            let next = stream
+                .next()
+                .await
+                .transpose()
+                .map_err(SyncError::source_query)?;
+            let done = next.is_none();
+            if let Some(row) = next {
+                batch.extend(sink::typed(table, std::slice::from_ref(&row))?);
+            }
+            if batch.len() >= COPY_BATCH || (done && (!batch.is_empty() || items)) {
+                let last = done && items;
+                sink.copy_batch(client, items, &batch, if last { &marks } else { &[] })
+                    .await?;
+                bar.inc(batch.len() as u64);
+                if items {
+                    report.written.items += batch.len() as u64;
+                } else {
+                    report.written.orders += batch.len() as u64;
+                }
+                batch.clear();
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

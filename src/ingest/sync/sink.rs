@@ -1,0 +1,353 @@
+//! Where synced orders land: `analytics.analytical_orders` and
+//! `analytical_order_items` in clue's database. A batch replaces the rows of
+//! its orders (the old ones deleted and taken out of the rollups, the new
+//! ones copied in and added), advances the watermark it covers, and commits
+//! it all at once.
+//!
+//! Architecture Invariant: a batch's rows, rollup deltas, watermark and
+//! write notification commit together, so the rollups equal the facts at
+//! every commit and a restart resumes exactly after the last batch.
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use tokio_postgres::Transaction;
+
+use super::SyncError;
+use crate::domain::dataset::Catalog;
+use crate::domain::delta::Accumulator;
+use crate::domain::rollup::{PartialKind, RollupInfo};
+use crate::domain::value::Value;
+use crate::pg::catalog as schema;
+use crate::pg::copy::{FieldCodec, PgKind};
+use crate::sql::table::Table;
+use crate::store;
+use crate::store::sync::Watermark;
+use crate::write::load::{self, Batch, Produced, Target};
+
+/// One analytical table: its dataset, columns and rollups.
+pub(super) struct SinkTable {
+    table: Table,
+    dataset: String,
+    columns: Vec<String>,
+    codecs: Vec<FieldCodec>,
+    rollups: Option<(Vec<RollupInfo>, String)>,
+}
+
+impl SinkTable {
+    async fn open(
+        client: &mut tokio_postgres::Client,
+        catalog: &Catalog,
+        dataset: &str,
+        columns: &[&str],
+    ) -> Result<SinkTable, SyncError> {
+        let ds = catalog
+            .get(dataset)
+            .map_err(|e| SyncError::Target(e.to_string()))?;
+        let table = schema::load_table(&*client, &ds.table).await?;
+        let codecs = columns
+            .iter()
+            .map(|name| {
+                let column = table.column(name).ok_or_else(|| {
+                    SyncError::Target(format!("{} has no column {name}", ds.table))
+                })?;
+                Ok(FieldCodec {
+                    name: (*name).to_owned(),
+                    kind: PgKind::of(column).ok_or_else(|| {
+                        SyncError::Target(format!(
+                            "{}.{name} has a type clue cannot copy",
+                            ds.table
+                        ))
+                    })?,
+                    nullable: !column.not_null,
+                    rule: None,
+                })
+            })
+            .collect::<Result<Vec<_>, SyncError>>()?;
+        let (_, rollups) = crate::ingest::dataset_of(client, catalog, &table).await?;
+        if let Some((infos, _)) = &rollups
+            && infos
+                .iter()
+                .flat_map(|i| &i.partials)
+                .any(|p| !matches!(p.kind, PartialKind::Sum | PartialKind::Count))
+        {
+            return Err(SyncError::Target(format!(
+                "dataset {dataset} has a min or max rollup partial, which updates and deletes cannot keep exact"
+            )));
+        }
+        Ok(SinkTable {
+            table,
+            dataset: dataset.to_owned(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            codecs,
+            rollups,
+        })
+    }
+
+    fn accumulator(&self) -> Option<Accumulator> {
+        let (infos, time) = self.rollups.as_ref()?;
+        Accumulator::new(infos, time, |c| self.columns.iter().position(|x| x == c))
+    }
+
+    /// Replaces the rows whose `key` column is in `keys` by `rows` (typed
+    /// as the columns), inside `tx`: the old ones leave the rollups, the
+    /// new ones enter them. Returns how many rows were deleted.
+    async fn replace(
+        &self,
+        tx: &Transaction<'_>,
+        key: &str,
+        keys: &[i64],
+        rows: &[Vec<Value<'static>>],
+    ) -> Result<u64, SyncError> {
+        let mut deltas = self.accumulator();
+        let deleted = tx
+            .query(
+                &format!(
+                    "DELETE FROM {} WHERE {} = ANY($1) RETURNING {}",
+                    self.table.table.quoted(),
+                    crate::sql::quote_ident(key),
+                    self.columns
+                        .iter()
+                        .map(|c| crate::sql::quote_ident(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[&keys],
+            )
+            .await?;
+        for row in &deleted {
+            let old = self
+                .codecs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.kind.read(row, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(d) = deltas.as_mut() {
+                d.remove(&old);
+            }
+        }
+        let mut out = BytesMut::new();
+        for row in rows {
+            out.extend_from_slice(&(self.codecs.len() as i16).to_be_bytes());
+            for (codec, value) in self.codecs.iter().zip(row) {
+                codec
+                    .write(value, &mut out)
+                    .map_err(|v| SyncError::Target(format!("{}: {}", codec.name, v.reason)))?;
+            }
+            if let Some(d) = deltas.as_mut() {
+                d.add(row);
+            }
+        }
+        let (sender, receiver) = mpsc::channel(1);
+        if !rows.is_empty() {
+            sender
+                .try_send(Batch::Rows(out.freeze()))
+                .expect("an empty channel takes one batch");
+        }
+        drop(sender);
+        let produced = Produced {
+            rows_loaded: rows.len() as u64,
+            deltas,
+            ..Produced::default()
+        };
+        let target = Target {
+            table: &self.table,
+            columns: &self.columns,
+            error_table: None,
+            dataset: Some(&self.dataset),
+            job: None,
+            claims: &[],
+        };
+        load::load_in(tx, target, receiver, || {
+            Ok::<_, std::convert::Infallible>(produced)
+        })
+        .await
+        .map_err(|e| match e {
+            load::LoadError::Database { message, kind } => SyncError::Write { message, kind },
+            load::LoadError::Concurrent | load::LoadError::Duplicate { .. } => SyncError::Write {
+                message: "a key of the analytical tables was written concurrently".into(),
+                kind: crate::error::ErrorKind::Conflict,
+            },
+            load::LoadError::Producer(never) => match never {},
+        })?;
+        Ok(deleted.len() as u64)
+    }
+
+    /// The ids in this table (by `key`) that `present` lacks.
+    async fn missing(
+        &self,
+        client: &tokio_postgres::Client,
+        key: &str,
+        present: &[i64],
+        report: &str,
+    ) -> Result<Vec<i64>, SyncError> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT DISTINCT t.{report} FROM {} t
+                       LEFT JOIN unnest($1::int8[]) AS s(id) ON s.id = t.{key}
+                      WHERE s.id IS NULL",
+                    self.table.table.quoted(),
+                    key = crate::sql::quote_ident(key),
+                    report = crate::sql::quote_ident(report),
+                ),
+                &[&present],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// Typed rows of a source query, as a sink table's columns.
+pub(super) fn typed(
+    table: &SinkTable,
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Vec<Value<'static>>>, SyncError> {
+    rows.iter()
+        .map(|row| {
+            table
+                .codecs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.kind.read(row, i).map_err(SyncError::source_query))
+                .collect()
+        })
+        .collect()
+}
+
+pub(super) const ORDER_COLUMNS: [&str; 12] = [
+    "order_id",
+    "customer_id",
+    "customer_name",
+    "order_date",
+    "delivery_date",
+    "status",
+    "total_items",
+    "total_amount",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "updated_by",
+];
+pub(super) const ITEM_COLUMNS: [&str; 13] = [
+    "id",
+    "order_id",
+    "product_id",
+    "product_name",
+    "quantity",
+    "price",
+    "amount",
+    "order_status",
+    "delivery_date",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "updated_by",
+];
+
+/// The two analytical tables of one source.
+pub(super) struct Sink {
+    pub orders: SinkTable,
+    pub items: SinkTable,
+    /// The source's name in the watermark table.
+    pub source: String,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    pub orders: u64,
+    pub items: u64,
+    pub deleted_orders: u64,
+}
+
+impl Sink {
+    pub(super) async fn open(
+        client: &mut tokio_postgres::Client,
+        catalog: &Catalog,
+        source: String,
+    ) -> Result<Sink, SyncError> {
+        Ok(Sink {
+            orders: SinkTable::open(client, catalog, "analytical_orders", &ORDER_COLUMNS).await?,
+            items: SinkTable::open(client, catalog, "analytical_order_items", &ITEM_COLUMNS)
+                .await?,
+            source,
+        })
+    }
+
+    /// Replaces orders `ids` (and all their items) by their current rows,
+    /// advancing `mark` with them.
+    pub(super) async fn replace_orders(
+        &self,
+        client: &mut tokio_postgres::Client,
+        ids: &[i64],
+        orders: &[Vec<Value<'static>>],
+        items: &[Vec<Value<'static>>],
+        mark: Option<(&str, Watermark)>,
+    ) -> Result<Written, SyncError> {
+        let tx = client.transaction().await?;
+        let deleted_items = self.items.replace(&tx, "order_id", ids, items).await?;
+        let deleted = self.orders.replace(&tx, "order_id", ids, orders).await?;
+        if let Some((table, mark)) = mark {
+            store::sync::advance(&tx, &self.source, table, mark).await?;
+        }
+        tx.commit().await?;
+        let _ = deleted_items;
+        Ok(Written {
+            orders: orders.len() as u64,
+            items: items.len() as u64,
+            deleted_orders: deleted.saturating_sub(orders.len() as u64),
+        })
+    }
+
+    /// The first sync's batches: rows of one table replaced by id, then
+    /// (with the last batch) every watermark set.
+    pub(super) async fn copy_batch(
+        &self,
+        client: &mut tokio_postgres::Client,
+        items: bool,
+        rows: &[Vec<Value<'static>>],
+        marks: &[(&str, Watermark)],
+    ) -> Result<(), SyncError> {
+        let tx = client.transaction().await?;
+        let (table, key) = if items {
+            (&self.items, "id")
+        } else {
+            (&self.orders, "order_id")
+        };
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| match r[0] {
+                Value::Int(i) => i,
+                _ => 0,
+            })
+            .collect();
+        table.replace(&tx, key, &ids, rows).await?;
+        for (name, mark) in marks {
+            store::sync::advance(&tx, &self.source, name, *mark).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The orders to replace because the source deleted them or some of
+    /// their items: ids in the analytical tables missing from the source's.
+    pub(super) async fn deleted(
+        &self,
+        client: &tokio_postgres::Client,
+        source_orders: &[i64],
+        source_items: &[i64],
+    ) -> Result<Vec<i64>, SyncError> {
+        let mut ids = self
+            .orders
+            .missing(client, "order_id", source_orders, "order_id")
+            .await?;
+        ids.extend(
+            self.items
+                .missing(client, "id", source_items, "order_id")
+                .await?,
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+}
