@@ -250,6 +250,15 @@ pub fn clue_with(args: &[&str], env: &[(&str, &str)]) -> Run {
         "CLUE_DB_PWD",
         "CLUE_HOME",
         "CLUE_PG_BIN",
+        "CLUE_SOURCE_DATABASE_URL",
+        "SOURCE_DB",
+        "SOURCE_DB_USER",
+        "SOURCE_DB_PASSWORD",
+        "SOURCE_DB_HOST",
+        "SOURCE_DB_PORT",
+        "BATCH_SIZE",
+        "POLLING_INTERVAL",
+        "OUTPUT_DIRECTORY",
     ] {
         cmd.env_remove(var);
     }

@@ -15,3 +15,4 @@ mod ledger;
 mod rollups;
 mod sales;
 mod schema;
+mod sync;
