@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{country, events, health, learning, query, reports, sales};
+use routes::{country, delivery, events, health, learning, query, reports, sales};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
@@ -102,6 +102,7 @@ impl Default for Limits {
         (name = "query", description = "The generic query over declared datasets."),
         (name = "learning", description = "Prototype 003's learning logs: records and per-user summaries."),
         (name = "sales", description = "Prototype 001's sales events: one per ID_ORDER (a replay answers the stored event), read back one by one or a page at a time."),
+        (name = "delivery", description = "Prototype 004's delivery reports over the orders `clue etl run` syncs from a source database; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -123,6 +124,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(country::country_contribution))
         .routes(routes!(country::top_country_relationships))
         .routes(routes!(country::repeat_buyer_revenue))
+        .routes(routes!(delivery::open_orders))
+        .routes(routes!(delivery::top_delivery_dates))
+        .routes(routes!(delivery::pending_items))
+        .routes(routes!(delivery::top_customers))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

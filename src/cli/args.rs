@@ -181,12 +181,37 @@ pub enum Command {
         #[command(subcommand)]
         action: EtlAction,
     },
+    /// Write prototype 004's delivery reports as CSV files (each written whole or not at all).
+    ExportReports(ExportArgs),
     /// Prototype 004's name for `clue etl run`.
     #[command(name = "run-etl", hide = true)]
     RunEtl(EtlRunArgs),
     /// Prototype 004's name for `clue etl run --continuous`.
     #[command(name = "run-continuous-etl", hide = true)]
     RunContinuousEtl(EtlRunArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("reports").required(true).multiple(true)))]
+pub struct ExportArgs {
+    /// All four reports.
+    #[arg(long, group = "reports")]
+    pub all: bool,
+    /// open_orders_by_date_status.csv
+    #[arg(long, group = "reports")]
+    pub open_orders: bool,
+    /// top_delivery_dates.csv
+    #[arg(long, group = "reports")]
+    pub top_dates: bool,
+    /// pending_items_by_product.csv
+    #[arg(long, group = "reports")]
+    pub pending_items: bool,
+    /// top_customers_with_pending_orders.csv
+    #[arg(long, group = "reports")]
+    pub top_customers: bool,
+    /// Where to write [env: OUTPUT_DIRECTORY] [default: output].
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

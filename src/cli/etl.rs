@@ -1,9 +1,10 @@
-//! `clue etl run | status | reset`: the database sync's commands (prototype
-//! 004's `run-etl` and `run-continuous-etl` are aliases of `etl run`).
+//! `clue etl run | status | reset` and `clue export-reports`: the database
+//! sync's commands (prototype 004's `run-etl` and `run-continuous-etl` are
+//! aliases of `etl run`) and its reports as files.
 
 use std::io::IsTerminal;
 
-use super::args::{EtlAction, EtlRunArgs, EtlSourceArgs};
+use super::args::{EtlAction, EtlRunArgs, EtlSourceArgs, ExportArgs};
 use super::with_db;
 use crate::app;
 use crate::error::Error;
@@ -115,5 +116,60 @@ async fn reset(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     })
     .await?;
     println!("Forgot {n} watermark(s) of {name}; the next run copies everything.");
+    Ok(())
+}
+
+/// Writes the chosen reports into the output directory, each through a
+/// temporary file renamed into place: a crash never leaves half a file.
+pub(super) async fn export_reports(settings: &Settings, args: &ExportArgs) -> Result<(), Error> {
+    use crate::serve::delivery::{self, DeliveryReport};
+    let sync = SyncSettings::resolve(
+        SyncFlags {
+            output_dir: args.output.as_deref(),
+            ..SyncFlags::default()
+        },
+        |name| std::env::var(name).ok(),
+    )?;
+    let chosen: Vec<DeliveryReport> = DeliveryReport::ALL
+        .into_iter()
+        .filter(|r| {
+            args.all
+                || match r {
+                    DeliveryReport::OpenOrders => args.open_orders,
+                    DeliveryReport::TopDeliveryDates => args.top_dates,
+                    DeliveryReport::PendingItems => args.pending_items,
+                    DeliveryReport::TopCustomers => args.top_customers,
+                }
+        })
+        .collect();
+    let catalog = app::catalog(settings)?;
+    let dir = sync.output_dir.clone();
+    let io = |what: String, e: std::io::Error| {
+        crate::error::Error::new(crate::error::ErrorKind::BadInput, format!("{what}: {e}"))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io(format!("create {}", dir.display()), e))?;
+    let written = with_db(settings, async |db| {
+        let mut written = Vec::new();
+        for report in &chosen {
+            let (rows, _) = delivery::run(db, &catalog, None, *report).await?;
+            let body = rows.to_csv().map_err(|e| {
+                crate::error::Error::new(crate::error::ErrorKind::Internal, e.to_string())
+            })?;
+            let path = dir.join(report.file_name());
+            let mut file = tempfile::NamedTempFile::new_in(&dir)
+                .map_err(|e| io(format!("write in {}", dir.display()), e))?;
+            std::io::Write::write_all(&mut file, &body)
+                .and_then(|()| file.as_file().sync_all())
+                .map_err(|e| io(format!("write {}", path.display()), e))?;
+            file.persist(&path)
+                .map_err(|e| io(format!("write {}", path.display()), e.error))?;
+            written.push(path);
+        }
+        Ok(written)
+    })
+    .await?;
+    for path in written {
+        println!("Wrote {}.", path.display());
+    }
     Ok(())
 }

@@ -152,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Rollups { action } => rollups_command(&settings, action).await,
         Command::Db { action } => db_command(&settings, action).await,
         Command::Etl { action } => etl::command(&settings, action).await,
+        Command::ExportReports(args) => etl::export_reports(&settings, &args).await,
         Command::RunEtl(args) => etl::command(&settings, EtlAction::Run(args)).await,
         Command::RunContinuousEtl(mut args) => {
             args.continuous = true;

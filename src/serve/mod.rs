@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod country;
+pub mod delivery;
 pub mod execute;
 pub mod feedback;
 pub mod query;

@@ -20,6 +20,23 @@ use crate::serve::cache::Cache;
 use crate::serve::execute::{self, Cell, Row};
 use crate::serve::query::{OrderRequest, QueryError, QueryRequest};
 
+/// A report row as CSV: the header every report of its kind has, and its
+/// record (for `?format=csv` and `clue export-reports` alike).
+pub trait CsvRow {
+    const HEADER: &'static [&'static str];
+    fn record(&self) -> Vec<String>;
+}
+
+/// Rows as a CSV document with its header.
+pub fn to_csv<T: CsvRow>(rows: &[T]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(T::HEADER)?;
+    for row in rows {
+        w.write_record(row.record())?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
 /// An exact amount of money: serialized as a JSON number with exactly two
 /// decimals (`70575.00`), never passed through a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

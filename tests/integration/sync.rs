@@ -306,3 +306,115 @@ async fn a_missing_or_wrong_source_is_one_clear_error() {
         "the source's table operations.order_items has no column quanity",
     );
 }
+
+/// The prototype's report queries as coded, on the synced tables, as CSV
+/// with the report's header.
+async fn prototype_report(clue: &TestDb, header: &str, sql: &str) -> String {
+    let mut out = format!("{header}\n");
+    for line in clue.strings(sql).await {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_delivery_reports_equal_the_prototypes_sql_as_files_and_over_http() {
+    let app = crate::helpers::serve_with_timeout(TestDb::new().await, None).await;
+    let source = Source::new().await;
+    source.seed(400).await;
+    source
+        .exec(
+            "UPDATE operations.orders SET status = 'CANCELLED' WHERE order_id % 9 = 0;
+               UPDATE operations.orders SET delivery_date = NULL WHERE order_id = 5;",
+        )
+        .await;
+    etl(&app.db, &source, &[]).ok();
+    let open = "status NOT IN ('COMPLETED', 'CANCELLED') AND delivery_date IS NOT NULL";
+    let expected = [
+        (
+            "open_orders_by_date_status.csv",
+            "open-orders",
+            prototype_report(&app.db, "delivery_date,status,order_count", &format!(
+                "SELECT concat_ws(',', delivery_date, status, count(*)) FROM analytics.analytical_orders
+                  WHERE {open} GROUP BY delivery_date, status ORDER BY delivery_date, status"
+            )).await,
+        ),
+        (
+            "top_delivery_dates.csv",
+            "top-delivery-dates",
+            prototype_report(&app.db, "delivery_date,order_count,unique_customers", &format!(
+                "SELECT concat_ws(',', delivery_date, count(*), count(DISTINCT customer_id)) FROM analytics.analytical_orders
+                  WHERE {open} GROUP BY delivery_date ORDER BY count(*) DESC, delivery_date LIMIT 3"
+            )).await,
+        ),
+        (
+            "pending_items_by_product.csv",
+            "pending-items",
+            prototype_report(&app.db, "product_id,product_name,pending_quantity,total_pending_value",
+                "SELECT concat_ws(',', product_id, product_name, sum(quantity), round(sum(quantity * price), 2))
+                   FROM analytics.analytical_order_items WHERE order_status = 'PENDING' AND delivery_date IS NOT NULL
+                  GROUP BY product_id, product_name ORDER BY sum(quantity) DESC, product_id"
+            ).await,
+        ),
+        (
+            "top_customers_with_pending_orders.csv",
+            "top-customers",
+            prototype_report(&app.db, "customer_id,customer_name,pending_order_count,total_pending_amount",
+                "SELECT concat_ws(',', customer_id, customer_name, count(*), round(sum(total_amount), 2))
+                   FROM analytics.analytical_orders WHERE status = 'PENDING' AND delivery_date IS NOT NULL
+                  GROUP BY customer_id, customer_name ORDER BY count(*) DESC, sum(total_amount) DESC, customer_id LIMIT 3"
+            ).await,
+        ),
+    ];
+    let dir = crate::helpers::scratch_dir();
+    let out = dir.path().join("reports");
+    let run = clue_with(
+        &["export-reports", "--all", "--output", out.to_str().unwrap()],
+        &[("CLUE_DATABASE_URL", &app.db.url)],
+    )
+    .ok();
+    assert_eq!(run.stdout.matches("Wrote ").count(), 4, "{}", run.stdout);
+    for (file, slug, expect) in &expected {
+        assert!(expect.lines().count() > 1, "{file} has rows to compare");
+        let written = std::fs::read_to_string(out.join(file)).unwrap();
+        assert_eq!(&written, expect, "{file}");
+        let r = app.get(&format!("/reports/{slug}?format=csv")).await;
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        assert_eq!(&r.text().await.unwrap(), expect, "GET /reports/{slug}");
+    }
+    // Served by the rollups the sync keeps.
+    for (slug, rollup) in [
+        ("open-orders", "analytical_orders_day_status"),
+        ("pending-items", "analytical_order_items_month_product_status"),
+        ("top-customers", "analytical_orders_month_customer_status"),
+    ] {
+        let r = app.get(&format!("/reports/{slug}")).await;
+        let served = r.headers()["clue-served-from"].to_str().unwrap().to_owned();
+        assert!(served.contains(rollup), "{slug}: {served}");
+    }
+    let r = app.get("/reports/top-customers").await;
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert!(json[0]["total_pending_amount"].is_number(), "{json}");
+
+    // One report alone; no choice is a usage error.
+    let only = dir.path().join("only");
+    clue_with(
+        &[
+            "export-reports",
+            "--top-dates",
+            "--output",
+            only.to_str().unwrap(),
+        ],
+        &[("CLUE_DATABASE_URL", &app.db.url)],
+    )
+    .ok();
+    let names: Vec<String> = std::fs::read_dir(&only)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["top_delivery_dates.csv"]);
+    let none = clue_with(&["export-reports"], &[("CLUE_DATABASE_URL", &app.db.url)]);
+    assert_eq!(none.code, 2, "{}", none.stderr);
+}

@@ -3,6 +3,7 @@
 //! health; and what the write handlers share.
 
 pub(super) mod country;
+pub(super) mod delivery;
 pub(super) mod events;
 pub(super) mod health;
 pub(super) mod learning;

@@ -13,16 +13,11 @@ use crate::api::caching::{cached, describe_sources};
 use crate::api::params::{BreakdownParams, Format, ReportParams, parse_params};
 use crate::api::problem::{ApiError, Problem, query_error};
 use crate::error::{Error, ErrorKind};
+pub(super) use crate::serve::reports::CsvRow;
 use crate::serve::reports::{
     self as report, MonthlySalesBreakdown, MonthlySalesSummary, Report, ReportRows,
     TopProductByRevenue,
 };
-
-/// A report row as CSV.
-pub(super) trait CsvRow {
-    const HEADER: &'static [&'static str];
-    fn record(&self) -> Vec<String>;
-}
 
 impl CsvRow for MonthlySalesSummary {
     const HEADER: &'static [&'static str] = &["month", "quantity", "revenue"];
@@ -72,17 +67,10 @@ pub(super) fn render<T: Serialize + CsvRow>(
             Bytes::from(serde_json::to_vec(&rows).map_err(|e| internal(e.to_string()))?),
             "application/json",
         )),
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(T::HEADER)
-                .map_err(|e| internal(e.to_string()))?;
-            for row in &rows {
-                w.write_record(row.record())
-                    .map_err(|e| internal(e.to_string()))?;
-            }
-            let body = w.into_inner().map_err(|e| internal(e.to_string()))?;
-            Ok((Bytes::from(body), "text/csv; charset=utf-8"))
-        }
+        Format::Csv => Ok((
+            Bytes::from(report::to_csv(&rows).map_err(|e| internal(e.to_string()))?),
+            "text/csv; charset=utf-8",
+        )),
     }
 }
 
