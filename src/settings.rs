@@ -24,8 +24,8 @@ pub enum ConfigError {
         source_name: &'static str,
         reason: String,
     },
-    #[error("CLUE_DB_PORT must be a port number (1-65535), got {0:?}")]
-    InvalidPort(String),
+    #[error("{name} must be a port number (1-65535), got {value:?}")]
+    InvalidPort { name: &'static str, value: String },
     #[error("{name} must be {what}, got {value:?}")]
     InvalidNumber {
         name: &'static str,
@@ -130,8 +130,13 @@ impl SyncSettings {
                     .unwrap_or("127.0.0.1")
                     .trim(),
             );
-            let port = match number("SOURCE_DB_PORT")? {
-                Some(p) => u16::try_from(p).map_err(|_| ConfigError::InvalidPort(p.to_string()))?,
+            let port = match nonempty("SOURCE_DB_PORT") {
+                Some(p) => p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or(
+                    ConfigError::InvalidPort {
+                        name: "SOURCE_DB_PORT",
+                        value: p,
+                    },
+                )?,
                 None => 5432,
             };
             config.port(port);
@@ -235,12 +240,12 @@ impl DatabaseTarget {
             let mut config = tokio_postgres::Config::new();
             config.host(nonempty("CLUE_DB_HOST").as_deref().unwrap_or("127.0.0.1"));
             let port = match nonempty("CLUE_DB_PORT") {
-                Some(p) => p
-                    .trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or(ConfigError::InvalidPort(p))?,
+                Some(p) => p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or(
+                    ConfigError::InvalidPort {
+                        name: "CLUE_DB_PORT",
+                        value: p,
+                    },
+                )?,
                 None => 5432,
             };
             config.port(port);
@@ -368,6 +373,79 @@ mod tests {
             None,
             &[("CLUE_DATABASE_URL", ""), ("CLUE_DB", " ")],
             "clue's embedded cluster in .clue",
+        );
+    }
+
+    /// The sync's source and knobs: `(flag, environment) -> description`.
+    #[test]
+    fn sync_settings_from_flags_and_prototype_variables() {
+        let check = |flags: SyncFlags<'_>, env: &[(&str, &str)], expect: &str| {
+            let got = SyncSettings::resolve(flags, |name| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .map(|s| {
+                format!(
+                    "{} batch {} every {}s into {}",
+                    s.source.as_ref().map_or("none".into(), describe_config),
+                    s.batch_size,
+                    s.polling_interval.as_secs(),
+                    s.output_dir.display()
+                )
+            })
+            .unwrap_or_else(|e| format!("error: {e}"));
+            assert_eq!(got, expect, "{env:?}");
+        };
+        check(
+            SyncFlags::default(),
+            &[],
+            "none batch 1000 every 60s into output",
+        );
+        check(
+            SyncFlags::default(),
+            &[
+                ("SOURCE_DB", "finance_db"),
+                ("SOURCE_DB_USER", "finance_db_user"),
+                ("SOURCE_DB_PASSWORD", "1234"),
+                ("SOURCE_DB_HOST", "localhost  "),
+                ("SOURCE_DB_PORT", "5433"),
+                ("BATCH_SIZE", "500"),
+                ("POLLING_INTERVAL", "30"),
+                ("OUTPUT_DIRECTORY", "./reports"),
+            ],
+            "finance_db_user@localhost:5433/finance_db batch 500 every 30s into ./reports",
+        );
+        check(
+            SyncFlags {
+                source_url: Some("postgresql://a@h:1/d"),
+                batch_size: Some(7),
+                polling_interval: Some(2),
+                output_dir: Some(std::path::Path::new("out")),
+            },
+            &[
+                ("CLUE_SOURCE_DATABASE_URL", "postgresql://b@h:2/e"),
+                ("BATCH_SIZE", "500"),
+            ],
+            "a@h:1/d batch 7 every 2s into out",
+        );
+        check(
+            SyncFlags::default(),
+            &[
+                ("CLUE_SOURCE_DATABASE_URL", "postgresql://b@h:2/e"),
+                ("SOURCE_DB", "x"),
+            ],
+            "b@h:2/e batch 1000 every 60s into output",
+        );
+        check(
+            SyncFlags::default(),
+            &[("POLLING_INTERVAL", "soon")],
+            "error: POLLING_INTERVAL must be a whole number from 1, got \"soon\"",
+        );
+        check(
+            SyncFlags::default(),
+            &[("SOURCE_DB", "d"), ("SOURCE_DB_PORT", "70000")],
+            "error: SOURCE_DB_PORT must be a port number (1-65535), got \"70000\"",
         );
     }
 

@@ -386,7 +386,10 @@ async fn the_delivery_reports_equal_the_prototypes_sql_as_files_and_over_http() 
     // Served by the rollups the sync keeps.
     for (slug, rollup) in [
         ("open-orders", "analytical_orders_day_status"),
-        ("pending-items", "analytical_order_items_month_product_status"),
+        (
+            "pending-items",
+            "analytical_order_items_month_product_status",
+        ),
         ("top-customers", "analytical_orders_month_customer_status"),
     ] {
         let r = app.get(&format!("/reports/{slug}")).await;
