@@ -421,3 +421,47 @@ async fn the_delivery_reports_equal_the_prototypes_sql_as_files_and_over_http() 
     let none = clue_with(&["export-reports"], &[("CLUE_DATABASE_URL", &app.db.url)]);
     assert_eq!(none.code, 2, "{}", none.stderr);
 }
+
+#[tokio::test]
+async fn a_sync_killed_between_batches_resumes_without_loss() {
+    let (clue, source) = (TestDb::new().await, Source::new().await);
+    source.seed(600).await;
+    etl(&clue, &source, &[]).ok();
+    source
+        .exec("UPDATE operations.orders SET status = 'CANCELLED'")
+        .await;
+    // One order a transaction: killed after some have committed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args(["etl", "run", "--batch-size", "1", "--no-progress"])
+        .env("CLUE_DATABASE_URL", &clue.url)
+        .env("CLUE_SOURCE_DATABASE_URL", &source.db.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cancelled = async || {
+        clue.value::<i64>(
+            "SELECT count(*) FROM analytics.analytical_orders WHERE status = 'CANCELLED'",
+        )
+        .await
+    };
+    for _ in 0..500 {
+        if cancelled().await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = cancelled().await;
+    assert!(
+        (1..600).contains(&at_kill),
+        "killed between batches: {at_kill} of 600 written"
+    );
+    // The rollups are exact at every commit, the kill included.
+    let verify = clue.clue(&["rollups", "verify"]).ok();
+    assert!(!verify.stdout.contains("differ"), "{}", verify.stdout);
+    etl(&clue, &source, &[]).ok();
+    assert_eq!(cancelled().await, 600);
+    check_in_sync(&clue, &source).await;
+}
