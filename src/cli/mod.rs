@@ -375,7 +375,27 @@ async fn demo_command(settings: &Settings, rows: u64, args: &ServeArgs) -> Resul
                 data.rows
             );
         }
-        serve(db.clone(), catalog, args, Some(&data)).await
+        // The delivery source, its activity and the sync run beside the
+        // server; a server without the right to create it goes on without.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let delivery = match demo::delivery::source(&db).await {
+            Ok(config) => Some(tokio::spawn(demo::delivery::run(
+                db.clone(),
+                catalog.clone(),
+                config,
+                stopped,
+            ))),
+            Err(e) => {
+                eprintln!("No delivery demo (the sync's source could not be made: {e}).");
+                None
+            }
+        };
+        let served = serve(db.clone(), catalog, args, Some(&data)).await;
+        let _ = stop.send(true);
+        if let Some(task) = delivery {
+            let _ = task.await;
+        }
+        served
     }
     .await;
     close_shared(db).await?;
@@ -436,6 +456,11 @@ async fn serve(
     println!(
         "  learning:      {base}/users/user01/summary?from=2025-01-01&to=2025-12-31T23:59:59&granularity=month"
     );
+    if demo.is_some() {
+        println!(
+            "  deliveries:    {base}/reports/open-orders  (synced every second from a busy source)"
+        );
+    }
     app.run_until(api::shutdown_signal())
         .await
         .map_err(|e| failure(ErrorKind::Internal, e.to_string()))

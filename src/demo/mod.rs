@@ -11,6 +11,7 @@ use crate::ingest::csv::{self as import, ImportOptions, NamedSchema};
 use crate::pg::catalog as schema;
 use crate::pg::database::Database;
 
+pub mod delivery;
 pub mod events;
 pub mod generate;
 

@@ -693,6 +693,32 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
     }
     assert_eq!(feedback[0]["category"], "clothing", "{feedback}");
     assert_eq!(feedback.as_array().map(Vec::len), Some(3), "{feedback}");
+    // The delivery reports, synced every second from a busy source, move.
+    let open_total = async || -> i64 {
+        let rows: Value = reqwest::get(format!("{base}/reports/open-orders"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["order_count"].as_i64().unwrap())
+            .sum()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let total = open_total().await;
+        if total > 0 && seen.last() != Some(&total) {
+            seen.push(total);
+        }
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen.len() >= 2, "the open orders did not move: {seen:?}");
     assert_eq!(interrupt(&mut child), 0);
     let log = errors.join().unwrap();
     assert!(log.contains("Recorded 20000 sales events"), "{log}");

@@ -18,7 +18,7 @@ impl Source {
         let db = TestDb::new().await;
         db.client()
             .await
-            .batch_execute(include_str!("../fixtures/delivery_source.sql"))
+            .batch_execute(include_str!("../../sql/delivery_source.sql"))
             .await
             .unwrap();
         Source { db }
