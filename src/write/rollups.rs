@@ -382,6 +382,35 @@ pub async fn ensure(
     Ok(report)
 }
 
+/// Recomputes rollups of `dataset` from its facts inside `tx`, for a bulk
+/// load that kept no deltas: under the dataset's lock, each emptied and
+/// refilled in key order, so at the commit they equal the facts.
+pub async fn refill_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    dataset: &Dataset,
+    table: &Table,
+    infos: &[RollupInfo],
+) -> Result<(), tokio_postgres::Error> {
+    locks::lock_rollups(tx, &dataset.name).await?;
+    for info in infos {
+        let table_sql = rollup_table(&info.name);
+        tx.batch_execute(&format!("DELETE FROM {table_sql}"))
+            .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} ({}) {} ORDER BY {}",
+                table_sql,
+                data_columns(info).join(", "),
+                aggregate_sql(info, dataset, table),
+                key_positions(info)
+            ),
+            &[],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The result of comparing one rollup with its fact table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {

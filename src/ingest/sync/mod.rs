@@ -19,7 +19,7 @@ mod source;
 
 use std::time::Duration;
 
-use futures_util::{StreamExt, pin_mut};
+use futures_util::pin_mut;
 use indicatif::ProgressBar;
 
 pub use sink::Written;
@@ -31,8 +31,9 @@ use crate::store;
 use crate::store::sync::Watermark;
 use source::{CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
 
-/// Rows of the first sync's copy per transaction.
-const COPY_BATCH: usize = 20_000;
+/// How often a continuous sync compares ids to find deleted rows (a full
+/// read of the source's ids; a one-shot run always does).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// What `clue etl run` was asked to do.
 #[derive(Debug, Clone)]
@@ -151,14 +152,16 @@ pub async fn run(
     let Some(interval) = opts.continuous else {
         let mut src = source::connect(&opts.source).await?;
         source::check(&src).await?;
-        cycle(&mut src, &mut client, &sink, opts, &mut report).await?;
+        cycle(&mut src, &mut client, &sink, opts, true, &mut report).await?;
         return Ok(report);
     };
     pin_mut!(stop);
     let mut src: Option<tokio_postgres::Client> = None;
     let mut last_error: Option<String> = None;
     let mut backoff = Duration::from_secs(1);
+    let mut swept: Option<std::time::Instant> = None;
     loop {
+        let sweep = swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
         let attempt = async {
             if src.as_ref().is_none_or(|c| c.is_closed()) {
                 let c = source::connect(&opts.source).await?;
@@ -166,10 +169,13 @@ pub async fn run(
                 src = Some(c);
             }
             let c = src.as_mut().expect("connected above");
-            cycle(c, &mut client, &sink, opts, &mut report).await
+            cycle(c, &mut client, &sink, opts, sweep, &mut report).await
         };
         let wait = match attempt.await {
             Ok(()) => {
+                if sweep {
+                    swept = Some(std::time::Instant::now());
+                }
                 if last_error.take().is_some() {
                     tracing::info!("sync recovered");
                 }
@@ -196,12 +202,13 @@ pub async fn run(
 }
 
 /// One cycle: the first sync's copy, or what changed since the watermarks;
-/// then the deletes.
+/// then (`sweep`) the deletes.
 async fn cycle(
     src: &mut tokio_postgres::Client,
     client: &mut deadpool_postgres::Object,
     sink: &sink::Sink,
     opts: &SyncOptions,
+    sweep: bool,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let marks = store::sync::watermarks(&***client, &sink.source).await?;
@@ -237,15 +244,17 @@ async fn cycle(
         }
     }
     // Deletes leave no row to read: compare ids.
-    let gone = sink
-        .deleted(
-            pg,
-            &source::ids(&tx, ORDERS).await?,
-            &source::ids(&tx, ORDER_ITEMS).await?,
-        )
-        .await?;
-    for part in gone.chunks(opts.batch_size.max(1)) {
-        replace(&tx, pg, sink, part, None, report).await?;
+    if sweep {
+        let gone = sink
+            .deleted(
+                pg,
+                &source::ids(&tx, ORDERS).await?,
+                &source::ids(&tx, ORDER_ITEMS).await?,
+            )
+            .await?;
+        for part in gone.chunks(opts.batch_size.max(1)) {
+            replace(&tx, pg, sink, part, None, report).await?;
+        }
     }
     tx.commit().await.map_err(SyncError::source_query)?;
     report.cycles += 1;
@@ -310,42 +319,13 @@ async fn copy_all(
             )
         })
         .collect();
-    for items in [false, true] {
-        let stream = if items {
-            source::all_items(tx).await?
-        } else {
-            source::all_orders(tx).await?
-        };
-        pin_mut!(stream);
-        let table = if items { &sink.items } else { &sink.orders };
-        let mut batch = Vec::with_capacity(COPY_BATCH);
-        loop {
-            let next = stream
-                .next()
-                .await
-                .transpose()
-                .map_err(SyncError::source_query)?;
-            let done = next.is_none();
-            if let Some(row) = next {
-                batch.extend(sink::typed(table, std::slice::from_ref(&row))?);
-            }
-            if batch.len() >= COPY_BATCH || (done && (!batch.is_empty() || items)) {
-                let last = done && items;
-                sink.copy_batch(client, items, &batch, if last { &marks } else { &[] })
-                    .await?;
-                bar.inc(batch.len() as u64);
-                if items {
-                    report.written.items += batch.len() as u64;
-                } else {
-                    report.written.orders += batch.len() as u64;
-                }
-                batch.clear();
-            }
-            if done {
-                break;
-            }
-        }
-    }
+    let orders = source::all_orders(tx).await?;
+    pin_mut!(orders);
+    let written = sink
+        .copy_all(client, orders, source::all_items(tx), &marks, &bar)
+        .await?;
+    report.written.orders += written.orders;
+    report.written.items += written.items;
     bar.finish_and_clear();
     Ok(())
 }

@@ -23,10 +23,27 @@ use crate::sql::table::Table;
 use crate::store;
 use crate::store::sync::Watermark;
 use crate::write::load::{self, Batch, Produced, Target};
+use crate::write::rollups;
+
+/// Source rows per COPY chunk of the first sync.
+const STREAM_CHUNK: usize = 5_000;
+
+/// A load's failure as the sync's.
+fn load_error(e: load::LoadError<std::convert::Infallible>) -> SyncError {
+    match e {
+        load::LoadError::Database { message, kind } => SyncError::Write { message, kind },
+        load::LoadError::Concurrent | load::LoadError::Duplicate { .. } => SyncError::Write {
+            message: "a key of the analytical tables was written concurrently".into(),
+            kind: crate::error::ErrorKind::Conflict,
+        },
+        load::LoadError::Producer(never) => match never {},
+    }
+}
 
 /// One analytical table: its dataset, columns and rollups.
 pub(super) struct SinkTable {
     table: Table,
+    definition: crate::domain::dataset::Dataset,
     dataset: String,
     columns: Vec<String>,
     codecs: Vec<FieldCodec>,
@@ -76,6 +93,7 @@ impl SinkTable {
         }
         Ok(SinkTable {
             table,
+            definition: ds.clone(),
             dataset: dataset.to_owned(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             codecs,
@@ -90,30 +108,35 @@ impl SinkTable {
 
     /// Replaces the rows whose `key` column is in `keys` by `rows` (typed
     /// as the columns), inside `tx`: the old ones leave the rollups, the
-    /// new ones enter them. Returns how many rows were deleted.
+    /// new ones enter them (no `keys`: the table holds none of them). Returns
+    /// how many rows were deleted.
     async fn replace(
         &self,
         tx: &Transaction<'_>,
         key: &str,
-        keys: &[i64],
+        keys: Option<&[i64]>,
         rows: &[Vec<Value<'static>>],
     ) -> Result<u64, SyncError> {
         let mut deltas = self.accumulator();
-        let deleted = tx
-            .query(
-                &format!(
-                    "DELETE FROM {} WHERE {} = ANY($1) RETURNING {}",
-                    self.table.table.quoted(),
-                    crate::sql::quote_ident(key),
-                    self.columns
-                        .iter()
-                        .map(|c| crate::sql::quote_ident(c))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &[&keys],
-            )
-            .await?;
+        let deleted = match keys {
+            None => Vec::new(),
+            Some(keys) => {
+                tx.query(
+                    &format!(
+                        "DELETE FROM {} WHERE {} = ANY($1) RETURNING {}",
+                        self.table.table.quoted(),
+                        crate::sql::quote_ident(key),
+                        self.columns
+                            .iter()
+                            .map(|c| crate::sql::quote_ident(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &[&keys],
+                )
+                .await?
+            }
+        };
         for row in &deleted {
             let old = self
                 .codecs
@@ -126,14 +149,9 @@ impl SinkTable {
             }
         }
         let mut out = BytesMut::new();
-        for row in rows {
-            out.extend_from_slice(&(self.codecs.len() as i16).to_be_bytes());
-            for (codec, value) in self.codecs.iter().zip(row) {
-                codec
-                    .write(value, &mut out)
-                    .map_err(|v| SyncError::Target(format!("{}: {}", codec.name, v.reason)))?;
-            }
-            if let Some(d) = deltas.as_mut() {
+        self.encode(rows, &mut out)?;
+        if let Some(d) = deltas.as_mut() {
+            for row in rows {
                 d.add(row);
             }
         }
@@ -149,27 +167,87 @@ impl SinkTable {
             deltas,
             ..Produced::default()
         };
-        let target = Target {
+        load::load_in(tx, self.target(), receiver, || {
+            Ok::<_, std::convert::Infallible>(produced)
+        })
+        .await
+        .map_err(load_error)?;
+        Ok(deleted.len() as u64)
+    }
+
+    /// Rows as binary COPY data.
+    fn encode(&self, rows: &[Vec<Value<'static>>], out: &mut BytesMut) -> Result<(), SyncError> {
+        for row in rows {
+            out.extend_from_slice(&(self.codecs.len() as i16).to_be_bytes());
+            for (codec, value) in self.codecs.iter().zip(row) {
+                codec
+                    .write(value, out)
+                    .map_err(|v| SyncError::Target(format!("{}: {}", codec.name, v.reason)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self) -> Target<'_> {
+        Target {
             table: &self.table,
             columns: &self.columns,
             error_table: None,
             dataset: Some(&self.dataset),
             job: None,
             claims: &[],
+        }
+    }
+
+    /// Copies a stream of source rows into the table inside `tx` as one
+    /// COPY, the next rows read while the last ones are written; no rollup
+    /// deltas (the caller refills the rollups). Returns how many rows.
+    async fn copy_stream(
+        &self,
+        tx: &Transaction<'_>,
+        mut stream: std::pin::Pin<&mut tokio_postgres::RowStream>,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<u64, SyncError> {
+        use futures_util::StreamExt;
+        let (sender, receiver) = mpsc::channel::<Batch>(4);
+        let count = std::sync::atomic::AtomicU64::new(0);
+        let produce = async {
+            let sender = sender;
+            let mut rows = Vec::with_capacity(STREAM_CHUNK);
+            loop {
+                let next = stream
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(SyncError::source_query)?;
+                let done = next.is_none();
+                rows.extend(next);
+                if rows.len() >= STREAM_CHUNK || (done && !rows.is_empty()) {
+                    let mut out = BytesMut::new();
+                    self.encode(&typed(self, &rows)?, &mut out)?;
+                    if sender.send(Batch::Rows(out.freeze())).await.is_err() {
+                        // The COPY failed; the load says why.
+                        return Ok(());
+                    }
+                    count.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    progress.inc(rows.len() as u64);
+                    rows.clear();
+                }
+                if done {
+                    return Ok::<(), SyncError>(());
+                }
+            }
         };
-        load::load_in(tx, target, receiver, || {
-            Ok::<_, std::convert::Infallible>(produced)
-        })
-        .await
-        .map_err(|e| match e {
-            load::LoadError::Database { message, kind } => SyncError::Write { message, kind },
-            load::LoadError::Concurrent | load::LoadError::Duplicate { .. } => SyncError::Write {
-                message: "a key of the analytical tables was written concurrently".into(),
-                kind: crate::error::ErrorKind::Conflict,
-            },
-            load::LoadError::Producer(never) => match never {},
-        })?;
-        Ok(deleted.len() as u64)
+        let load = load::load_in(tx, self.target(), receiver, || {
+            Ok::<_, std::convert::Infallible>(Produced {
+                rows_loaded: count.load(std::sync::atomic::Ordering::Relaxed),
+                ..Produced::default()
+            })
+        });
+        let (produced, loaded) = tokio::join!(produce, load);
+        produced?;
+        loaded.map_err(load_error)?;
+        Ok(count.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The ids in this table (by `key`) that `present` lacks.
@@ -285,13 +363,17 @@ impl Sink {
         mark: Option<(&str, Watermark)>,
     ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
-        let deleted_items = self.items.replace(&tx, "order_id", ids, items).await?;
-        let deleted = self.orders.replace(&tx, "order_id", ids, orders).await?;
+        self.items
+            .replace(&tx, "order_id", Some(ids), items)
+            .await?;
+        let deleted = self
+            .orders
+            .replace(&tx, "order_id", Some(ids), orders)
+            .await?;
         if let Some((table, mark)) = mark {
             store::sync::advance(&tx, &self.source, table, mark).await?;
         }
         tx.commit().await?;
-        let _ = deleted_items;
         Ok(Written {
             orders: orders.len() as u64,
             items: items.len() as u64,
@@ -299,34 +381,40 @@ impl Sink {
         })
     }
 
-    /// The first sync's batches: rows of one table replaced by id, then
-    /// (with the last batch) every watermark set.
-    pub(super) async fn copy_batch(
+    /// The first sync in one transaction: both tables emptied (a copy
+    /// again after `clue etl reset`), every order then every item streamed
+    /// in, the rollups refilled from them, and every watermark set.
+    pub(super) async fn copy_all(
         &self,
         client: &mut tokio_postgres::Client,
-        items: bool,
-        rows: &[Vec<Value<'static>>],
+        orders: std::pin::Pin<&mut tokio_postgres::RowStream>,
+        items: impl std::future::Future<Output = Result<tokio_postgres::RowStream, SyncError>>,
         marks: &[(&str, Watermark)],
-    ) -> Result<(), SyncError> {
+        progress: &indicatif::ProgressBar,
+    ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
-        let (table, key) = if items {
-            (&self.items, "id")
-        } else {
-            (&self.orders, "order_id")
-        };
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| match r[0] {
-                Value::Int(i) => i,
-                _ => 0,
-            })
-            .collect();
-        table.replace(&tx, key, &ids, rows).await?;
+        for table in [&self.items, &self.orders] {
+            tx.batch_execute(&format!("DELETE FROM {}", table.table.table.quoted()))
+                .await?;
+        }
+        let orders = self.orders.copy_stream(&tx, orders, progress).await?;
+        let stream = items.await?;
+        futures_util::pin_mut!(stream);
+        let items = self.items.copy_stream(&tx, stream, progress).await?;
+        for table in [&self.orders, &self.items] {
+            if let Some((infos, _)) = &table.rollups {
+                rollups::refill_in(&tx, &table.definition, &table.table, infos).await?;
+            }
+        }
         for (name, mark) in marks {
             store::sync::advance(&tx, &self.source, name, *mark).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(Written {
+            orders,
+            items,
+            deleted_orders: 0,
+        })
     }
 
     /// The orders to replace because the source deleted them or some of
