@@ -17,6 +17,12 @@ use table::KeyKind;
 /// Schema of the rollup tables.
 pub const ROLLUP_SCHEMA: &str = "clue_rollup";
 
+/// A string as an SQL literal (quotes doubled), for text clue writes into
+/// DDL such as trigger functions.
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// Quotes an identifier for SQL (`"` doubled), as PostgreSQL's `quote_ident` does.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -12,7 +12,12 @@ pub const MIGRATIONS: i64 = 0x636c_7565_0001; // "clue" 1
 const PARTITIONS: i32 = 1_668_052_325;
 
 /// Class of the per-dataset locks serializing rollup writers (id: hash of the dataset's name).
-const ROLLUPS: i32 = 1_668_052_326;
+/// (Public: the rollup keepers' trigger functions take it in SQL.)
+pub const ROLLUPS: i32 = 1_668_052_326;
+
+/// Class of the per-dataset locks serializing installs of its rollup keepers
+/// (id: hash of the dataset's name).
+const KEEPERS: i32 = 1_668_052_328;
 
 /// Class of the session locks held by a running sync (id: hash of the source).
 const SYNC: i32 = 1_668_052_327;
@@ -57,4 +62,18 @@ pub async fn try_lock_sync(
         )
         .await?
         .get(0))
+}
+
+/// Serializes installs of one dataset's rollup keepers until the
+/// transaction ends.
+pub async fn lock_keepers(
+    tx: &impl GenericClient,
+    dataset: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&KEEPERS, &dataset],
+    )
+    .await?;
+    Ok(())
 }

@@ -10,3 +10,4 @@
 pub mod load;
 pub mod partitions;
 pub mod rollups;
+pub mod triggers;

@@ -179,6 +179,20 @@ fn infos(dataset: &Dataset, table: &Table) -> Result<Vec<RollupInfo>, RollupErro
 
 /// The aggregation of the fact table that a rollup holds, as a SELECT.
 fn aggregate_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String {
+    aggregate_of(info, dataset, table, &table.table.quoted(), None)
+}
+
+/// The aggregation a rollup holds of the rows of `from` (the fact table, or
+/// a trigger's transition table), as a SELECT of the rollup's data columns,
+/// optionally only of the groups `keys_in` (a relation of bucket and
+/// dimensions) holds.
+pub(super) fn aggregate_of(
+    info: &RollupInfo,
+    dataset: &Dataset,
+    table: &Table,
+    from: &str,
+    keys_in: Option<&str>,
+) -> String {
     let mut cols = vec![format!(
         "{} AS bucket",
         utc_bucket_sql(
@@ -201,14 +215,48 @@ fn aggregate_sql(info: &RollupInfo, dataset: &Dataset, table: &Table) -> String 
     let group: Vec<String> = (1..=info.dimensions.len() + 1)
         .map(|i| i.to_string())
         .collect();
+    let bucket = utc_bucket_sql(
+        &quote_ident(dataset.rollup_time().0),
+        info.grain,
+        time_key(dataset, table),
+    );
+    let only = keys_in.map_or(String::new(), |keys| {
+        let row = std::iter::once(bucket.clone())
+            .chain(info.dimensions.iter().map(|d| quote_ident(d)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(" AND ({row}) IN (SELECT * FROM {keys} AS k)")
+    });
     // A row without a time is in no bucket (as the deltas have it).
     format!(
-        "SELECT {} FROM {} WHERE {} IS NOT NULL GROUP BY {}",
+        "SELECT {} FROM {} WHERE {} IS NOT NULL{only} GROUP BY {}",
         cols.join(", "),
-        table.table.quoted(),
+        from,
         quote_ident(dataset.rollup_time().0),
         group.join(", ")
     )
+}
+
+/// The rollup groups (bucket and dimensions) the rows of `from` fall in.
+pub(super) fn groups_of(info: &RollupInfo, dataset: &Dataset, table: &Table, from: &str) -> String {
+    let cols = std::iter::once(utc_bucket_sql(
+        &quote_ident(dataset.rollup_time().0),
+        info.grain,
+        time_key(dataset, table),
+    ))
+    .chain(info.dimensions.iter().map(|d| quote_ident(d)))
+    .collect::<Vec<_>>()
+    .join(", ");
+    format!(
+        "SELECT DISTINCT {cols} FROM {from} WHERE {} IS NOT NULL",
+        quote_ident(dataset.rollup_time().0)
+    )
+}
+
+/// The key and data columns of a rollup's table, and its primary key, for
+/// SQL written elsewhere.
+pub(super) fn columns_of(info: &RollupInfo) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (key_columns(info), data_columns(info), primary_key(info))
 }
 
 fn key_columns(info: &RollupInfo) -> Vec<String> {
@@ -315,6 +363,9 @@ pub async fn ensure(
     };
     let table = catalog::load_table(&*client, &dataset.table).await?;
     let wanted = infos(dataset, &table)?;
+    // Writers that are not clue keep the rollups too; installed before the
+    // rollup lock is taken (a load holding the table waits for that lock).
+    crate::write::triggers::install(client, dataset, &table, &wanted).await?;
     let tx = client.transaction().await?;
     locks::lock_rollups(&tx, &dataset.name).await?;
     tx.batch_execute(&format!(

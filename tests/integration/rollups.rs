@@ -176,10 +176,14 @@ async fn planner_answers_equal_the_fact_table_on_random_data_and_queries() {
 #[tokio::test]
 async fn verify_finds_manual_changes_and_rebuild_repairs_them() {
     let db = TestDb::with_sales_data().await;
+    // A writer that turns triggers off (as replication tools do) bypasses
+    // the rollup keepers.
     db.client()
         .await
         .batch_execute(
-            "UPDATE sales_report SET sales_amount = sales_amount + 1 WHERE product_id = 1002",
+            "BEGIN; SET LOCAL session_replication_role = replica;
+             UPDATE sales_report SET sales_amount = sales_amount + 1 WHERE product_id = 1002;
+             COMMIT;",
         )
         .await
         .unwrap();
@@ -761,5 +765,95 @@ async fn loads_into_datasets_without_rollups_notify_the_caches() {
     assert_eq!(
         payload, "visits 2025-03-01 2025-04-30",
         "the months the load touched"
+    );
+}
+
+#[tokio::test]
+async fn writes_that_are_not_clues_keep_the_rollups_exact_and_the_cache_fresh() {
+    let app = crate::helpers::serve_with_timeout(TestDb::with_sales_data().await, None).await;
+    let verify_clean = |stage: &'static str| {
+        let run = app.db.clue(&["rollups", "verify"]);
+        assert_eq!(run.code, 0, "{stage}: {}\n{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("differ"), "{stage}: {}", run.stdout);
+    };
+    verify_clean("loaded");
+    let summary = async || -> Value {
+        app.http
+            .get(format!(
+                "{}/reports/monthly-sales-summary?start_date=2024-01-01&end_date=2024-12-31",
+                app.address
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let before = summary().await;
+    let sql = app.db.client().await;
+    // An application's statements straight into the fact table: rows added
+    // (a new region and month too), changed (amounts, prices that were a
+    // group's minimum or maximum, regions) and deleted.
+    sql.batch_execute(
+        "INSERT INTO sales_report (product_id, product_name, region, sales_date, quantity_sold, sales_amount, unit_price)
+              VALUES (9001, 'Gadget', 'Atlantis', '2024-02-03', 3, 30.30, 10.10),
+                     (9001, 'Gadget', 'North', '2023-12-31', 1, 0.01, 0.01);
+         UPDATE sales_report SET sales_amount = sales_amount + 1.11, unit_price = unit_price * 3
+          WHERE sale_id % 7 = 0;
+         UPDATE sales_report SET region = 'Atlantis' WHERE sale_id % 11 = 0;
+         DELETE FROM sales_report WHERE sale_id % 13 = 0;",
+    )
+    .await
+    .unwrap();
+    verify_clean("after inserts, updates and deletes");
+    // The cached answer went with the write.
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = summary().await;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_ne!(
+        after, before,
+        "the summary still answers from before the write"
+    );
+    let facts = app
+        .db
+        .strings(
+            "SELECT concat_ws(' ', m, q, r) FROM (
+                 SELECT to_char(sales_date, 'YYYY-MM') AS m, sum(quantity_sold) AS q, sum(sales_amount) AS r
+                   FROM sales_report WHERE sales_date BETWEEN '2024-01-01' AND '2024-12-31' GROUP BY 1) s
+              ORDER BY m",
+        )
+        .await;
+    let served: Vec<String> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {}",
+                m["month"].as_str().unwrap(),
+                m["quantity"],
+                m["revenue"]
+            )
+        })
+        .collect();
+    assert_eq!(served, facts);
+    // A transaction rolled back leaves them as they were; a truncate empties them.
+    sql.batch_execute("BEGIN; DELETE FROM sales_report; ROLLBACK;")
+        .await
+        .unwrap();
+    verify_clean("after a rollback");
+    sql.batch_execute("TRUNCATE sales_report").await.unwrap();
+    verify_clean("after a truncate");
+    assert_eq!(
+        app.db
+            .value::<i64>("SELECT count(*) FROM clue_rollup.sales_report_month")
+            .await,
+        0
     );
 }

@@ -24,6 +24,7 @@ use crate::store;
 use crate::store::sync::Watermark;
 use crate::write::load::{self, Batch, Produced, Target};
 use crate::write::rollups;
+use crate::write::triggers::own_write;
 
 /// Source rows per COPY chunk of the first sync.
 const STREAM_CHUNK: usize = 5_000;
@@ -363,6 +364,7 @@ impl Sink {
         mark: Option<(&str, Watermark)>,
     ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
+        own_write(&tx).await?;
         self.items
             .replace(&tx, "order_id", Some(ids), items)
             .await?;
@@ -393,6 +395,7 @@ impl Sink {
         progress: &indicatif::ProgressBar,
     ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
+        own_write(&tx).await?;
         for table in [&self.items, &self.orders] {
             tx.batch_execute(&format!("DELETE FROM {}", table.table.table.quoted()))
                 .await?;
