@@ -331,24 +331,10 @@ pub async fn run(
                 vec![status_filter("order_status", &[PENDING])],
             ))
             .await?;
-            let mut rows: Vec<PendingItems> = answer
-                .rows
-                .iter()
-                .map(|r| PendingItems {
-                    product_id: int(r, "product_id"),
-                    product_name: r.text("product_name").to_owned(),
-                    pending_quantity: int(r, "quantity"),
-                    total_pending_value: Money::new(r.decimal("amount")),
-                })
-                .collect();
-            // The most pending first, then by product.
-            rows.sort_by(|a, b| {
-                b.pending_quantity
-                    .cmp(&a.pending_quantity)
-                    .then(a.product_id.cmp(&b.product_id))
-                    .then_with(|| a.product_name.cmp(&b.product_name))
-            });
-            Ok((DeliveryRows::PendingItems(rows), answer.served_from))
+            Ok((
+                DeliveryRows::PendingItems(pending_items(&answer.rows)),
+                answer.served_from,
+            ))
         }
         DeliveryReport::TopCustomers => {
             let answer = ask(query(
@@ -359,29 +345,55 @@ pub async fn run(
                 vec![status_filter("status", &[PENDING])],
             ))
             .await?;
-            let mut rows: Vec<TopCustomer> = answer
-                .rows
-                .iter()
-                .map(|r| TopCustomer {
-                    customer_id: int(r, "customer_id"),
-                    customer_name: r.text("customer_name").to_owned(),
-                    pending_order_count: int(r, "orders"),
-                    total_pending_amount: Money::new(r.decimal("amount")),
-                })
-                .collect();
-            // The most pending orders, then the larger amount, then the
-            // smaller customer id.
-            rows.sort_by(|a, b| {
-                b.pending_order_count
-                    .cmp(&a.pending_order_count)
-                    .then(b.total_pending_amount.cmp(&a.total_pending_amount))
-                    .then(a.customer_id.cmp(&b.customer_id))
-                    .then_with(|| a.customer_name.cmp(&b.customer_name))
-            });
-            rows.truncate(3);
-            Ok((DeliveryRows::TopCustomers(rows), answer.served_from))
+            Ok((
+                DeliveryRows::TopCustomers(top_customers(&answer.rows)),
+                answer.served_from,
+            ))
         }
     }
+}
+
+/// Items of pending orders by product, the most pending first, then by product.
+fn pending_items(rows: &[Row]) -> Vec<PendingItems> {
+    let mut out: Vec<PendingItems> = rows
+        .iter()
+        .map(|r| PendingItems {
+            product_id: int(r, "product_id"),
+            product_name: r.text("product_name").to_owned(),
+            pending_quantity: int(r, "quantity"),
+            total_pending_value: Money::new(r.decimal("amount")),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.pending_quantity
+            .cmp(&a.pending_quantity)
+            .then(a.product_id.cmp(&b.product_id))
+            .then_with(|| a.product_name.cmp(&b.product_name))
+    });
+    out
+}
+
+/// The three customers with the most pending orders, then the larger
+/// amount, then the smaller customer id.
+fn top_customers(rows: &[Row]) -> Vec<TopCustomer> {
+    let mut out: Vec<TopCustomer> = rows
+        .iter()
+        .map(|r| TopCustomer {
+            customer_id: int(r, "customer_id"),
+            customer_name: r.text("customer_name").to_owned(),
+            pending_order_count: int(r, "orders"),
+            total_pending_amount: Money::new(r.decimal("amount")),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.pending_order_count
+            .cmp(&a.pending_order_count)
+            .then(b.total_pending_amount.cmp(&a.total_pending_amount))
+            .then(a.customer_id.cmp(&b.customer_id))
+            .then_with(|| a.customer_name.cmp(&b.customer_name))
+    });
+    out.truncate(3);
+    out
 }
 
 /// Open orders by delivery date and status, by date then status.

@@ -115,96 +115,151 @@ pub async fn install(
     tx.commit().await
 }
 
-/// The trigger function: per rollup, the removed rows' partials taken away
-/// and the added rows' partials added (or, for a rollup with minima or
-/// maxima, every touched group recomputed from the facts).
+/// One rollup's share of the trigger function.
+struct Keeper<'a> {
+    info: &'a RollupInfo,
+    dataset: &'a Dataset,
+    table: &'a Table,
+    rollup: String,
+    keys: Vec<String>,
+    data: Vec<String>,
+    pk: Vec<String>,
+}
+
+impl<'a> Keeper<'a> {
+    fn new(info: &'a RollupInfo, dataset: &'a Dataset, table: &'a Table) -> Keeper<'a> {
+        let (keys, data, pk) = columns_of(info);
+        Keeper {
+            info,
+            dataset,
+            table,
+            rollup: rollup_table(&info.name),
+            keys,
+            data,
+            pk,
+        }
+    }
+
+    fn same(&self, a: &str, b: &str) -> String {
+        self.keys
+            .iter()
+            .map(|k| format!("{a}.{k} = {b}.{k}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn extremes(&self) -> bool {
+        self.info
+            .partials
+            .iter()
+            .any(|p| matches!(p.kind, PartialKind::Min | PartialKind::Max))
+    }
+
+    /// The new rows' partials added (an upsert by the rollup's key).
+    fn add(&self) -> String {
+        let updates: Vec<String> =
+            std::iter::once("row_count = r.row_count + excluded.row_count".to_owned())
+                .chain(self.info.partials.iter().map(|p| {
+                    let c = quote_ident(&p.column());
+                    match p.kind {
+                        PartialKind::Sum => {
+                            format!("{c} = coalesce(r.{c}, 0) + coalesce(excluded.{c}, 0)")
+                        }
+                        PartialKind::Count => format!("{c} = r.{c} + excluded.{c}"),
+                        PartialKind::Min => format!("{c} = least(r.{c}, excluded.{c})"),
+                        PartialKind::Max => format!("{c} = greatest(r.{c}, excluded.{c})"),
+                    }
+                }))
+                .collect();
+        format!(
+            "INSERT INTO {} AS r ({}) {} ON CONFLICT ({}) DO UPDATE SET {};",
+            self.rollup,
+            self.data.join(", "),
+            aggregate_of(self.info, self.dataset, self.table, "clue_new", None),
+            self.pk.join(", "),
+            updates.join(", ")
+        )
+    }
+
+    /// The old rows' sums and counts taken away; a group left with no
+    /// rows deleted.
+    fn take_away(&self) -> String {
+        let updates: Vec<String> =
+            std::iter::once("row_count = r.row_count - d.row_count".to_owned())
+                .chain(self.info.partials.iter().map(|p| {
+                    let c = quote_ident(&p.column());
+                    match p.kind {
+                        PartialKind::Sum => {
+                            format!("{c} = coalesce(r.{c}, 0) - coalesce(d.{c}, 0)")
+                        }
+                        _ => format!("{c} = r.{c} - d.{c}"),
+                    }
+                }))
+                .collect();
+        format!(
+            "UPDATE {r} AS r SET {updates} FROM ({agg}) AS d({data}) WHERE {same_rd};
+             DELETE FROM {r} AS r USING ({groups}) AS t({keys}) WHERE {same_rt} AND r.row_count = 0;",
+            r = self.rollup,
+            updates = updates.join(", "),
+            agg = aggregate_of(self.info, self.dataset, self.table, "clue_old", None),
+            data = self.data.join(", "),
+            same_rd = self.same("r", "d"),
+            groups = groups_of(self.info, self.dataset, self.table, "clue_old"),
+            keys = self.keys.join(", "),
+            same_rt = self.same("r", "t"),
+        )
+    }
+
+    /// The groups `touched` (a relation of keys) recomputed from the facts:
+    /// a minimum or maximum cannot be un-counted.
+    fn recompute(&self, touched: &str) -> String {
+        format!(
+            "DELETE FROM {r} AS r USING {touched} AS t({keys}) WHERE {same_rt};
+             INSERT INTO {r} ({data}) {agg};",
+            r = self.rollup,
+            keys = self.keys.join(", "),
+            same_rt = self.same("r", "t"),
+            data = self.data.join(", "),
+            agg = aggregate_of(
+                self.info,
+                self.dataset,
+                self.table,
+                &self.table.table.quoted(),
+                Some(touched)
+            ),
+        )
+    }
+
+    /// For a removal (a delete, the old side of an update): the groups the
+    /// old rows (and, for an update, the new ones) fall in, recomputed.
+    fn recompute_removed(&self) -> String {
+        let old = groups_of(self.info, self.dataset, self.table, "clue_old");
+        let new = groups_of(self.info, self.dataset, self.table, "clue_new");
+        format!(
+            "IF TG_OP = 'DELETE' THEN {} ELSE {} END IF;",
+            self.recompute(&format!("({old})")),
+            self.recompute(&format!("({old} UNION {new})")),
+        )
+    }
+}
+
+/// The trigger function (its body, and the statement creating it): per
+/// rollup, the removed rows' partials taken away and the added rows'
+/// partials added (or, for a rollup with minima or maxima, every group a
+/// removal touches recomputed from the facts).
 fn function_sql(dataset: &Dataset, table: &Table, infos: &[RollupInfo]) -> (String, String) {
     let mut removals = Vec::new();
     let mut additions = Vec::new();
     let mut truncates = Vec::new();
     for info in infos {
-        let r = rollup_table(&info.name);
-        let (keys, data, pk) = columns_of(info);
-        let same = |a: &str, b: &str| {
-            keys.iter()
-                .map(|k| format!("{a}.{k} = {b}.{k}"))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        };
-        truncates.push(format!("DELETE FROM {r};"));
-        let extremes = info
-            .partials
-            .iter()
-            .any(|p| matches!(p.kind, PartialKind::Min | PartialKind::Max));
-        let add = {
-            let updates: Vec<String> =
-                std::iter::once("row_count = r.row_count + excluded.row_count".to_owned())
-                    .chain(info.partials.iter().map(|p| {
-                        let c = quote_ident(&p.column());
-                        match p.kind {
-                            PartialKind::Sum => {
-                                format!("{c} = coalesce(r.{c}, 0) + coalesce(excluded.{c}, 0)")
-                            }
-                            PartialKind::Count => format!("{c} = r.{c} + excluded.{c}"),
-                            PartialKind::Min => format!("{c} = least(r.{c}, excluded.{c})"),
-                            PartialKind::Max => format!("{c} = greatest(r.{c}, excluded.{c})"),
-                        }
-                    }))
-                    .collect();
-            format!(
-                "INSERT INTO {r} AS r ({}) {} ON CONFLICT ({}) DO UPDATE SET {};",
-                data.join(", "),
-                aggregate_of(info, dataset, table, "clue_new", None),
-                pk.join(", "),
-                updates.join(", ")
-            )
-        };
-        if extremes {
-            // A minimum or maximum cannot be un-counted: the groups the old
-            // rows (and, for an update, the new ones) fall in are recomputed.
-            let old_groups = groups_of(info, dataset, table, "clue_old");
-            let new_groups = groups_of(info, dataset, table, "clue_new");
-            let recompute = |touched: &str| {
-                format!(
-                    "DELETE FROM {r} AS r USING {touched} AS t({keys}) WHERE {same_rt};
-                     INSERT INTO {r} ({data}) {agg};",
-                    keys = keys.join(", "),
-                    same_rt = same("r", "t"),
-                    data = data.join(", "),
-                    agg = aggregate_of(info, dataset, table, &table.table.quoted(), Some(touched)),
-                )
-            };
-            removals.push(format!(
-                "IF TG_OP = 'DELETE' THEN {} ELSE {} END IF;",
-                recompute(&format!("({old_groups})")),
-                recompute(&format!("({old_groups} UNION {new_groups})")),
-            ));
-            additions.push(format!("IF TG_OP = 'INSERT' THEN {add} END IF;"));
+        let keeper = Keeper::new(info, dataset, table);
+        truncates.push(format!("DELETE FROM {};", keeper.rollup));
+        if keeper.extremes() {
+            removals.push(keeper.recompute_removed());
+            additions.push(format!("IF TG_OP = 'INSERT' THEN {} END IF;", keeper.add()));
         } else {
-            let updates: Vec<String> =
-                std::iter::once("row_count = r.row_count - d.row_count".to_owned())
-                    .chain(info.partials.iter().map(|p| {
-                        let c = quote_ident(&p.column());
-                        match p.kind {
-                            PartialKind::Sum => {
-                                format!("{c} = coalesce(r.{c}, 0) - coalesce(d.{c}, 0)")
-                            }
-                            _ => format!("{c} = r.{c} - d.{c}"),
-                        }
-                    }))
-                    .collect();
-            removals.push(format!(
-                "UPDATE {r} AS r SET {updates} FROM ({agg}) AS d({data}) WHERE {same_rd};
-                 DELETE FROM {r} AS r USING ({groups}) AS t({keys}) WHERE {same_rt} AND r.row_count = 0;",
-                updates = updates.join(", "),
-                agg = aggregate_of(info, dataset, table, "clue_old", None),
-                data = data.join(", "),
-                same_rd = same("r", "d"),
-                groups = groups_of(info, dataset, table, "clue_old"),
-                keys = keys.join(", "),
-                same_rt = same("r", "t"),
-            ));
-            additions.push(add);
+            removals.push(keeper.take_away());
+            additions.push(keeper.add());
         }
     }
     let body = format!(
