@@ -83,7 +83,15 @@ pub fn main() -> ExitCode {
             );
         }
     }
-    init_logs(&cli, server);
+    // A continuous sync is a service too: it logs what it recovers from.
+    let continuous = match &cli.command {
+        Command::Etl {
+            action: EtlAction::Run(args),
+        } => args.continuous,
+        Command::RunContinuousEtl(_) => true,
+        _ => false,
+    };
+    init_logs(&cli, server || continuous);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

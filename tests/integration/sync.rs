@@ -465,3 +465,65 @@ async fn a_sync_killed_between_batches_resumes_without_loss() {
     assert_eq!(cancelled().await, 600);
     check_in_sync(&clue, &source).await;
 }
+
+#[tokio::test]
+async fn continuous_mode_waits_out_a_missing_source_and_logs_it_once() {
+    let clue = TestDb::new().await;
+    // The source database exists but has no schema yet: every cycle fails
+    // the same way until it does.
+    let source = TestDb::new().await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args([
+            "etl",
+            "run",
+            "--continuous",
+            "--polling-interval",
+            "1",
+            "--no-progress",
+        ])
+        .env("CLUE_DATABASE_URL", &clue.url)
+        .env("CLUE_SOURCE_DATABASE_URL", &source.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for several retries (backoff from 1 s).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let late = Source { db: source };
+    late.db
+        .client()
+        .await
+        .batch_execute(include_str!("../../sql/delivery_source.sql"))
+        .await
+        .unwrap();
+    late.seed(5).await;
+    let mut arrived = false;
+    for _ in 0..150 {
+        if clue
+            .value::<i64>("SELECT count(*) FROM analytics.analytical_orders")
+            .await
+            == 5
+        {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(arrived, "the sync did not recover: {log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(
+        log.matches("the source has no table operations.orders")
+            .count(),
+        1,
+        "one line per change of state: {log}"
+    );
+    assert!(log.contains("sync recovered"), "{log}");
+    check_in_sync(&clue, &late).await;
+}
