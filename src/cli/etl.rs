@@ -88,9 +88,26 @@ async fn status(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> 
     if marks.is_empty() {
         println!("{name}: never synced (the next `clue etl run` copies everything).");
     }
-    for m in marks {
+    // What each table has yet to sync, when the source answers.
+    let lag = match sync::lag(sync.source()?, &marks).await {
+        Ok(lag) => lag,
+        Err(e) => {
+            eprintln!("(lag unknown: {e})");
+            Vec::new()
+        }
+    };
+    for m in &marks {
+        let behind = lag
+            .iter()
+            .find(|l| l.table == m.source_table)
+            .map_or(String::new(), |l| match l.oldest {
+                Some(oldest) if l.rows > 0 => {
+                    format!("; {} row(s) changed since, the oldest at {oldest}", l.rows)
+                }
+                _ => "; up to date".to_owned(),
+            });
         println!(
-            "{name} {}: read up to updated_at {} (id {}), moved {}",
+            "{name} {}: read up to updated_at {} (id {}), moved {}{behind}",
             m.source_table,
             m.mark.updated_at,
             if m.mark.id == i64::MIN {

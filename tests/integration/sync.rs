@@ -141,8 +141,28 @@ async fn a_first_copy_then_every_change_deletes_included() {
                   VALUES ('2025-03-05', '2025-03-15', 7, 'PENDING');",
         )
         .await;
+    let status = || {
+        clue_with(
+            &["etl", "status"],
+            &[
+                ("CLUE_DATABASE_URL", &clue.url),
+                ("CLUE_SOURCE_DATABASE_URL", &source.db.url),
+            ],
+        )
+        .ok()
+        .stdout
+    };
+    let behind = status();
+    assert!(
+        behind
+            .lines()
+            .any(|l| l.contains(" orders: read up to") && l.contains("; 4 row(s) changed since")),
+        "{behind}"
+    );
     let run = etl(&clue, &source, &[]).ok();
     assert!(run.stdout.contains("1 order(s) removed"), "{}", run.stdout);
+    let current = status();
+    assert_eq!(current.matches("; up to date").count(), 4, "{current}");
     check_in_sync(&clue, &source).await;
     for round in 0..4 {
         source

@@ -133,6 +133,37 @@ pub fn source_name(config: &tokio_postgres::Config) -> String {
         .map_or(described.clone(), |(_, rest)| rest.to_owned())
 }
 
+/// What a source table has that the sync has not read yet.
+#[derive(Debug, Clone)]
+pub struct Lag {
+    pub table: &'static str,
+    /// Rows changed after the table's watermark.
+    pub rows: i64,
+    /// The oldest of those changes.
+    pub oldest: Option<chrono::NaiveDateTime>,
+}
+
+/// Each watermarked table's lag behind the source (`clue etl status`).
+pub async fn lag(
+    config: &tokio_postgres::Config,
+    marks: &[store::sync::WatermarkRow],
+) -> Result<Vec<Lag>, SyncError> {
+    let src = source::connect(config).await?;
+    source::check(&src).await?;
+    let mut out = Vec::new();
+    for table in TABLES {
+        if let Some(m) = marks.iter().find(|m| m.source_table == table.name) {
+            let (rows, oldest) = source::pending(&src, table, m.mark).await?;
+            out.push(Lag {
+                table: table.name,
+                rows,
+                oldest,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Syncs once, or (continuous) until `stop` resolves; a stop lets the
 /// current batch commit. In continuous mode a failed cycle is logged once
 /// per change of state and retried with backoff.

@@ -303,3 +303,24 @@ pub(super) async fn ids(tx: &Transaction<'_>, table: SourceTable) -> Result<Vec<
         .map_err(SyncError::source_query)?;
     Ok(row.get(0))
 }
+
+/// How many rows of `table` changed after `after`, and the oldest such
+/// change's `updated_at` (what a sync has yet to read).
+pub(super) async fn pending(
+    client: &Client,
+    table: SourceTable,
+    after: Watermark,
+) -> Result<(i64, Option<NaiveDateTime>), SyncError> {
+    let sql = format!(
+        "SELECT count(*), min(coalesce(updated_at, '0001-01-01'))::timestamp
+           FROM operations.{name}
+          WHERE (coalesce(updated_at, '0001-01-01'), {id}) > ($1::timestamp, $2::int8)",
+        id = table.id,
+        name = table.name,
+    );
+    let row = client
+        .query_one(&sql, &[&after.updated_at, &after.id])
+        .await
+        .map_err(SyncError::source_query)?;
+    Ok((row.get(0), row.get(1)))
+}
