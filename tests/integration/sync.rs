@@ -252,6 +252,17 @@ async fn continuous_mode_follows_changes_and_stops_cleanly() {
         )
         .await
     };
+    // One sync per source: a second one is refused while this one runs.
+    let mut refused = String::new();
+    for _ in 0..50 {
+        let second = etl(&clue, &source, &[]);
+        if second.code == 4 {
+            refused = second.stderr;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.contains("another clue etl is syncing"), "{refused}");
     let mut seen = false;
     for i in 0..100 {
         if i == 10 {
