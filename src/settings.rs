@@ -130,16 +130,7 @@ impl SyncSettings {
                     .unwrap_or("127.0.0.1")
                     .trim(),
             );
-            let port = match nonempty("SOURCE_DB_PORT") {
-                Some(p) => p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or(
-                    ConfigError::InvalidPort {
-                        name: "SOURCE_DB_PORT",
-                        value: p,
-                    },
-                )?,
-                None => 5432,
-            };
-            config.port(port);
+            config.port(port("SOURCE_DB_PORT", nonempty("SOURCE_DB_PORT"))?);
             config.dbname(db.trim());
             config.user(
                 nonempty("SOURCE_DB_USER")
@@ -239,16 +230,7 @@ impl DatabaseTarget {
         if PROTOTYPE_VARS.iter().any(|v| nonempty(v).is_some()) {
             let mut config = tokio_postgres::Config::new();
             config.host(nonempty("CLUE_DB_HOST").as_deref().unwrap_or("127.0.0.1"));
-            let port = match nonempty("CLUE_DB_PORT") {
-                Some(p) => p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or(
-                    ConfigError::InvalidPort {
-                        name: "CLUE_DB_PORT",
-                        value: p,
-                    },
-                )?,
-                None => 5432,
-            };
-            config.port(port);
+            config.port(port("CLUE_DB_PORT", nonempty("CLUE_DB_PORT"))?);
             // Like libpq: the user defaults to the OS account, the database to the user.
             let user = nonempty("CLUE_DB_USER").unwrap_or_else(|| os_user_name(nonempty("USER")));
             config.dbname(nonempty("CLUE_DB").as_deref().unwrap_or(&user));
@@ -275,6 +257,19 @@ impl DatabaseTarget {
             }
             DatabaseTarget::Configured(config) => describe_config(config),
         }
+    }
+}
+
+/// The port in variable `name` (5432 when unset), 1-65535.
+fn port(name: &'static str, value: Option<String>) -> Result<u16, ConfigError> {
+    match value {
+        None => Ok(5432),
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(ConfigError::InvalidPort { name, value: v }),
     }
 }
 

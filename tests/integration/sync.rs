@@ -80,6 +80,32 @@ fn etl(clue: &TestDb, source: &Source, args: &[&str]) -> Run {
     )
 }
 
+/// `clue ARGS` running in the background against `clue` and `source`.
+fn spawn_clue(clue: &TestDb, source_url: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args(args)
+        .env("CLUE_DATABASE_URL", &clue.url)
+        .env("CLUE_SOURCE_DATABASE_URL", source_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Interrupts a background `clue` and returns its exit code and stderr.
+fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The analytical tables equal the source, and every rollup its facts.
 async fn check_in_sync(clue: &TestDb, source: &Source) {
     let orders = clue
@@ -233,36 +259,36 @@ async fn a_transaction_committing_late_and_rows_sharing_a_timestamp_are_not_skip
 async fn continuous_mode_follows_changes_and_stops_cleanly() {
     let (clue, source) = (TestDb::new().await, Source::new().await);
     source.seed(20).await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
-        .args([
+    let child = spawn_clue(
+        &clue,
+        &source.db.url,
+        &[
             "run-continuous-etl",
             "--polling-interval",
             "1",
             "--no-progress",
-        ])
-        .env("CLUE_DATABASE_URL", &clue.url)
-        .env("CLUE_SOURCE_DATABASE_URL", &source.db.url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let count = async || {
         clue.value::<i64>(
             "SELECT count(*) FROM analytics.analytical_orders WHERE status = 'CANCELLED'",
         )
         .await
     };
-    // One sync per source: a second one is refused while this one runs.
-    let mut refused = String::new();
-    for _ in 0..50 {
-        let second = etl(&clue, &source, &[]);
-        if second.code == 4 {
-            refused = second.stderr;
+    // Once it has copied the source (its watermarks set), a second sync of
+    // it is refused.
+    let watched = clue.client().await;
+    for _ in 0..100 {
+        let marks = watched
+            .query_one("SELECT count(*) FROM clue.sync_watermarks", &[])
+            .await
+            .map_or(0, |r| r.get::<_, i64>(0));
+        if marks == 4 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(refused.contains("another clue etl is syncing"), "{refused}");
+    etl(&clue, &source, &[]).fails_with(4, "another clue etl is syncing");
     let mut seen = false;
     for i in 0..100 {
         if i == 10 {
@@ -276,19 +302,9 @@ async fn continuous_mode_follows_changes_and_stops_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (code, log) = interrupt(child);
     assert!(seen, "the change did not arrive");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(code, Some(0), "{log}");
     check_in_sync(&clue, &source).await;
 }
 
@@ -462,14 +478,11 @@ async fn a_sync_killed_between_batches_resumes_without_loss() {
         .exec("UPDATE operations.orders SET status = 'CANCELLED'")
         .await;
     // One order a transaction: killed after some have committed.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
-        .args(["etl", "run", "--batch-size", "1", "--no-progress"])
-        .env("CLUE_DATABASE_URL", &clue.url)
-        .env("CLUE_SOURCE_DATABASE_URL", &source.db.url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_clue(
+        &clue,
+        &source.db.url,
+        &["etl", "run", "--batch-size", "1", "--no-progress"],
+    );
     let cancelled = async || {
         clue.value::<i64>(
             "SELECT count(*) FROM analytics.analytical_orders WHERE status = 'CANCELLED'",
@@ -503,21 +516,18 @@ async fn continuous_mode_waits_out_a_missing_source_and_logs_it_once() {
     // The source database exists but has no schema yet: every cycle fails
     // the same way until it does.
     let source = TestDb::new().await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
-        .args([
+    let child = spawn_clue(
+        &clue,
+        &source.url,
+        &[
             "etl",
             "run",
             "--continuous",
             "--polling-interval",
             "1",
             "--no-progress",
-        ])
-        .env("CLUE_DATABASE_URL", &clue.url)
-        .env("CLUE_SOURCE_DATABASE_URL", &source.url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     // Long enough for several retries (backoff from 1 s).
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let late = Source { db: source };
@@ -540,15 +550,9 @@ async fn continuous_mode_waits_out_a_missing_source_and_logs_it_once() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    let (code, log) = interrupt(child);
     assert!(arrived, "the sync did not recover: {log}");
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(code, Some(0), "{log}");
     assert_eq!(
         log.matches("the source has no table operations.orders")
             .count(),
