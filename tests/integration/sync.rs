@@ -302,8 +302,28 @@ async fn continuous_mode_follows_changes_and_stops_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A deleted order leaves the analytics within a few cycles too.
+    source
+        .exec(
+            "DELETE FROM operations.order_items WHERE order_id = 7;
+             DELETE FROM operations.orders WHERE order_id = 7;",
+        )
+        .await;
+    let mut removed = false;
+    for _ in 0..100 {
+        if clue
+            .value::<i64>("SELECT count(*) FROM analytics.analytical_orders")
+            .await
+            == 19
+        {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (code, log) = interrupt(child);
     assert!(seen, "the change did not arrive");
+    assert!(removed, "the delete did not arrive");
     assert_eq!(code, Some(0), "{log}");
     check_in_sync(&clue, &source).await;
 }

@@ -31,9 +31,55 @@ use crate::store;
 use crate::store::sync::Watermark;
 use source::{CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
 
-/// How often a continuous sync compares ids to find deleted rows (a full
-/// read of the source's ids; a one-shot run always does).
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How many ids of each table a continuous sync's cycle compares with the
+/// source to find deleted rows (a one-shot run compares them all): the
+/// comparison walks the ids a span a cycle, so no cycle pays for a whole
+/// table.
+const SWEEP_SPAN: i64 = 200_000;
+
+/// Where the comparison of ids starts next, per table (orders, items), and
+/// how many source ids a cycle's reads.
+#[derive(Debug, Clone, Copy)]
+struct Sweep {
+    next: [i64; 2],
+    span: Option<i64>,
+}
+
+impl Sweep {
+    /// Every id, in one cycle.
+    fn all() -> Sweep {
+        Sweep {
+            next: [i64::MIN; 2],
+            span: None,
+        }
+    }
+
+    /// A span of ids a cycle, from the first.
+    fn spans() -> Sweep {
+        Sweep {
+            next: [i64::MIN; 2],
+            span: Some(SWEEP_SPAN),
+        }
+    }
+
+    /// The ids the source gave from `next` decide the range compared: up to
+    /// the last of a full span, or (the source's ids ran out) everything
+    /// on; then the next cycle goes on from there, or back to the start.
+    fn range(&mut self, table: usize, present: &[i64]) -> (i64, i64) {
+        let from = self.next[table];
+        let full = self.span.is_some_and(|s| present.len() as i64 >= s);
+        match present.last() {
+            Some(last) if full => {
+                self.next[table] = last.saturating_add(1);
+                (from, last.saturating_add(1))
+            }
+            _ => {
+                self.next[table] = i64::MIN;
+                (from, i64::MAX)
+            }
+        }
+    }
+}
 
 /// What `clue etl run` was asked to do.
 #[derive(Debug, Clone)]
@@ -183,16 +229,23 @@ pub async fn run(
     let Some(interval) = opts.continuous else {
         let mut src = source::connect(&opts.source).await?;
         source::check(&src).await?;
-        cycle(&mut src, &mut client, &sink, opts, true, &mut report).await?;
+        cycle(
+            &mut src,
+            &mut client,
+            &sink,
+            opts,
+            &mut Sweep::all(),
+            &mut report,
+        )
+        .await?;
         return Ok(report);
     };
     pin_mut!(stop);
     let mut src: Option<tokio_postgres::Client> = None;
     let mut last_error: Option<String> = None;
     let mut backoff = Duration::from_secs(1);
-    let mut swept: Option<std::time::Instant> = None;
+    let mut sweep = Sweep::spans();
     loop {
-        let sweep = swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
         let attempt = async {
             if src.as_ref().is_none_or(|c| c.is_closed()) {
                 let c = source::connect(&opts.source).await?;
@@ -200,13 +253,10 @@ pub async fn run(
                 src = Some(c);
             }
             let c = src.as_mut().expect("connected above");
-            cycle(c, &mut client, &sink, opts, sweep, &mut report).await
+            cycle(c, &mut client, &sink, opts, &mut sweep, &mut report).await
         };
         let wait = match attempt.await {
             Ok(()) => {
-                if sweep {
-                    swept = Some(std::time::Instant::now());
-                }
                 if last_error.take().is_some() {
                     tracing::info!("sync recovered");
                 }
@@ -233,13 +283,13 @@ pub async fn run(
 }
 
 /// One cycle: the first sync's copy, or what changed since the watermarks;
-/// then (`sweep`) the deletes.
+/// then the deletes among the ids `sweep` reaches.
 async fn cycle(
     src: &mut tokio_postgres::Client,
     client: &mut deadpool_postgres::Object,
     sink: &sink::Sink,
     opts: &SyncOptions,
-    sweep: bool,
+    sweep: &mut Sweep,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let marks = store::sync::watermarks(&***client, &sink.source).await?;
@@ -275,17 +325,16 @@ async fn cycle(
         }
     }
     // Deletes leave no row to read: compare ids.
-    if sweep {
-        let gone = sink
-            .deleted(
-                pg,
-                &source::ids(&tx, ORDERS).await?,
-                &source::ids(&tx, ORDER_ITEMS).await?,
-            )
-            .await?;
-        for part in gone.chunks(opts.batch_size.max(1)) {
-            replace(&tx, pg, sink, part, None, report).await?;
-        }
+    let mut gone = Vec::new();
+    for (i, table) in [ORDERS, ORDER_ITEMS].into_iter().enumerate() {
+        let present = source::ids(&tx, table, sweep.next[i], sweep.span).await?;
+        let range = sweep.range(i, &present);
+        gone.extend(sink.deleted(pg, i == 1, &present, range).await?);
+    }
+    gone.sort_unstable();
+    gone.dedup();
+    for part in gone.chunks(opts.batch_size.max(1)) {
+        replace(&tx, pg, sink, part, None, report).await?;
     }
     tx.commit().await.map_err(SyncError::source_query)?;
     report.cycles += 1;
@@ -359,4 +408,34 @@ async fn copy_all(
     report.written.items += written.items;
     bar.finish_and_clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sweep;
+
+    /// The comparison walks the ids a span at a time and starts over once
+    /// the source's run out; a one-shot run's covers everything at once.
+    #[test]
+    fn the_sweep_walks_spans_then_starts_over() {
+        let mut sweep = Sweep {
+            next: [i64::MIN; 2],
+            span: Some(2),
+        };
+        assert_eq!(sweep.range(0, &[1, 2]), (i64::MIN, 3));
+        assert_eq!(sweep.next[0], 3);
+        assert_eq!(
+            sweep.range(0, &[5]),
+            (3, i64::MAX),
+            "the last span reaches the end"
+        );
+        assert_eq!(sweep.next[0], i64::MIN, "and the next starts over");
+        assert_eq!(
+            sweep.range(1, &[]),
+            (i64::MIN, i64::MAX),
+            "no source ids: all gone"
+        );
+        let mut all = Sweep::all();
+        assert_eq!(all.range(0, &[1, 2, 3]), (i64::MIN, i64::MAX));
+    }
 }

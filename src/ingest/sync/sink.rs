@@ -251,25 +251,27 @@ impl SinkTable {
         Ok(count.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The ids in this table (by `key`) that `present` lacks.
+    /// The ids in this table (by `key`, in `[from, to)`) that `present`
+    /// lacks, reported by the `report` column.
     async fn missing(
         &self,
         client: &tokio_postgres::Client,
         key: &str,
         present: &[i64],
         report: &str,
+        (from, to): (i64, i64),
     ) -> Result<Vec<i64>, SyncError> {
         let rows = client
             .query(
                 &format!(
-                    "SELECT DISTINCT t.{report} FROM {} t
+                    "SELECT DISTINCT t.{report} FROM {table} t
                        LEFT JOIN unnest($1::int8[]) AS s(id) ON s.id = t.{key}
-                      WHERE s.id IS NULL",
-                    self.table.table.quoted(),
+                      WHERE s.id IS NULL AND t.{key} >= $2 AND t.{key} < $3",
+                    table = self.table.table.quoted(),
                     key = crate::sql::quote_ident(key),
                     report = crate::sql::quote_ident(report),
                 ),
-                &[&present],
+                &[&present, &from, &to],
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -420,25 +422,24 @@ impl Sink {
         })
     }
 
-    /// The orders to replace because the source deleted them or some of
-    /// their items: ids in the analytical tables missing from the source's.
+    /// The orders to replace because the source deleted them (`items`:
+    /// some of their items): ids in `range` of the analytical table missing
+    /// from the source's `present` ones.
     pub(super) async fn deleted(
         &self,
         client: &tokio_postgres::Client,
-        source_orders: &[i64],
-        source_items: &[i64],
+        items: bool,
+        present: &[i64],
+        range: (i64, i64),
     ) -> Result<Vec<i64>, SyncError> {
-        let mut ids = self
-            .orders
-            .missing(client, "order_id", source_orders, "order_id")
-            .await?;
-        ids.extend(
+        if items {
             self.items
-                .missing(client, "id", source_items, "order_id")
-                .await?,
-        );
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
+                .missing(client, "id", present, "order_id", range)
+                .await
+        } else {
+            self.orders
+                .missing(client, "order_id", present, "order_id", range)
+                .await
+        }
     }
 }

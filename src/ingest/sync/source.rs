@@ -290,15 +290,22 @@ pub(super) async fn count(tx: &Transaction<'_>) -> Result<u64, SyncError> {
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-/// Every id of a source table (orders or items), to find what was deleted.
-pub(super) async fn ids(tx: &Transaction<'_>, table: SourceTable) -> Result<Vec<i64>, SyncError> {
+/// The ids of a source table (orders or items) from `from` up, in order,
+/// at most `limit` of them (all without one), to find what was deleted.
+pub(super) async fn ids(
+    tx: &Transaction<'_>,
+    table: SourceTable,
+    from: i64,
+    limit: Option<i64>,
+) -> Result<Vec<i64>, SyncError> {
     let sql = format!(
-        "SELECT coalesce(array_agg({id}::int8), '{{}}') FROM operations.{name}",
+        "SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM (
+             SELECT {id}::int8 AS id FROM operations.{name} WHERE {id} >= $1 ORDER BY 1 LIMIT $2) s",
         id = table.id,
         name = table.name
     );
     let row = tx
-        .query_one(&sql, &[])
+        .query_one(&sql, &[&from, &limit])
         .await
         .map_err(SyncError::source_query)?;
     Ok(row.get(0))
