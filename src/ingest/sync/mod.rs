@@ -35,7 +35,7 @@ use source::{CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
 /// source to find deleted rows (a one-shot run compares them all): the
 /// comparison walks the ids a span a cycle, so no cycle pays for a whole
 /// table.
-const SWEEP_SPAN: i64 = 200_000;
+const SWEEP_SPAN: i64 = 50_000;
 
 /// Where the comparison of ids starts next, per table (orders, items), and
 /// how many source ids a cycle's reads.
