@@ -110,14 +110,14 @@ impl SinkTable {
     /// Replaces the rows whose `key` column is in `keys` by `rows` (typed
     /// as the columns), inside `tx`: the old ones leave the rollups, the
     /// new ones enter them (no `keys`: the table holds none of them). Returns
-    /// how many rows were deleted.
+    /// the first column of each row deleted (its id).
     async fn replace(
         &self,
         tx: &Transaction<'_>,
         key: &str,
         keys: Option<&[i64]>,
         rows: &[Vec<Value<'static>>],
-    ) -> Result<u64, SyncError> {
+    ) -> Result<Vec<i64>, SyncError> {
         let mut deltas = self.accumulator();
         let deleted = match keys {
             None => Vec::new(),
@@ -173,7 +173,7 @@ impl SinkTable {
         })
         .await
         .map_err(load_error)?;
-        Ok(deleted.len() as u64)
+        Ok(deleted.iter().map(|r| r.get(0)).collect())
     }
 
     /// Rows as binary COPY data.
@@ -378,10 +378,18 @@ impl Sink {
             store::sync::advance(&tx, &self.source, table, mark).await?;
         }
         tx.commit().await?;
+        // Orders that were here and are not among the new rows: removed.
+        let kept: std::collections::HashSet<i64> = orders
+            .iter()
+            .filter_map(|o| match o.first() {
+                Some(Value::Int(id)) => Some(*id),
+                _ => None,
+            })
+            .collect();
         Ok(Written {
             orders: orders.len() as u64,
             items: items.len() as u64,
-            deleted_orders: deleted.saturating_sub(orders.len() as u64),
+            deleted_orders: deleted.iter().filter(|id| !kept.contains(id)).count() as u64,
         })
     }
 
