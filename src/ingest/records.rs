@@ -473,14 +473,7 @@ impl Prepared {
             ttl: dataset.idempotency_ttl,
             response: None,
         }));
-        let target = Target {
-            table: &table,
-            columns: &columns,
-            error_table: None,
-            dataset: stored_as.as_deref(),
-            job: None,
-            claims: &all,
-        };
+        let target = Target::rows(&table, &columns, stored_as.as_deref(), &all);
         load::load(&mut client, target, receiver, || {
             Ok::<_, std::convert::Infallible>(produced)
         })
@@ -542,14 +535,7 @@ impl Prepared {
         }
         if encoder.accepted > 0 {
             let (receiver, produced, _) = encoder.finish();
-            let target = Target {
-                table: &table,
-                columns: &columns,
-                error_table: None,
-                dataset: stored_as.as_deref(),
-                job: None,
-                claims: &[],
-            };
+            let target = Target::rows(&table, &columns, stored_as.as_deref(), &[]);
             load::load_in(&tx, target, receiver, || {
                 Ok::<_, std::convert::Infallible>(produced)
             })

@@ -111,6 +111,25 @@ pub struct Target<'a> {
     pub claims: &'a [ClaimSpec<'a>],
 }
 
+impl<'a> Target<'a> {
+    /// A load of rows that are no file: no job row, no error table.
+    pub fn rows(
+        table: &'a Table,
+        columns: &'a [String],
+        dataset: Option<&'a str>,
+        claims: &'a [ClaimSpec<'a>],
+    ) -> Target<'a> {
+        Target {
+            table,
+            columns,
+            error_table: None,
+            dataset,
+            job: None,
+            claims,
+        }
+    }
+}
+
 /// An idempotency key a load claims (see `store::ledger`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimSpec<'a> {

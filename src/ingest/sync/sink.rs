@@ -190,14 +190,7 @@ impl SinkTable {
     }
 
     fn target(&self) -> Target<'_> {
-        Target {
-            table: &self.table,
-            columns: &self.columns,
-            error_table: None,
-            dataset: Some(&self.dataset),
-            job: None,
-            claims: &[],
-        }
+        Target::rows(&self.table, &self.columns, Some(&self.dataset), &[])
     }
 
     /// Copies a stream of source rows into the table inside `tx` as one
