@@ -108,17 +108,19 @@ pub(super) async fn check(client: &Client) -> Result<(), SyncError> {
 /// Opens a cycle's snapshot and returns it with its bound: every row whose
 /// `updated_at` is before the bound was committed before the snapshot.
 ///
-/// The bound is the start of the source's oldest open transaction (or now),
-/// less a millisecond for `timestamp(3)` rounding: a transaction still open
-/// stamps its rows with its start (`now()`), which can be long before it
-/// commits, so the bound waits for it. It is read before the snapshot is
+/// The bound is the start of the source's oldest open transaction of a
+/// client (not autovacuum's), or now, less a millisecond for `timestamp(3)`
+/// rounding: a transaction still open stamps its rows with its start
+/// (`now()`), which can be long before it commits, so the bound waits for
+/// it. It is read before the snapshot is
 /// taken: a transaction that commits in between is in the snapshot.
 pub(super) async fn begin(
     client: &mut Client,
 ) -> Result<(Transaction<'_>, NaiveDateTime), SyncError> {
     let row = client
         .query_one(
-            "SELECT (least(clock_timestamp(), min(xact_start) FILTER (WHERE xact_start IS NOT NULL))
+            "SELECT (least(clock_timestamp(),
+                           min(xact_start) FILTER (WHERE backend_type = 'client backend'))
                      - interval '1 millisecond')::timestamp,
                     count(*) FILTER (WHERE query = '<insufficient privilege>')
                FROM pg_stat_activity
