@@ -89,13 +89,25 @@ async fn status(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> 
         println!("{name}: never synced (the next `clue etl run` copies everything).");
     }
     // What each table has yet to sync, when the source answers.
-    let lag = match sync::lag(sync.source()?, &marks).await {
-        Ok(lag) => lag,
+    let (lag, open) = match sync::lag(sync.source()?, &marks).await {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("(lag unknown: {e})");
-            Vec::new()
+            (Vec::new(), None)
         }
     };
+    if let Some(t) = open {
+        println!(
+            "{name}: the oldest open transaction, pid {} ({}), began {}; nothing it may still write is read before it ends",
+            t.pid,
+            if t.state.is_empty() {
+                "state unknown"
+            } else {
+                &t.state
+            },
+            t.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     for m in &marks {
         let behind = lag
             .iter()

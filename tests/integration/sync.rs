@@ -245,6 +245,21 @@ async fn a_transaction_committing_late_and_rows_sharing_a_timestamp_are_not_skip
         )
         .await;
     etl(&clue, &source, &["--batch-size", "3"]).ok();
+    // The status names what holds the sync back.
+    let status = clue_with(
+        &["etl", "status"],
+        &[
+            ("CLUE_DATABASE_URL", &clue.url),
+            ("CLUE_SOURCE_DATABASE_URL", &source.db.url),
+        ],
+    )
+    .ok();
+    assert!(
+        status.stdout.contains("the oldest open transaction, pid")
+            && status.stdout.contains("(idle in transaction)"),
+        "{}",
+        status.stdout
+    );
     late.batch_execute("COMMIT").await.unwrap();
     etl(&clue, &source, &["--batch-size", "3"]).ok();
     assert_eq!(

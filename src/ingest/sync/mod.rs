@@ -189,13 +189,26 @@ pub struct Lag {
     pub oldest: Option<chrono::NaiveDateTime>,
 }
 
-/// Each watermarked table's lag behind the source (`clue etl status`).
+/// The source's oldest open client transaction: a cycle reads nothing it
+/// may still write (`clue etl status` names it).
+#[derive(Debug, Clone)]
+pub struct OpenTransaction {
+    pub pid: i32,
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub state: String,
+}
+
+/// Each watermarked table's lag behind the source, and the transaction
+/// holding the sync back, if any (`clue etl status`).
 pub async fn lag(
     config: &tokio_postgres::Config,
     marks: &[store::sync::WatermarkRow],
-) -> Result<Vec<Lag>, SyncError> {
+) -> Result<(Vec<Lag>, Option<OpenTransaction>), SyncError> {
     let src = source::connect(config).await?;
     source::check(&src).await?;
+    let open = source::oldest_open(&src)
+        .await?
+        .map(|(pid, since, state)| OpenTransaction { pid, since, state });
     let mut out = Vec::new();
     for table in TABLES {
         if let Some(m) = marks.iter().find(|m| m.source_table == table.name) {
@@ -207,7 +220,7 @@ pub async fn lag(
             });
         }
     }
-    Ok(out)
+    Ok((out, open))
 }
 
 /// Syncs once, or (continuous) until `stop` resolves; a stop lets the

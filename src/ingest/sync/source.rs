@@ -333,3 +333,21 @@ pub(super) async fn pending(
         .map_err(SyncError::source_query)?;
     Ok((row.get(0), row.get(1)))
 }
+
+/// The source's oldest open client transaction (it bounds what a cycle
+/// reads): its process id, when it began, and its state.
+pub(super) async fn oldest_open(
+    client: &Client,
+) -> Result<Option<(i32, chrono::DateTime<chrono::Utc>, String)>, SyncError> {
+    let row = client
+        .query_opt(
+            "SELECT pid, xact_start, coalesce(state, '') FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND backend_type = 'client backend' AND xact_start IS NOT NULL
+              ORDER BY xact_start LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(SyncError::source_query)?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
