@@ -339,6 +339,8 @@ async fn ensure_in_tx(
             .collect::<Vec<_>>()
             .join(", ");
         if let Some(default) = &default {
+            // Moving rows changes no rollup: the keepers leave it alone.
+            crate::write::triggers::own_write(tx).await?;
             moved = tx
                 .execute(
                     &format!(

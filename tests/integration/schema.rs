@@ -169,6 +169,9 @@ async fn creating_a_month_moves_its_rows_out_of_the_default_partition() {
             .await,
         40
     );
+    // Rollups (and their keepers) exist before the move: moving rows
+    // between partitions must leave them as they are.
+    db.clue(&["rollups", "rebuild", "sales_report"]).ok();
     let out = db
         .clue(&[
             "create-monthly-partitions",
@@ -205,6 +208,8 @@ async fn creating_a_month_moves_its_rows_out_of_the_default_partition() {
         .value("SELECT count(DISTINCT sale_id) = 40 FROM sales_report")
         .await;
     assert!(ids_unique);
+    let verify = db.clue(&["rollups", "verify", "sales_report"]);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
 }
 
 #[tokio::test]
