@@ -365,7 +365,18 @@ pub async fn ensure(
     let wanted = infos(dataset, &table)?;
     // Writers that are not clue keep the rollups too; installed before the
     // rollup lock is taken (a load holding the table waits for that lock).
-    crate::write::triggers::install(client, dataset, &table, &wanted).await?;
+    if let Err(e) = crate::write::triggers::install(client, dataset, &table, &wanted).await {
+        // A role that may not add triggers to a table it does not own still
+        // keeps the rollups through its own writes; say what others need.
+        if e.code() != Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+            return Err(e.into());
+        }
+        tracing::warn!(
+            dataset = %dataset.name,
+            table = %table.table.display(),
+            "no rollup keepers: this role may not add triggers to the table, so only writes through clue keep its rollups (grant TRIGGER on it, or let its owner run clue once)"
+        );
+    }
     let tx = client.transaction().await?;
     locks::lock_rollups(&tx, &dataset.name).await?;
     tx.batch_execute(&format!(

@@ -865,3 +865,56 @@ async fn a_role_without_privileges_is_a_database_failure_not_bad_input() {
     assert!(run.stderr.contains("permission denied"), "{}", run.stderr);
     assert!(!run.stderr.contains("db error"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn a_writer_that_may_not_add_triggers_loads_and_says_what_others_need() {
+    let db = db_with_sales_report().await;
+    // The owner made the months; the writer may write, not alter, the table.
+    db.clue(&[
+        "create-monthly-partitions",
+        "-t",
+        "sales_report",
+        "-s",
+        "2020",
+        "-e",
+        "2026",
+    ])
+    .ok();
+    let role = format!("clue_notrigger_{}", uuid::Uuid::new_v4().simple());
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT CREATE ON DATABASE {db} TO {role};
+             CREATE SCHEMA IF NOT EXISTS clue_rollup;
+             GRANT USAGE, CREATE ON SCHEMA public, clue, clue_rollup, analytics TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, clue, analytics TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public, clue TO {role};",
+            db = db.name
+        ))
+        .await
+        .unwrap();
+    let run = crate::helpers::clue_with(
+        &[
+            "import-data",
+            "-c",
+            peer_file("sales_data.csv").to_str().unwrap(),
+            "-t",
+            "sales_report",
+        ],
+        &[("CLUE_DATABASE_URL", &db.url_as(&role))],
+    );
+    let keepers: i64 = db
+        .value("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'clue\\_keep\\_%'")
+        .await;
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("no rollup keepers"), "{}", run.stderr);
+    assert_eq!(keepers, 0);
+}
