@@ -451,7 +451,9 @@ impl Prepared {
         if !self.skip_invalid && !self.rejected.is_empty() {
             return Err(RecordError::Invalid(self.rejected.swap_remove(0).problems));
         }
-        if self.encoder.accepted == 0 {
+        // No rows and no key to claim: nothing to write. (A request's own
+        // key is claimed even when every record was refused.)
+        if self.encoder.accepted == 0 && claims.is_empty() {
             return Ok(0);
         }
         self.ensure_months().await?;

@@ -340,6 +340,44 @@ async fn an_idempotency_key_replays_refuses_another_body_and_writes_once() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(p.contains("Idempotency-Key"), "{p}");
+
+    // A request whose every event is refused still takes its key: the same
+    // key with another body is a 422, the same body a replay.
+    let refused = json!([sale("R1", "toys", "1")]).to_string();
+    let (status, replayed, _) = send(
+        &app,
+        "sales",
+        "?on_error=skip",
+        "application/json",
+        refused.clone(),
+        Some("all-refused"),
+    )
+    .await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, None));
+    let (status, replayed, _) = send(
+        &app,
+        "sales",
+        "?on_error=skip",
+        "application/json",
+        refused,
+        Some("all-refused"),
+    )
+    .await;
+    assert_eq!(
+        (status, replayed.as_deref()),
+        (StatusCode::CREATED, Some("true"))
+    );
+    let other = json!([sale("R2", "toys", "1")]).to_string();
+    let (status, _, _) = send(
+        &app,
+        "sales",
+        "?on_error=skip",
+        "application/json",
+        other,
+        Some("all-refused"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
