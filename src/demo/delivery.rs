@@ -68,11 +68,7 @@ pub async fn source(db: &Database) -> Result<tokio_postgres::Config, DemoError> 
 }
 
 async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, DemoError> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    Ok(crate::pg::database::connect_direct(config).await?)
 }
 
 /// One second of activity: a few new orders with items, some orders moved

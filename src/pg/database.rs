@@ -177,6 +177,24 @@ impl Database {
     }
 }
 
+/// One connection of its own, outside the pool (to another database, such
+/// as a sync's source), its connection task spawned; failures classified
+/// as the pool's are.
+pub async fn connect_direct(
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| classify_connect_error(e, config))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "direct connection closed");
+        }
+    });
+    Ok(client)
+}
+
 /// Turns a failed connection attempt into the reason a user can act on.
 pub fn classify_connect_error(
     e: tokio_postgres::Error,

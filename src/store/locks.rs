@@ -41,9 +41,18 @@ pub async fn lock_rollups(
     tx: &impl GenericClient,
     dataset: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    lock_named(tx, ROLLUPS, dataset).await
+}
+
+/// A transaction lock of `class` on a name (hashed into the id).
+async fn lock_named(
+    tx: &impl GenericClient,
+    class: i32,
+    name: &str,
+) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&ROLLUPS, &dataset],
+        &[&class, &name],
     )
     .await?;
     Ok(())
@@ -70,10 +79,5 @@ pub async fn lock_keepers(
     tx: &impl GenericClient,
     dataset: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&KEEPERS, &dataset],
-    )
-    .await?;
-    Ok(())
+    lock_named(tx, KEEPERS, dataset).await
 }

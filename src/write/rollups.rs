@@ -193,14 +193,8 @@ pub(super) fn aggregate_of(
     from: &str,
     keys_in: Option<&str>,
 ) -> String {
-    let mut cols = vec![format!(
-        "{} AS bucket",
-        utc_bucket_sql(
-            &quote_ident(dataset.rollup_time().0),
-            info.grain,
-            time_key(dataset, table)
-        )
-    )];
+    let (bucket, group) = group_of(info, dataset, table);
+    let mut cols = vec![format!("{bucket} AS bucket")];
     cols.extend(info.dimensions.iter().map(|d| quote_ident(d)));
     cols.push("count(*)::int8 AS row_count".into());
     for p in &info.partials {
@@ -212,43 +206,41 @@ pub(super) fn aggregate_of(
             PartialKind::Max => format!("max({src})"),
         });
     }
-    let group: Vec<String> = (1..=info.dimensions.len() + 1)
+    let positions: Vec<String> = (1..=info.dimensions.len() + 1)
         .map(|i| i.to_string())
         .collect();
+    let only = keys_in.map_or(String::new(), |keys| {
+        format!(" AND ({group}) IN (SELECT * FROM {keys} AS k)")
+    });
+    // A row without a time is in no bucket (as the deltas have it).
+    format!(
+        "SELECT {} FROM {from} WHERE {} IS NOT NULL{only} GROUP BY {}",
+        cols.join(", "),
+        quote_ident(dataset.rollup_time().0),
+        positions.join(", ")
+    )
+}
+
+/// A row's rollup bucket, and its group (the bucket, then the dimensions),
+/// as SQL expressions over the fact table's columns.
+fn group_of(info: &RollupInfo, dataset: &Dataset, table: &Table) -> (String, String) {
     let bucket = utc_bucket_sql(
         &quote_ident(dataset.rollup_time().0),
         info.grain,
         time_key(dataset, table),
     );
-    let only = keys_in.map_or(String::new(), |keys| {
-        let row = std::iter::once(bucket.clone())
-            .chain(info.dimensions.iter().map(|d| quote_ident(d)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(" AND ({row}) IN (SELECT * FROM {keys} AS k)")
-    });
-    // A row without a time is in no bucket (as the deltas have it).
-    format!(
-        "SELECT {} FROM {} WHERE {} IS NOT NULL{only} GROUP BY {}",
-        cols.join(", "),
-        from,
-        quote_ident(dataset.rollup_time().0),
-        group.join(", ")
-    )
+    let group = std::iter::once(bucket.clone())
+        .chain(info.dimensions.iter().map(|d| quote_ident(d)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (bucket, group)
 }
 
 /// The rollup groups (bucket and dimensions) the rows of `from` fall in.
 pub(super) fn groups_of(info: &RollupInfo, dataset: &Dataset, table: &Table, from: &str) -> String {
-    let cols = std::iter::once(utc_bucket_sql(
-        &quote_ident(dataset.rollup_time().0),
-        info.grain,
-        time_key(dataset, table),
-    ))
-    .chain(info.dimensions.iter().map(|d| quote_ident(d)))
-    .collect::<Vec<_>>()
-    .join(", ");
     format!(
-        "SELECT DISTINCT {cols} FROM {from} WHERE {} IS NOT NULL",
+        "SELECT DISTINCT {} FROM {from} WHERE {} IS NOT NULL",
+        group_of(info, dataset, table).1,
         quote_ident(dataset.rollup_time().0)
     )
 }

@@ -80,6 +80,20 @@ fn etl(clue: &TestDb, source: &Source, args: &[&str]) -> Run {
     )
 }
 
+/// Whether `sql` (a count) comes to `expect` within 15 seconds; an error
+/// (the table not made yet) counts as not yet.
+async fn holds(db: &TestDb, sql: &str, expect: i64) -> bool {
+    let client = db.client().await;
+    for _ in 0..150 {
+        let got = client.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0));
+        if got.is_ok_and(|n| n == expect) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// `clue ARGS` running in the background against `clue` and `source`.
 fn spawn_clue(clue: &TestDb, source_url: &str, args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
@@ -284,39 +298,20 @@ async fn continuous_mode_follows_changes_and_stops_cleanly() {
             "--no-progress",
         ],
     );
-    let count = async || {
-        clue.value::<i64>(
-            "SELECT count(*) FROM analytics.analytical_orders WHERE status = 'CANCELLED'",
-        )
-        .await
-    };
     // Once it has copied the source (its watermarks set), a second sync of
     // it is refused.
-    let watched = clue.client().await;
-    for _ in 0..100 {
-        let marks = watched
-            .query_one("SELECT count(*) FROM clue.sync_watermarks", &[])
-            .await
-            .map_or(0, |r| r.get::<_, i64>(0));
-        if marks == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let copied = holds(&clue, "SELECT count(*) FROM clue.sync_watermarks", 4).await;
+    assert!(copied, "the first copy did not happen");
     etl(&clue, &source, &[]).fails_with(4, "another clue etl is syncing");
-    let mut seen = false;
-    for i in 0..100 {
-        if i == 10 {
-            source
-                .exec("UPDATE operations.orders SET status = 'CANCELLED' WHERE order_id <= 4")
-                .await;
-        }
-        if i > 10 && count().await == 4 {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    source
+        .exec("UPDATE operations.orders SET status = 'CANCELLED' WHERE order_id <= 4")
+        .await;
+    let seen = holds(
+        &clue,
+        "SELECT count(*) FROM analytics.analytical_orders WHERE status = 'CANCELLED'",
+        4,
+    )
+    .await;
     // A deleted order leaves the analytics within a few cycles too.
     source
         .exec(
@@ -324,18 +319,12 @@ async fn continuous_mode_follows_changes_and_stops_cleanly() {
              DELETE FROM operations.orders WHERE order_id = 7;",
         )
         .await;
-    let mut removed = false;
-    for _ in 0..100 {
-        if clue
-            .value::<i64>("SELECT count(*) FROM analytics.analytical_orders")
-            .await
-            == 19
-        {
-            removed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let removed = holds(
+        &clue,
+        "SELECT count(*) FROM analytics.analytical_orders",
+        19,
+    )
+    .await;
     let (code, log) = interrupt(child);
     assert!(seen, "the change did not arrive");
     assert!(removed, "the delete did not arrive");
@@ -573,18 +562,7 @@ async fn continuous_mode_waits_out_a_missing_source_and_logs_it_once() {
         .await
         .unwrap();
     late.seed(5).await;
-    let mut arrived = false;
-    for _ in 0..150 {
-        if clue
-            .value::<i64>("SELECT count(*) FROM analytics.analytical_orders")
-            .await
-            == 5
-        {
-            arrived = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let arrived = holds(&clue, "SELECT count(*) FROM analytics.analytical_orders", 5).await;
     let (code, log) = interrupt(child);
     assert!(arrived, "the sync did not recover: {log}");
     assert_eq!(code, Some(0), "{log}");

@@ -360,12 +360,11 @@ fn parse(
         || content_type.starts_with("application/jsonl")
     {
         let text = std::str::from_utf8(body).map_err(|_| body_error("is not UTF-8".into()))?;
-        let lines = text.lines().filter(|l| !l.trim().is_empty());
-        if lines.clone().count() > MAX_EVENTS {
-            return Err(too_many());
-        }
         let mut received = 0;
-        for (index, line) in lines.enumerate() {
+        for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            if index >= MAX_EVENTS {
+                return Err(too_many());
+            }
             let event = serde_json::from_str::<Value>(line)
                 .map_err(|e| format!("is not valid JSON: {e}"))
                 .and_then(object);

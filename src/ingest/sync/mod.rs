@@ -29,7 +29,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::pg::database::{Database, DbError};
 use crate::store;
 use crate::store::sync::Watermark;
-use source::{CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
+use source::{ORDER_ITEMS, ORDERS, TABLES};
 
 /// How many ids of each table a continuous sync's cycle compares with the
 /// source to find deleted rows (a one-shot run compares them all): the
@@ -400,7 +400,7 @@ async fn copy_all(
         ProgressBar::hidden()
     };
     // Rows with this bound's `updated_at` (or later) are read again by the next cycle.
-    let marks: Vec<(&str, Watermark)> = [ORDERS, ORDER_ITEMS, CUSTOMERS, PRODUCTS]
+    let marks: Vec<(&str, Watermark)> = TABLES
         .iter()
         .map(|t| {
             (

@@ -53,16 +53,9 @@ pub(super) const TABLES: [SourceTable; 4] = [ORDERS, ORDER_ITEMS, CUSTOMERS, PRO
 
 /// Connects to the source; its connection runs on its own task.
 pub(super) async fn connect(config: &tokio_postgres::Config) -> Result<Client, SyncError> {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    crate::pg::database::connect_direct(config)
         .await
-        .map_err(|e| SyncError::Source(crate::pg::database::classify_connect_error(e, config)))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "source connection closed");
-        }
-    });
-    Ok(client)
+        .map_err(SyncError::Source)
 }
 
 /// Checks that every table and column clue reads is there and readable,
