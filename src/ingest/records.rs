@@ -121,7 +121,7 @@ impl Record {
     }
 }
 
-pub use crate::write::load::RecordKey;
+use crate::write::load::RecordKey;
 
 /// Where a record's key and fingerprint come from, for records giving
 /// `columns`: the key column's value, and the encoded fields in the
