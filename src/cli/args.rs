@@ -221,8 +221,13 @@ pub enum EtlAction {
     Run(EtlRunArgs),
     /// The watermarks of the source's tables and when each moved.
     Status(EtlSourceArgs),
-    /// Forget the watermarks: the next run copies everything again.
+    /// Forget the watermarks and the change data capture position (dropping
+    /// its replication slot): the next run copies everything again.
     Reset(EtlSourceArgs),
+    /// Drop the replication slot of change data capture on the source (so it
+    /// keeps no WAL for clue) and forget its position.
+    #[command(name = "drop-slot")]
+    DropSlot(EtlSourceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +236,10 @@ pub struct EtlSourceArgs {
     /// SOURCE_DB_PASSWORD, SOURCE_DB_HOST, SOURCE_DB_PORT].
     #[arg(long, value_name = "URL")]
     pub source_url: Option<String>,
+    /// The replication slot of change data capture [default: the one the
+    /// first `--cdc` run made, named clue_…].
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +258,14 @@ pub struct EtlRunArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Stream changes through logical replication (the source needs
+    /// wal_level = logical and a role with REPLICATION) until stopped,
+    /// instead of polling.
+    #[arg(long, conflicts_with = "polling_interval")]
+    pub cdc: bool,
+    /// The publication --cdc streams (made if missing) [default: clue_sync].
+    #[arg(long, value_name = "NAME", requires = "cdc")]
+    pub publication: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
-//! `clue etl run | status | reset` and `clue export-reports`: the database
-//! sync's commands (prototype 004's `run-etl` and `run-continuous-etl` are
-//! aliases of `etl run`) and its reports as files.
+//! `clue etl run | status | reset | drop-slot` and `clue export-reports`:
+//! the database sync's commands (prototype 004's `run-etl` and
+//! `run-continuous-etl` are aliases of `etl run`) and its reports as files.
 
 use std::io::IsTerminal;
 
@@ -8,6 +8,7 @@ use super::args::{EtlAction, EtlRunArgs, EtlSourceArgs, ExportArgs};
 use super::with_db;
 use crate::app;
 use crate::error::Error;
+use crate::ingest::sync::cdc::{self, CdcOptions};
 use crate::ingest::sync::{self, SyncOptions};
 use crate::settings::{Settings, SyncFlags, SyncSettings};
 use crate::store;
@@ -17,6 +18,7 @@ pub(super) async fn command(settings: &Settings, action: EtlAction) -> Result<()
         EtlAction::Run(args) => run(settings, args).await,
         EtlAction::Status(args) => status(settings, &args).await,
         EtlAction::Reset(args) => reset(settings, &args).await,
+        EtlAction::DropSlot(args) => drop_slot(settings, &args).await,
     }
 }
 
@@ -44,9 +46,21 @@ async fn run(settings: &Settings, args: EtlRunArgs) -> Result<(), Error> {
         batch_size: sync.batch_size,
         continuous: args.continuous.then_some(sync.polling_interval),
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        cdc: args.cdc.then(|| CdcOptions {
+            slot: args.source.slot.clone(),
+            publication: args
+                .publication
+                .clone()
+                .unwrap_or_else(|| cdc::DEFAULT_PUBLICATION.to_owned()),
+        }),
     };
     let catalog = app::catalog(settings)?;
-    if args.continuous {
+    if args.cdc {
+        eprintln!(
+            "Streaming the changes of {} (change data capture); Ctrl-C to stop.",
+            sync::source_name(&opts.source)
+        );
+    } else if args.continuous {
         eprintln!(
             "Syncing {} every {} s; Ctrl-C to stop.",
             sync::source_name(&opts.source),
@@ -58,10 +72,14 @@ async fn run(settings: &Settings, args: EtlRunArgs) -> Result<(), Error> {
         Ok(sync::run(db, &catalog, &opts, crate::api::shutdown_signal()).await?)
     })
     .await?;
+    let rounds = if args.cdc {
+        format!("{} streamed transaction(s)", report.transactions)
+    } else {
+        format!("{} cycle(s)", report.cycles)
+    };
     println!(
-        "Synced {} in {} cycle(s){}: {} order(s) and {} item(s) written, {} order(s) removed, in {:.2} s.",
+        "Synced {} in {rounds}{}: {} order(s) and {} item(s) written, {} order(s) removed, in {:.2} s.",
         sync::source_name(&opts.source),
-        report.cycles,
         if report.copied {
             ", starting with a full copy"
         } else {
@@ -78,14 +96,25 @@ async fn run(settings: &Settings, args: EtlRunArgs) -> Result<(), Error> {
 async fn status(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     let sync = sync_settings(args, SyncFlags::default())?;
     let name = sync::source_name(sync.source()?);
-    let marks = with_db(settings, async |db| {
+    let (marks, position) = with_db(settings, async |db| {
         let client = db.client().await?;
-        Ok(store::sync::watermarks(&**client, &name)
+        let marks = store::sync::watermarks(&**client, &name)
             .await
-            .map_err(crate::error::PgError)?)
+            .map_err(crate::error::PgError)?;
+        let position = store::sync::position(&**client, &name)
+            .await
+            .map_err(crate::error::PgError)?;
+        Ok((marks, position))
     })
     .await?;
-    if marks.is_empty() {
+    if let Some(slot) = args
+        .slot
+        .clone()
+        .or(position.as_ref().map(|p| p.slot.clone()))
+    {
+        print_slot(sync.source()?, &name, &slot, position.as_ref()).await;
+    }
+    if marks.is_empty() && position.is_none() {
         println!("{name}: never synced (the next `clue etl run` copies everything).");
     }
     // What each table has yet to sync, when the source answers.
@@ -134,9 +163,67 @@ async fn status(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> 
     Ok(())
 }
 
+/// What `clue etl status` says of change data capture: clue's position and
+/// the source's view of the slot (its lag and the WAL it keeps).
+async fn print_slot(
+    source: &tokio_postgres::Config,
+    name: &str,
+    slot: &str,
+    position: Option<&store::sync::Position>,
+) {
+    match position {
+        Some(p) if p.slot == slot => println!(
+            "{name}: change data capture through slot {slot} (publication {}): {}",
+            p.publication,
+            match p.lsn {
+                Some(lsn) => format!(
+                    "changes up to {} are in, moved {}",
+                    cdc::format_lsn(lsn),
+                    p.synced_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                None => "its first copy has not committed".to_owned(),
+            }
+        ),
+        _ => println!("{name}: no change data capture position for slot {slot}"),
+    }
+    match cdc::slot_status(source, slot).await {
+        Ok(Some(s)) => println!(
+            "{name}: slot {slot} is {}; confirmed up to {}, {} of WAL behind, {} kept for it",
+            s.active_pid
+                .map_or("idle".to_owned(), |pid| format!("streaming to pid {pid}")),
+            s.confirmed.map_or("nothing".to_owned(), cdc::format_lsn),
+            bytes(s.lag_bytes),
+            bytes(s.retained_bytes),
+        ),
+        Ok(None) => println!("{name}: the source has no slot {slot}"),
+        Err(e) => eprintln!("(slot unknown: {e})"),
+    }
+}
+
+fn bytes(n: Option<i64>) -> String {
+    match n {
+        None => "unknown".to_owned(),
+        Some(n) if n < 1 << 20 => format!("{n} bytes"),
+        Some(n) => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
+    }
+}
+
 async fn reset(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     let sync = sync_settings(args, SyncFlags::default())?;
     let name = sync::source_name(sync.source()?);
+    let position = with_db(settings, async |db| {
+        let client = db.client().await?;
+        Ok(store::sync::position(&**client, &name)
+            .await
+            .map_err(crate::error::PgError)?)
+    })
+    .await?;
+    if let Some(p) = position {
+        // The slot's position means nothing without clue's: it goes first,
+        // so a source that cannot be reached leaves everything as it was.
+        forget_slot(settings, sync.source()?, &name, &p.slot).await?;
+    }
     let n = with_db(settings, async |db| {
         let client = db.client().await?;
         Ok(store::sync::reset(&**client, &name)
@@ -145,6 +232,55 @@ async fn reset(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     })
     .await?;
     println!("Forgot {n} watermark(s) of {name}; the next run copies everything.");
+    Ok(())
+}
+
+async fn drop_slot(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
+    let sync = sync_settings(args, SyncFlags::default())?;
+    let name = sync::source_name(sync.source()?);
+    let position = with_db(settings, async |db| {
+        let client = db.client().await?;
+        Ok(store::sync::position(&**client, &name)
+            .await
+            .map_err(crate::error::PgError)?)
+    })
+    .await?;
+    let Some(slot) = args.slot.clone().or(position.map(|p| p.slot)) else {
+        println!("{name}: no replication slot recorded (name one with --slot).");
+        return Ok(());
+    };
+    forget_slot(settings, sync.source()?, &name, &slot).await
+}
+
+/// Drops `slot` on the source, then forgets clue's position for it.
+async fn forget_slot(
+    settings: &Settings,
+    source: &tokio_postgres::Config,
+    name: &str,
+    slot: &str,
+) -> Result<(), Error> {
+    let dropped = cdc::drop_slot_of(source, slot).await?;
+    with_db(settings, async |db| {
+        let client = db.client().await?;
+        if store::sync::position(&**client, name)
+            .await
+            .map_err(crate::error::PgError)?
+            .is_some_and(|p| p.slot == slot)
+        {
+            store::sync::forget_position(&**client, name)
+                .await
+                .map_err(crate::error::PgError)?;
+        }
+        Ok(())
+    })
+    .await?;
+    if dropped {
+        println!(
+            "Dropped the replication slot {slot} of {name}; the next --cdc run copies everything."
+        );
+    } else {
+        println!("{name} has no replication slot {slot}.");
+    }
     Ok(())
 }
 

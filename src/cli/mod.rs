@@ -87,7 +87,7 @@ pub fn main() -> ExitCode {
     let continuous = match &cli.command {
         Command::Etl {
             action: EtlAction::Run(args),
-        } => args.continuous,
+        } => args.continuous || args.cdc,
         Command::RunContinuousEtl(_) => true,
         _ => false,
     };

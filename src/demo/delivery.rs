@@ -145,6 +145,7 @@ pub async fn run(
         source: config,
         batch_size: 1_000,
         continuous: Some(Duration::from_secs(1)),
+        cdc: None,
         progress: false,
     };
     let mut stopped = stop.clone();

@@ -127,6 +127,12 @@ pub struct Cluster {
     server_user: Option<String>,
     /// `initdb --no-sync` (`CLUE_FAST_INIT=1`).
     fast_init: bool,
+    /// Where the server also listens on TCP (127.0.0.1), with this port
+    /// for its socket too; only on its Unix socket, at [`PORT`], without.
+    tcp_port: Option<u16>,
+    /// Server settings added to clue's (`wal_level = logical` for a test
+    /// source that streams changes, say).
+    settings: Vec<(String, String)>,
 }
 
 /// Who the server programs run as, when that differs from us.
@@ -155,7 +161,26 @@ impl Cluster {
             pg_bin: None,
             server_user: None,
             fast_init: false,
+            tcp_port: None,
+            settings: Vec::new(),
         }
+    }
+
+    /// The cluster also listening on `127.0.0.1:port` (its socket is named
+    /// for that port too).
+    pub fn with_tcp_port(mut self, port: u16) -> Cluster {
+        self.tcp_port = Some(port);
+        self
+    }
+
+    /// The cluster started with `name = value` added to clue's settings.
+    pub fn with_setting(mut self, name: &str, value: &str) -> Cluster {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(PORT)
     }
 
     /// The cluster the resolved settings describe.
@@ -179,8 +204,9 @@ impl Cluster {
     /// A libpq connection URL (psql and most drivers accept it).
     pub fn url(&self) -> String {
         format!(
-            "postgresql://{USER}@/{DATABASE}?host={}&port={PORT}",
-            percent_encode(self.socket_dir().as_os_str())
+            "postgresql://{USER}@/{DATABASE}?host={}&port={}",
+            percent_encode(self.socket_dir().as_os_str()),
+            self.port()
         )
     }
 
@@ -286,7 +312,7 @@ impl Cluster {
     /// Checks that can fail with a helpful message, done before any lock or
     /// server program is involved, plus creating the home itself.
     fn prepare(&self) -> Result<Ctx, ClusterError> {
-        let socket = self.socket_dir().join(format!(".s.PGSQL.{PORT}"));
+        let socket = self.socket_dir().join(format!(".s.PGSQL.{}", self.port()));
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(ClusterError::SocketPathTooLong {
@@ -422,11 +448,11 @@ impl Cluster {
     /// Rewritten on every start so a moved or renamed home still points the
     /// server at its own socket directory.
     fn write_conf(&self, data: &Path, ctx: &Ctx) -> Result<(), ClusterError> {
-        let conf = format!(
+        let mut conf = format!(
             "# Written by clue on every start; edits are overwritten.\n\
-             listen_addresses = ''\n\
+             listen_addresses = '{}'\n\
              unix_socket_directories = '{}'\n\
-             port = {PORT}\n\
+             port = {}\n\
              jit = off\n\
              # The role is named clue, like clue's own schema: without this,\n\
              # the default \"$user\", public path would put user tables there.\n\
@@ -434,8 +460,17 @@ impl Cluster {
              max_wal_size = '2GB'\n\
              checkpoint_timeout = '15min'\n\
              logging_collector = off\n",
-            conf_quote(&self.socket_dir().to_string_lossy())
+            if self.tcp_port.is_some() {
+                "127.0.0.1"
+            } else {
+                ""
+            },
+            conf_quote(&self.socket_dir().to_string_lossy()),
+            self.port()
         );
+        for (name, value) in &self.settings {
+            conf.push_str(&format!("{name} = '{}'\n", conf_quote(value)));
+        }
         let path = data.join("clue.conf");
         fs::write(&path, conf).map_err(io_err(format!("write {}", path.display())))?;
         chown_to(&path, ctx)
@@ -896,6 +931,35 @@ mod tests {
             Status::Running { pid } => pid,
             other => panic!("expected Running, got {other:?}"),
         }
+    }
+
+    /// A test's private cluster may listen on TCP, at its own port, with
+    /// settings of its own; the socket and the URL follow the port.
+    #[test]
+    fn extra_settings_and_a_tcp_port_reach_the_config_and_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster::new(dir.path().join("home"))
+            .with_tcp_port(54999)
+            .with_setting("wal_level", "logical")
+            .with_setting("application_name", "it's");
+        fs::create_dir_all(dir.path().join("data")).unwrap();
+        let ctx = Ctx {
+            bin: PathBuf::new(),
+            account: None,
+        };
+        c.write_conf(&dir.path().join("data"), &ctx).unwrap();
+        let conf = fs::read_to_string(dir.path().join("data/clue.conf")).unwrap();
+        for line in [
+            "listen_addresses = '127.0.0.1'",
+            "port = 54999",
+            "wal_level = 'logical'",
+            "application_name = 'it''s'",
+        ] {
+            assert!(conf.lines().any(|l| l == line), "{line} in {conf}");
+        }
+        assert!(c.url().ends_with("&port=54999"), "{}", c.url());
+        let plain = Cluster::new(dir.path().join("other"));
+        assert!(plain.url().ends_with("&port=5432"));
     }
 
     #[test]

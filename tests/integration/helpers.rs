@@ -52,16 +52,54 @@ fn admin_url() -> &'static str {
     })
 }
 
+/// The port of [`logical_server`], on 127.0.0.1.
+const LOGICAL_PORT: u16 = 54329;
+
+/// The admin connection string of a private server with `wal_level =
+/// logical` (the shared one must never be reconfigured), listening on TCP
+/// for replication connections: one of clue's embedded clusters, kept
+/// running under the temporary directory and reused by later runs.
+#[allow(dead_code)]
+pub fn logical_server() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let home = std::env::temp_dir().join("clue-test-logical");
+        std::fs::create_dir_all(&home).unwrap();
+        let cluster = clue::pg::cluster::Cluster::new(home)
+            .with_tcp_port(LOGICAL_PORT)
+            .with_setting("wal_level", "logical")
+            // Keepalives (and with them the slot's confirmations) every second.
+            .with_setting("wal_sender_timeout", "2s")
+            .with_setting("max_replication_slots", "40")
+            .with_setting("max_wal_senders", "40")
+            .with_setting("max_connections", "200");
+        cluster
+            .start_kept()
+            .expect("start the private logical-replication test cluster");
+        format!(
+            "postgresql://{}@127.0.0.1:{LOGICAL_PORT}/postgres",
+            clue::pg::cluster::USER
+        )
+    })
+}
+
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The admin connection string of its server.
+    admin: String,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        TestDb::on(admin_url()).await
+    }
+
+    /// A database on the server of `admin` (an admin connection string).
+    pub async fn on(admin: &str) -> TestDb {
         let name = format!("clue_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(admin_url(), NoTls)
+        let (client, conn) = tokio_postgres::connect(admin, NoTls)
             .await
             .expect("connect to the test server");
         tokio::spawn(conn);
@@ -69,10 +107,14 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        let mut config: tokio_postgres::Config = admin.parse().unwrap();
         config.dbname(&name);
         let url = config_to_url(&config);
-        TestDb { name, url }
+        TestDb {
+            name,
+            url,
+            admin: admin.to_owned(),
+        }
     }
 
     /// A fresh database with the built-in schema and prototype 000's `sales_data.csv` loaded.
@@ -145,6 +187,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Drop runs outside async; a short-lived runtime on its own thread does the cleanup.
         let _ = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -152,8 +195,16 @@ impl Drop for TestDb {
                 .build()
                 .unwrap()
                 .block_on(async {
-                    if let Ok((client, conn)) = tokio_postgres::connect(admin_url(), NoTls).await {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
                         tokio::spawn(conn);
+                        // A test's replication slots would keep its database.
+                        let _ = client
+                            .execute(
+                                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                                  WHERE database = $1 AND NOT active",
+                                &[&name],
+                            )
+                            .await;
                         let _ = client
                             .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                             .await;

@@ -2,6 +2,7 @@
 //! a fresh database of its own (see `helpers`).
 
 mod api;
+mod cdc;
 mod cli;
 mod cluster;
 mod country;

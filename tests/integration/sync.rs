@@ -9,13 +9,17 @@ use std::time::Duration;
 use crate::helpers::{Run, TestDb, clue_with};
 
 /// A source database with prototype 004's schema.
-struct Source {
-    db: TestDb,
+pub(crate) struct Source {
+    pub db: TestDb,
 }
 
 impl Source {
     async fn new() -> Source {
-        let db = TestDb::new().await;
+        Source::with(TestDb::new().await).await
+    }
+
+    /// The schema in `db`.
+    pub async fn with(db: TestDb) -> Source {
         db.client()
             .await
             .batch_execute(include_str!("../../sql/delivery_source.sql"))
@@ -24,12 +28,12 @@ impl Source {
         Source { db }
     }
 
-    async fn exec(&self, sql: &str) {
+    pub async fn exec(&self, sql: &str) {
         self.db.client().await.batch_execute(sql).await.unwrap();
     }
 
     /// Customers, products, orders over March 2025 and their items.
-    async fn seed(&self, orders: u32) {
+    pub async fn seed(&self, orders: u32) {
         self.exec(&format!(
             "INSERT INTO operations.customers (customer_name) SELECT 'Customer ' || i FROM generate_series(1, 40) i;
              INSERT INTO operations.products (product_name, barcode, unity_price)
@@ -44,7 +48,7 @@ impl Source {
     }
 
     /// What the analytical orders must hold, computed on the source.
-    async fn expected_orders(&self) -> Vec<String> {
+    pub async fn expected_orders(&self) -> Vec<String> {
         self.db
             .strings(
                 "SELECT concat_ws('|', o.order_id, c.customer_name, o.delivery_date, o.status,
@@ -57,7 +61,7 @@ impl Source {
             .await
     }
 
-    async fn expected_items(&self) -> Vec<String> {
+    pub async fn expected_items(&self) -> Vec<String> {
         self.db
             .strings(
                 "SELECT concat_ws('|', i.order_item_id, i.order_id, p.product_name, i.quanity, p.unity_price, o.status)
@@ -68,7 +72,7 @@ impl Source {
     }
 }
 
-fn etl(clue: &TestDb, source: &Source, args: &[&str]) -> Run {
+pub(crate) fn etl(clue: &TestDb, source: &Source, args: &[&str]) -> Run {
     let mut all = vec!["etl", "run", "--no-progress"];
     all.extend(args);
     clue_with(
@@ -82,7 +86,7 @@ fn etl(clue: &TestDb, source: &Source, args: &[&str]) -> Run {
 
 /// Whether `sql` (a count) comes to `expect` within 15 seconds; an error
 /// (the table not made yet) counts as not yet.
-async fn holds(db: &TestDb, sql: &str, expect: i64) -> bool {
+pub(crate) async fn holds(db: &TestDb, sql: &str, expect: i64) -> bool {
     let client = db.client().await;
     for _ in 0..150 {
         let got = client.query_one(sql, &[]).await.map(|r| r.get::<_, i64>(0));
@@ -95,7 +99,7 @@ async fn holds(db: &TestDb, sql: &str, expect: i64) -> bool {
 }
 
 /// `clue ARGS` running in the background against `clue` and `source`.
-fn spawn_clue(clue: &TestDb, source_url: &str, args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn_clue(clue: &TestDb, source_url: &str, args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
         .args(args)
         .env("CLUE_DATABASE_URL", &clue.url)
@@ -107,7 +111,7 @@ fn spawn_clue(clue: &TestDb, source_url: &str, args: &[&str]) -> std::process::C
 }
 
 /// Interrupts a background `clue` and returns its exit code and stderr.
-fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
+pub(crate) fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -120,21 +124,27 @@ fn interrupt(child: std::process::Child) -> (Option<i32>, String) {
     )
 }
 
-/// The analytical tables equal the source, and every rollup its facts.
-async fn check_in_sync(clue: &TestDb, source: &Source) {
+/// The analytical orders and items as the checks compare them.
+pub(crate) async fn analytical(clue: &TestDb) -> (Vec<String>, Vec<String>) {
     let orders = clue
         .strings(
             "SELECT concat_ws('|', order_id, customer_name, delivery_date, status, total_items, total_amount)
                FROM analytics.analytical_orders ORDER BY order_id",
         )
         .await;
-    assert_eq!(orders, source.expected_orders().await);
     let items = clue
         .strings(
             "SELECT concat_ws('|', id, order_id, product_name, quantity, price, order_status)
                FROM analytics.analytical_order_items ORDER BY id",
         )
         .await;
+    (orders, items)
+}
+
+/// The analytical tables equal the source, and every rollup its facts.
+pub(crate) async fn check_in_sync(clue: &TestDb, source: &Source) {
+    let (orders, items) = analytical(clue).await;
+    assert_eq!(orders, source.expected_orders().await);
     assert_eq!(items, source.expected_items().await);
     let verify = clue.clue(&["rollups", "verify"]).ok();
     for rollup in [

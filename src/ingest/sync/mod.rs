@@ -14,6 +14,7 @@
 //! or sharing its `updated_at` with others is never skipped (the bound and
 //! the `(updated_at, id)` keyset), and a repeated batch writes the same rows.
 
+pub mod cdc;
 mod sink;
 mod source;
 
@@ -28,7 +29,7 @@ use crate::domain::dataset::Catalog;
 use crate::error::{Classify, ErrorKind};
 use crate::pg::database::{Database, DbError};
 use crate::store;
-use crate::store::sync::Watermark;
+use crate::store::sync::{Progress, Watermark};
 use source::{ORDER_ITEMS, ORDERS, TABLES};
 
 /// How many ids of each table a continuous sync's cycle compares with the
@@ -91,12 +92,17 @@ pub struct SyncOptions {
     pub continuous: Option<Duration>,
     /// Draw a progress bar for the first sync.
     pub progress: bool,
+    /// Stream changes through logical replication instead of polling.
+    pub cdc: Option<cdc::CdcOptions>,
 }
 
 /// What a sync did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SyncReport {
+    /// Polling cycles, or batches of streamed transactions.
     pub cycles: u64,
+    /// Source transactions streamed (change data capture).
+    pub transactions: u64,
     /// Whether it began with a full copy.
     pub copied: bool,
     pub written: Written,
@@ -120,6 +126,28 @@ pub enum SyncError {
         "the source role cannot see other sessions' transactions, so it cannot tell when a late commit is still to come; grant it: GRANT pg_read_all_stats TO <role>"
     )]
     CannotSeeTransactions,
+    #[error(
+        "the source's wal_level is {level}; change data capture needs logical: run ALTER SYSTEM SET wal_level = logical on the source and restart it (or sync by polling: clue etl run --continuous)"
+    )]
+    WalLevel { level: String },
+    #[error(
+        "the source role {role} may not stream changes; grant it: ALTER ROLE {role} REPLICATION"
+    )]
+    NoReplication { role: String },
+    #[error("the source's publication {name}: {detail}")]
+    Publication { name: String, detail: String },
+    #[error(
+        "the replication slot {slot} is in use by another process (pid {pid}); stop that process, or give this sync a slot of its own with --slot"
+    )]
+    SlotInUse { slot: String, pid: i32 },
+    #[error(
+        "the source's replication slot {slot} is not this sync's ({detail}); pass another --slot, or drop it: clue etl drop-slot --slot {slot}"
+    )]
+    ForeignSlot { slot: String, detail: String },
+    #[error("the replication stream: {0}")]
+    Stream(#[from] crate::pg::replication::ReplicationError),
+    #[error("change data capture: {0}")]
+    Replication(String),
     #[error("another clue etl is syncing {name} (one sync per source at a time)")]
     AlreadyRunning { name: String },
     #[error("the analytical tables: {0}")]
@@ -162,8 +190,18 @@ impl Classify for SyncError {
             | SyncError::MissingColumn { .. }
             | SyncError::Permission { .. }
             | SyncError::CannotSeeTransactions
+            | SyncError::WalLevel { .. }
+            | SyncError::NoReplication { .. }
+            | SyncError::Publication { .. }
+            | SyncError::ForeignSlot { .. }
             | SyncError::Target(_) => ErrorKind::BadInput,
-            SyncError::AlreadyRunning { .. } => ErrorKind::Conflict,
+            SyncError::AlreadyRunning { .. } | SyncError::SlotInUse { .. } => ErrorKind::Conflict,
+            SyncError::Stream(e) => match e {
+                crate::pg::replication::ReplicationError::UnixSocket(_) => ErrorKind::BadInput,
+                crate::pg::replication::ReplicationError::SlotExists(_) => ErrorKind::Conflict,
+                crate::pg::replication::ReplicationError::Stream(_) => ErrorKind::Unavailable,
+            },
+            SyncError::Replication(_) => ErrorKind::Unavailable,
             SyncError::Write { kind, .. } => *kind,
             SyncError::Schema(e) => e.kind(),
         }
@@ -239,6 +277,10 @@ pub async fn run(
     }
     let sink = sink::Sink::open(&mut client, catalog, name.clone()).await?;
     let mut report = SyncReport::default();
+    if let Some(cdc) = &opts.cdc {
+        cdc::run(&mut client, &sink, opts, cdc, stop, &mut report).await?;
+        return Ok(report);
+    }
     let Some(interval) = opts.continuous else {
         let mut src = source::connect(&opts.source).await?;
         source::check(&src).await?;
@@ -309,7 +351,20 @@ async fn cycle(
     let (tx, bound) = source::begin(src).await?;
     let pg: &mut tokio_postgres::Client = client;
     if marks.is_empty() {
-        copy_all(&tx, pg, sink, bound, opts.progress, report).await?;
+        // Rows with this bound's `updated_at` (or later) are read again by the next cycle.
+        let read: Vec<Progress> = TABLES
+            .iter()
+            .map(|t| {
+                Progress::Watermark(
+                    t.name,
+                    Watermark {
+                        updated_at: bound,
+                        id: i64::MIN,
+                    },
+                )
+            })
+            .collect();
+        copy_all(&tx, pg, sink, &read, opts.progress, report).await?;
     } else {
         for table in TABLES {
             let after = marks
@@ -331,7 +386,8 @@ async fn cycle(
                     tx_mark.commit().await?;
                 }
                 for (i, part) in parts.iter().enumerate() {
-                    let mark = (i + 1 == parts.len()).then_some((table.name, last));
+                    let mark =
+                        (i + 1 == parts.len()).then_some(Progress::Watermark(table.name, last));
                     replace(&tx, pg, sink, part, mark, report).await?;
                 }
             }
@@ -360,14 +416,14 @@ async fn replace(
     client: &mut tokio_postgres::Client,
     sink: &sink::Sink,
     ids: &[i64],
-    mark: Option<(&str, Watermark)>,
+    progress: Option<Progress<'_>>,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
     let (orders, items) = source::read_orders(tx, ids).await?;
     let orders = sink::typed(&sink.orders, &orders)?;
     let items = sink::typed(&sink.items, &items)?;
     let written = sink
-        .replace_orders(client, ids, &orders, &items, mark)
+        .replace_orders(client, ids, &orders, &items, progress)
         .await?;
     report.written.orders += written.orders;
     report.written.items += written.items;
@@ -375,13 +431,13 @@ async fn replace(
     Ok(())
 }
 
-/// The first sync: every order, then every item, streamed in batches; the
-/// last batch sets every table's watermark to the snapshot's bound.
+/// The first sync: every order, then every item, streamed in batches,
+/// committed with `read` (how far this copy has read the source).
 async fn copy_all(
     tx: &tokio_postgres::Transaction<'_>,
     client: &mut tokio_postgres::Client,
     sink: &sink::Sink,
-    bound: chrono::NaiveDateTime,
+    read: &[Progress<'_>],
     progress: bool,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
@@ -399,23 +455,10 @@ async fn copy_all(
     } else {
         ProgressBar::hidden()
     };
-    // Rows with this bound's `updated_at` (or later) are read again by the next cycle.
-    let marks: Vec<(&str, Watermark)> = TABLES
-        .iter()
-        .map(|t| {
-            (
-                t.name,
-                Watermark {
-                    updated_at: bound,
-                    id: i64::MIN,
-                },
-            )
-        })
-        .collect();
     let orders = source::all_orders(tx).await?;
     pin_mut!(orders);
     let written = sink
-        .copy_all(client, orders, source::all_items(tx), &marks, &bar)
+        .copy_all(client, orders, source::all_items(tx), read, &bar)
         .await?;
     report.written.orders += written.orders;
     report.written.items += written.items;

@@ -21,7 +21,7 @@ use crate::pg::catalog as schema;
 use crate::pg::copy::{FieldCodec, PgKind};
 use crate::sql::table::Table;
 use crate::store;
-use crate::store::sync::Watermark;
+use crate::store::sync::Progress;
 use crate::write::load::{self, Batch, Produced, Target};
 use crate::write::rollups;
 use crate::write::triggers::own_write;
@@ -349,14 +349,14 @@ impl Sink {
     }
 
     /// Replaces orders `ids` (and all their items) by their current rows,
-    /// advancing `mark` with them.
+    /// recording `progress` with them.
     pub(super) async fn replace_orders(
         &self,
         client: &mut tokio_postgres::Client,
         ids: &[i64],
         orders: &[Vec<Value<'static>>],
         items: &[Vec<Value<'static>>],
-        mark: Option<(&str, Watermark)>,
+        progress: Option<Progress<'_>>,
     ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
         own_write(&tx).await?;
@@ -367,8 +367,8 @@ impl Sink {
             .orders
             .replace(&tx, "order_id", Some(ids), orders)
             .await?;
-        if let Some((table, mark)) = mark {
-            store::sync::advance(&tx, &self.source, table, mark).await?;
+        if let Some(progress) = progress {
+            store::sync::record(&tx, &self.source, progress).await?;
         }
         tx.commit().await?;
         // Orders that were here and are not among the new rows: removed.
@@ -388,13 +388,15 @@ impl Sink {
 
     /// The first sync in one transaction: both tables emptied (a copy
     /// again after `clue etl reset`), every order then every item streamed
-    /// in, the rollups refilled from them, and every watermark set.
+    /// in, the rollups refilled from them, and the source's progress set
+    /// anew (the watermarks of a polling sync, or the position of change
+    /// data capture, whose copy leaves no watermark behind).
     pub(super) async fn copy_all(
         &self,
         client: &mut tokio_postgres::Client,
         orders: std::pin::Pin<&mut tokio_postgres::RowStream>,
         items: impl std::future::Future<Output = Result<tokio_postgres::RowStream, SyncError>>,
-        marks: &[(&str, Watermark)],
+        read: &[Progress<'_>],
         progress: &indicatif::ProgressBar,
     ) -> Result<Written, SyncError> {
         let tx = client.transaction().await?;
@@ -412,8 +414,9 @@ impl Sink {
                 rollups::refill_in(&tx, &table.definition, &table.table, infos).await?;
             }
         }
-        for (name, mark) in marks {
-            store::sync::advance(&tx, &self.source, name, *mark).await?;
+        store::sync::reset(&tx, &self.source).await?;
+        for p in read {
+            store::sync::record(&tx, &self.source, *p).await?;
         }
         tx.commit().await?;
         Ok(Written {
@@ -421,6 +424,40 @@ impl Sink {
             items,
             deleted_orders: 0,
         })
+    }
+
+    /// Every order the analytical table holds (a truncated source table
+    /// rewrites them all).
+    pub(super) async fn order_ids(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Vec<i64>, SyncError> {
+        let rows = client
+            .query(
+                &format!("SELECT order_id FROM {}", self.orders.table.table.quoted()),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The orders the analytical items `ids` belong to here (an item moved
+    /// to another order, or deleted, leaves its old order to rewrite).
+    pub(super) async fn orders_of_items(
+        &self,
+        client: &tokio_postgres::Client,
+        ids: &[i64],
+    ) -> Result<Vec<i64>, SyncError> {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT DISTINCT order_id FROM {} WHERE id = ANY($1)",
+                    self.items.table.table.quoted()
+                ),
+                &[&ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The orders to replace because the source deleted them (`items`:
