@@ -7,6 +7,10 @@
 #   2. Polling mode: `clue etl run --continuous --polling-interval 1`, the
 #      time from a source commit (an order's status changed) to the change
 #      showing in the analytics table, p50/p99 over CHANGES changes.
+#   3. CDC mode: the same source on a private PostgreSQL with wal_level =
+#      logical (started here from the server programs: CLUE_PG_BIN, the
+#      PATH, or /usr/lib/postgresql/*/bin), `clue etl run --cdc`: its first
+#      copy (in the slot's snapshot) in rows/s, then the same latency.
 #
 # Usage: bench/sync.sh [ORDERS] [CHANGES]     (default 1000000 and 100)
 # Server: CLUE_BENCH_DATABASE_URL (admin URL), else 127.0.0.1:5432 as postgres.
@@ -26,14 +30,21 @@ CLUE=target/release/clue
 export CLUE_SOURCE_DATABASE_URL=$SRC
 WORK=$(mktemp -d /tmp/clue-bench-sync-XXXXXX)
 SYNC=
-cleanup() { [ -n "$SYNC" ] && kill -INT "$SYNC" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+LDATA=$WORK/logical
+# The server programs refuse to run as root: run them as postgres then.
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  [ -n "$SYNC" ] && kill -INT "$SYNC" 2>/dev/null; wait 2>/dev/null
+  [ -f "$LDATA/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$LDATA" -m fast -w stop >/dev/null 2>&1
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 fresh() { psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
 
-echo "Generating a source with $ORDERS orders..."
-fresh clue_bench_sync_source
-psql -q "$SRC" -f sql/delivery_source.sql >/dev/null
-psql -q "$SRC" >/dev/null <<SQL
+# The source schema and ORDERS generated orders (about 3 items each) at $1.
+generate() {
+psql -q "$1" -f sql/delivery_source.sql >/dev/null
+psql -q "$1" >/dev/null <<SQL
 SELECT setseed(0.7);
 INSERT INTO operations.customers (customer_name) SELECT 'Customer ' || i FROM generate_series(1, 10000) i;
 INSERT INTO operations.products (product_name, barcode, unity_price)
@@ -49,6 +60,35 @@ CREATE INDEX ON operations.orders (updated_at);
 CREATE INDEX ON operations.order_items (updated_at);
 ANALYZE;
 SQL
+}
+
+# The time from a source commit to the change in the analytics table, one
+# change at a time: latency SOURCE DESTINATION LABEL.
+cat > "$WORK/latency.py" <<'PY'
+import random, subprocess, sys, time
+src, dst, n, orders, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def psql(url, sql):
+    return subprocess.run(["psql", "-XAtq", url, "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
+random.seed(9)
+lat = []
+for k in range(n):
+    order = random.randint(1, orders)
+    status = f"S{k}"
+    psql(src, f"UPDATE operations.orders SET status = '{status}' WHERE order_id = {order}")
+    t0 = time.monotonic()
+    while psql(dst, f"SELECT status FROM analytics.analytical_orders WHERE order_id = {order}") != status:
+        if time.monotonic() - t0 > 60:
+            sys.exit(f"change {k} did not arrive within a minute")
+    lat.append(time.monotonic() - t0)
+lat.sort()
+p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
+print(f"{label}, source commit to analytics over {n} changes: p50 {p(0.5):.0f} ms  p99 {p(0.99):.0f} ms (polled with psql, about 10 ms a look)")
+PY
+latency() { python3 "$WORK/latency.py" "$1" "$2" "$CHANGES" "$ORDERS" "$3"; }
+
+echo "Generating a source with $ORDERS orders..."
+fresh clue_bench_sync_source
+generate "$SRC"
 rows=$(psql -XAtq "$SRC" -c "SELECT (SELECT count(*) FROM operations.orders) + (SELECT count(*) FROM operations.order_items)")
 
 # The plain copy: the same analytical rows, SQL out, SQL in, no rollups.
@@ -87,26 +127,35 @@ python3 -c "print(f'  ratio: {$clue_rate / max($plain_rate, 1):.2f}x')"
 # Polling mode: source commit to analytics, one change at a time.
 CLUE_LOG=warn $CLUE etl run --continuous --polling-interval 1 --no-progress >/dev/null 2>&1 &
 SYNC=$!
-python3 - "$SRC" "$DST" "$CHANGES" "$ORDERS" <<'PY'
-import random, subprocess, sys, time
-src, dst, n, orders = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def psql(url, sql):
-    return subprocess.run(["psql", "-XAtq", url, "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
-random.seed(9)
-lat = []
-for k in range(n):
-    order = random.randint(1, orders)
-    status = f"S{k}"
-    psql(src, f"UPDATE operations.orders SET status = '{status}' WHERE order_id = {order}")
-    t0 = time.monotonic()
-    while psql(dst, f"SELECT status FROM analytics.analytical_orders WHERE order_id = {order}") != status:
-        if time.monotonic() - t0 > 60:
-            sys.exit(f"change {k} did not arrive within a minute")
-    lat.append(time.monotonic() - t0)
-lat.sort()
-p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
-print(f"Polling mode (every 1 s), source commit to analytics over {n} changes: p50 {p(0.5):.0f} ms  p99 {p(0.99):.0f} ms")
-PY
-echo "CDC mode: not built yet (clue etl run --cdc)."
+latency "$SRC" "$DST" "Polling mode (every 1 s)"
 kill -INT "$SYNC"; wait "$SYNC" 2>/dev/null || true; SYNC=
-for d in clue_bench_sync clue_bench_sync_plain clue_bench_sync_source; do psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $d" >/dev/null; done
+
+# CDC mode: the same source on a private server with wal_level = logical.
+PGBIN=${CLUE_PG_BIN:-$(dirname "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")}
+LPORT=${CLUE_BENCH_LOGICAL_PORT:-54339}
+mkdir -p "$LDATA"
+[ "$(id -u)" = 0 ] && chown postgres "$WORK" "$LDATA"
+as_pg "$PGBIN/initdb" -D "$LDATA" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$LDATA" -l "$LDATA/log" -w -s start \
+  -o "-c wal_level=logical -c port=$LPORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$LDATA -c max_wal_size=4GB"
+LSRC=postgresql://postgres@127.0.0.1:$LPORT/postgres
+echo "Generating the same source on a server with wal_level = logical..."
+generate "$LSRC"
+CDC_DST=$(url clue_bench_sync_cdc)
+fresh clue_bench_sync_cdc
+CLUE_DATABASE_URL=$CDC_DST $CLUE etl status >/dev/null
+t0=$(date +%s.%N)
+CLUE_DATABASE_URL=$CDC_DST CLUE_SOURCE_DATABASE_URL=$LSRC CLUE_LOG=warn $CLUE etl run --cdc --no-progress >/dev/null 2>"$WORK/cdc.log" &
+SYNC=$!
+until [ "$(psql -XAtq "$CDC_DST" -c "SELECT count(*) FROM clue.sync_positions WHERE lsn IS NOT NULL")" = 1 ]; do
+  kill -0 "$SYNC" 2>/dev/null || { cat "$WORK/cdc.log" >&2; exit 1; }
+  sleep 0.2
+done
+t1=$(date +%s.%N)
+cdc_rate=$(python3 -c "print(round($rows / ($t1 - $t0)))")
+echo "CDC mode: first copy in the slot's snapshot: $cdc_rate rows/s ($(python3 -c "print(f'{$cdc_rate / max($plain_rate, 1):.2f}')")x the plain COPY pipe)"
+latency "$LSRC" "$CDC_DST" "CDC mode (clue etl run --cdc)"
+CLUE_DATABASE_URL=$CDC_DST $CLUE rollups verify >/dev/null || { echo "rollups differ after CDC" >&2; exit 1; }
+kill -INT "$SYNC"; wait "$SYNC" 2>/dev/null || true; SYNC=
+CLUE_DATABASE_URL=$CDC_DST CLUE_SOURCE_DATABASE_URL=$LSRC $CLUE etl drop-slot >/dev/null
+for d in clue_bench_sync clue_bench_sync_plain clue_bench_sync_source clue_bench_sync_cdc; do psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $d" >/dev/null; done

@@ -201,6 +201,20 @@ async fn print_slot(
     }
 }
 
+/// The change data capture position clue keeps for source `name`.
+async fn stored_position(
+    settings: &Settings,
+    name: &str,
+) -> Result<Option<store::sync::Position>, Error> {
+    with_db(settings, async |db| {
+        let client = db.client().await?;
+        Ok(store::sync::position(&**client, name)
+            .await
+            .map_err(crate::error::PgError)?)
+    })
+    .await
+}
+
 fn bytes(n: Option<i64>) -> String {
     match n {
         None => "unknown".to_owned(),
@@ -212,13 +226,7 @@ fn bytes(n: Option<i64>) -> String {
 async fn reset(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     let sync = sync_settings(args, SyncFlags::default())?;
     let name = sync::source_name(sync.source()?);
-    let position = with_db(settings, async |db| {
-        let client = db.client().await?;
-        Ok(store::sync::position(&**client, &name)
-            .await
-            .map_err(crate::error::PgError)?)
-    })
-    .await?;
+    let position = stored_position(settings, &name).await?;
     if let Some(p) = position {
         // The slot's position means nothing without clue's: it goes first,
         // so a source that cannot be reached leaves everything as it was.
@@ -238,13 +246,7 @@ async fn reset(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
 async fn drop_slot(settings: &Settings, args: &EtlSourceArgs) -> Result<(), Error> {
     let sync = sync_settings(args, SyncFlags::default())?;
     let name = sync::source_name(sync.source()?);
-    let position = with_db(settings, async |db| {
-        let client = db.client().await?;
-        Ok(store::sync::position(&**client, &name)
-            .await
-            .map_err(crate::error::PgError)?)
-    })
-    .await?;
+    let position = stored_position(settings, &name).await?;
     let Some(slot) = args.slot.clone().or(position.map(|p| p.slot)) else {
         println!("{name}: no replication slot recorded (name one with --slot).");
         return Ok(());

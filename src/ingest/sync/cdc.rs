@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::Client;
 
 use super::sink::Sink;
 use super::source::{self, CUSTOMERS, ORDER_ITEMS, ORDERS, PRODUCTS, TABLES};
@@ -201,13 +201,7 @@ async fn start(
     tracing::info!(%slot, publication = %cdc.publication, "making the replication slot (it waits for the source's open transactions)");
     let mut opening = Opening::connect(&opts.source, &slot, &cdc.publication).await?;
     let snapshot = opening.create_slot().await?;
-    let tx = src
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(SyncError::source_query)?;
+    let tx = source::snapshot(src).await?;
     tx.batch_execute(&format!(
         "SET TRANSACTION SNAPSHOT {}",
         crate::sql::quote_literal(&snapshot)
@@ -315,13 +309,7 @@ async fn flush(
     let done = std::mem::take(touched);
     let end = done.end_lsn.expect("a flush follows a commit");
     wait_visible(src, &done.xids).await?;
-    let tx = src
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(SyncError::source_query)?;
+    let tx = source::snapshot(src).await?;
     let pg: &mut Client = client;
     let mut orders: Vec<i64> = done.orders.into_iter().collect();
     let items: Vec<i64> = done.items.into_iter().collect();

@@ -127,14 +127,18 @@ pub(super) async fn begin(
         return Err(SyncError::CannotSeeTransactions);
     }
     let bound: NaiveDateTime = row.get(0);
-    let tx = client
+    Ok((snapshot(client).await?, bound))
+}
+
+/// A read-only repeatable-read transaction: one snapshot for every read.
+pub(super) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, SyncError> {
+    client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(SyncError::source_query)?;
-    Ok((tx, bound))
+        .map_err(SyncError::source_query)
 }
 
 /// A changed row of a source table: its place `(updated_at, id)`.
