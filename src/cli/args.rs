@@ -183,6 +183,11 @@ pub enum Command {
     },
     /// Write prototype 004's delivery reports as CSV files (each written whole or not at all).
     ExportReports(ExportArgs),
+    /// Daily warehouse batches (prototype 002): load, report, refresh the KPIs.
+    Warehouse {
+        #[command(subcommand)]
+        action: WarehouseAction,
+    },
     /// Prototype 004's name for `clue etl run`.
     #[command(name = "run-etl", hide = true)]
     RunEtl(EtlRunArgs),
@@ -212,6 +217,61 @@ pub struct ExportArgs {
     /// Where to write [env: OUTPUT_DIRECTORY] [default: output].
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WarehouseAction {
+    /// Load one daily batch (a customers file and a sales file, CSV, plain or
+    /// gzip) in one transaction; the same batch again changes nothing.
+    Load(WarehouseLoadArgs),
+    /// A batch's quality report: rows received, quarantined by each rule
+    /// (with examples), loaded.
+    Report {
+        /// The batch [default: the latest].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        batch_date: Option<chrono::NaiveDate>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the KPI marts from the facts (after changes made outside
+    /// clue); readers keep the old figures until it commits.
+    Refresh,
+    /// Clean every quarantined sale again (its record as it is now, fixed or
+    /// not) and load those that pass and whose customer has arrived.
+    #[command(name = "replay-quarantine")]
+    ReplayQuarantine(WarehouseRulesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarehouseRulesArgs {
+    /// Cleaning rules in place of the built-in models/warehouse.yaml.
+    #[arg(long, value_name = "YAML")]
+    pub rules: Option<PathBuf>,
+    /// Sales above this amount are absurd: quarantined [default: the rules' max, 100000].
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_amount: Option<rust_decimal::Decimal>,
+}
+
+#[derive(Debug, Args)]
+pub struct WarehouseLoadArgs {
+    /// The customers file (columns ID, Name, City).
+    #[arg(long, value_name = "FILE")]
+    pub customers: PathBuf,
+    /// The sales file (columns CustomerID, Product, SalesAmount, ShopId, TransactionDate).
+    #[arg(long, value_name = "FILE")]
+    pub sales: PathBuf,
+    /// The batch's date [default: the date in the sales file's name, else the customers file's].
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub batch_date: Option<chrono::NaiveDate>,
+    /// Reload the batch if it is loaded (only the latest batch can be).
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    pub rules: WarehouseRulesArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

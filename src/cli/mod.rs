@@ -7,6 +7,7 @@
 
 pub mod args;
 mod etl;
+mod warehouse;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -161,6 +162,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Db { action } => db_command(&settings, action).await,
         Command::Etl { action } => etl::command(&settings, action).await,
         Command::ExportReports(args) => etl::export_reports(&settings, &args).await,
+        Command::Warehouse { action } => warehouse::command(&settings, action).await,
         Command::RunEtl(args) => etl::command(&settings, EtlAction::Run(args)).await,
         Command::RunContinuousEtl(mut args) => {
             args.continuous = true;

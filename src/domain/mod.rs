@@ -1,5 +1,6 @@
 //! The pure domain: typed values, the time model, validation rules,
-//! declared datasets, rollup definitions and rollup deltas.
+//! declared datasets, rollup definitions and rollup deltas, and the
+//! warehouse's cleaning rules.
 //!
 //! Architecture Invariant: no I/O beyond reading a definition file it is
 //! handed, and no `use` of any other layer of clue.
@@ -10,3 +11,4 @@ pub mod rollup;
 pub mod rules;
 pub mod time;
 pub mod value;
+pub mod warehouse;

@@ -1,11 +1,12 @@
 //! Producers that feed the write path: CSV files, HTTP records and
-//! events, the database sync; warehouse batches next.
+//! events, the database sync, the warehouse's daily batches.
 //!
 //! Architecture Invariant: producers never use `serve` or the surfaces.
 
 pub mod csv;
 pub mod records;
 pub mod sync;
+pub mod warehouse;
 
 use crate::domain::dataset::Catalog;
 use crate::domain::rollup::RollupInfo;

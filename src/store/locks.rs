@@ -22,6 +22,9 @@ const KEEPERS: i32 = 1_668_052_328;
 /// Class of the session locks held by a running sync (id: hash of the source).
 const SYNC: i32 = 1_668_052_327;
 
+/// Class of the lock serializing warehouse batch loads (one id).
+const WAREHOUSE: i32 = 1_668_052_329;
+
 /// Serializes partition changes of one table until the transaction ends.
 pub async fn lock_partitions(
     tx: &impl GenericClient,
@@ -80,4 +83,10 @@ pub async fn lock_keepers(
     dataset: &str,
 ) -> Result<(), tokio_postgres::Error> {
     lock_named(tx, KEEPERS, dataset).await
+}
+
+/// Serializes warehouse loads (batches go in date order, one at a time)
+/// until the transaction ends.
+pub async fn lock_warehouse(tx: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    lock_named(tx, WAREHOUSE, "batches").await
 }

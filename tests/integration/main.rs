@@ -17,3 +17,4 @@ mod rollups;
 mod sales;
 mod schema;
 mod sync;
+mod warehouse;

@@ -15,7 +15,7 @@
 //! work instead of adding to it.
 
 mod parse;
-mod read;
+pub(crate) mod read;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -48,7 +48,7 @@ use crate::write::rollups::{self as rollup, RollupError};
 /// The default error table of prototype 000.
 pub const DEFAULT_ERROR_TABLE: &str = "validation_logs";
 /// A record larger than this is not a sales row: the file is not what it claims.
-const MAX_RECORD_BYTES: usize = 1 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 1 << 20;
 /// PostgreSQL's limit on columns per table.
 const MAX_COLUMNS: usize = 1600;
 /// COPY data is sent in chunks of about this size.

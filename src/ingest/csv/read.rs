@@ -16,7 +16,7 @@ use crate::pg::copy::FieldCodec;
 
 /// Opens the file for reading, transparently gunzipping `.gz` content, with
 /// every raw byte read reported to `on_read` (for hashing and progress).
-pub(super) fn open_input(
+pub(crate) fn open_input(
     path: &Path,
     on_read: impl FnMut(&[u8]) + Send + 'static,
 ) -> Result<Box<dyn Read + Send>, ImportError> {
@@ -57,7 +57,7 @@ impl<R: Read, F: FnMut(&[u8])> Read for Tap<R, F> {
     }
 }
 
-pub(super) fn csv_reader(input: Box<dyn Read + Send>) -> csv::Reader<Box<dyn Read + Send>> {
+pub(crate) fn csv_reader(input: Box<dyn Read + Send>) -> csv::Reader<Box<dyn Read + Send>> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         // Records of the wrong length are reported by clue with their line.
