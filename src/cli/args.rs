@@ -241,6 +241,39 @@ pub enum WarehouseAction {
     /// not) and load those that pass and whose customer has arrived.
     #[command(name = "replay-quarantine")]
     ReplayQuarantine(WarehouseRulesArgs),
+    /// Write realistic daily batch files (customers who move, late sales, a
+    /// sprinkling of every fault) for the demo, tests and benchmarks.
+    Generate {
+        /// Days of batches.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+        /// Customers on the first day.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        customers: u32,
+        /// Sales rows a day.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000_000))]
+        sales_per_day: u32,
+        /// Share of customers who move or change name each day (0 to 1).
+        #[arg(long, default_value_t = 0.02)]
+        change_rate: f64,
+        /// Share of sales rows with a fault (0 to 1).
+        #[arg(long, default_value_t = 0.01)]
+        fault_rate: f64,
+        /// The first batch's date.
+        #[arg(long, value_name = "YYYY-MM-DD", default_value = "2025-03-01")]
+        start: chrono::NaiveDate,
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        /// Write gzip files.
+        #[arg(long, conflicts_with = "parquet")]
+        gzip: bool,
+        /// Write typed Parquet files (a value its column's type cannot hold is NULL).
+        #[arg(long)]
+        parquet: bool,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,52 @@ pub(super) async fn command(settings: &Settings, action: WarehouseAction) -> Res
             }
             Ok(())
         }
+        WarehouseAction::Generate {
+            days,
+            customers,
+            sales_per_day,
+            change_rate,
+            fault_rate,
+            start,
+            seed,
+            gzip,
+            parquet,
+            out,
+        } => {
+            for (flag, share) in [("--change-rate", change_rate), ("--fault-rate", fault_rate)] {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(Error::new(
+                        ErrorKind::BadInput,
+                        format!("{flag} {share}: a share, from 0 to 1"),
+                    ));
+                }
+            }
+            let opts = crate::demo::warehouse::WarehouseGenerateOptions {
+                days,
+                customers,
+                sales_per_day,
+                start,
+                seed,
+                change_rate,
+                fault_rate,
+                gzip,
+                parquet,
+            };
+            let files = crate::demo::warehouse::generate(&out, &opts).map_err(|e| {
+                Error::new(
+                    ErrorKind::BadInput,
+                    format!("write in {}: {e}", out.display()),
+                )
+            })?;
+            println!(
+                "Wrote {} daily batch(es) into {} ({} to {}).",
+                files.len(),
+                out.display(),
+                start,
+                start + chrono::Days::new(u64::from(days - 1))
+            );
+            Ok(())
+        }
         WarehouseAction::Refresh => {
             with_db(settings, async |db| Ok(warehouse::refresh(db).await?)).await?;
             println!("Recomputed the KPI marts from the facts.");

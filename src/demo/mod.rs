@@ -14,6 +14,7 @@ use crate::pg::database::Database;
 pub mod delivery;
 pub mod events;
 pub mod generate;
+pub mod warehouse;
 
 use generate::GenerateOptions;
 

@@ -500,3 +500,90 @@ async fn the_kpis_equal_the_prototypes_sql_on_the_same_data() {
         .await;
     assert_eq!(refreshed, ours);
 }
+
+#[tokio::test]
+async fn generated_batches_load_the_same_from_parquet_as_from_csv() {
+    let (csv_db, parquet_db, dir) = (
+        TestDb::new().await,
+        TestDb::new().await,
+        tempfile::tempdir().unwrap(),
+    );
+    let generate = |format: &[&str], out: &Path| {
+        let mut args = vec![
+            "warehouse",
+            "generate",
+            "--days",
+            "3",
+            "--customers",
+            "200",
+            "--sales-per-day",
+            "2000",
+            "--change-rate",
+            "0.1",
+            "--fault-rate",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(format);
+        csv_db.clue(&args).ok();
+    };
+    let (csv_dir, parquet_dir) = (dir.path().join("csv"), dir.path().join("parquet"));
+    generate(&[], &csv_dir);
+    generate(&["--parquet"], &parquet_dir);
+    for day in ["2025-03-01", "2025-03-02", "2025-03-03"] {
+        for (db, dir, ext) in [
+            (&csv_db, &csv_dir, "csv"),
+            (&parquet_db, &parquet_dir, "parquet"),
+        ] {
+            let files = (
+                dir.join(format!("customers_{day}.{ext}")),
+                dir.join(format!("sales_{day}.{ext}")),
+            );
+            load(db, &files, &[]).ok();
+        }
+    }
+    for sql in [
+        "SELECT concat_ws('|', f.customer_id, p.product, h.shop_id, f.sales_amount, f.transaction_date, c.city, f.batch_date)
+           FROM dw.fact_sales f JOIN dw.dim_customer c USING (customer_key)
+           JOIN dw.dim_product p USING (product_key) JOIN dw.dim_shop h USING (shop_key)
+          ORDER BY f.transaction_date, f.customer_id, p.product, f.sales_amount",
+        "SELECT concat_ws('|', customer_id, customer_name, city, valid_from, valid_to)
+           FROM dw.dim_customer ORDER BY customer_id, valid_from",
+        // Lines differ (a Parquet file's rows count from 1, under no header),
+        // and so do spellings (19.9 for 19.90): compare the values.
+        "SELECT concat_ws('|', batch_date, rule, record->>'CustomerID', record->>'Product',
+                (record->>'SalesAmount')::numeric(12,2), record->>'ShopId', (record->>'TransactionDate')::timestamp)
+           FROM dw.quarantine ORDER BY 1",
+        "SELECT concat_ws('|', customer_id, year, month, monthly_amount, ytd_amount)
+           FROM dw.customer_ytd_spending ORDER BY customer_id, year, month",
+    ] {
+        let (a, b) = (csv_db.strings(sql).await, parquet_db.strings(sql).await);
+        assert!(!a.is_empty(), "{sql}");
+        assert_eq!(a, b, "{sql}");
+    }
+    // The generated days carry moves, late sales, repeats and customers who arrive late.
+    assert!(
+        csv_db
+            .value::<i64>("SELECT count(*) FROM dw.dim_customer WHERE valid_to IS NOT NULL")
+            .await
+            > 10
+    );
+    assert!(
+        csv_db
+            .value::<i64>(
+                "SELECT count(*) FROM dw.fact_sales WHERE transaction_date < batch_date - 1"
+            )
+            .await
+            > 0
+    );
+    let rules = csv_db
+        .strings("SELECT DISTINCT rule FROM dw.quarantine ORDER BY 1")
+        .await;
+    assert_eq!(rules, ["duplicate", "unknown_customer"]);
+    let replay = csv_db.clue(&["warehouse", "replay-quarantine"]).ok().stdout;
+    assert!(
+        replay.contains("Released 8 quarantined sale(s)"),
+        "{replay}"
+    );
+}
