@@ -241,6 +241,21 @@ pub enum WarehouseAction {
     /// not) and load those that pass and whose customer has arrived.
     #[command(name = "replay-quarantine")]
     ReplayQuarantine(WarehouseRulesArgs),
+    /// Load each new pair of batch files landing in a directory
+    /// (customers_YYYY-MM-DD.* and sales_YYYY-MM-DD.*), once, in date order,
+    /// until stopped.
+    Watch {
+        /// The directory to watch.
+        dir: PathBuf,
+        /// Seconds between looks.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        interval: u64,
+        /// Load what is there, then exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        rules: WarehouseRulesArgs,
+    },
     /// Write realistic daily batch files (customers who move, late sales, a
     /// sprinkling of every fault) for the demo, tests and benchmarks.
     Generate {

@@ -29,7 +29,10 @@ use crate::pg::database::Database;
 use crate::serve::{execute, query};
 use crate::settings::{DatabaseTarget, Settings};
 use crate::write::{partitions, rollups};
-use args::{Cli, Command, DbAction, EtlAction, ImportArgs, LogFormat, RollupAction, ServeArgs};
+use args::{
+    Cli, Command, DbAction, EtlAction, ImportArgs, LogFormat, RollupAction, ServeArgs,
+    WarehouseAction,
+};
 
 /// Exit codes, so scripts can tell a bad file from a missing database.
 pub mod exit {
@@ -90,6 +93,9 @@ pub fn main() -> ExitCode {
             action: EtlAction::Run(args),
         } => args.continuous || args.cdc,
         Command::RunContinuousEtl(_) => true,
+        Command::Warehouse {
+            action: WarehouseAction::Watch { .. },
+        } => true,
         _ => false,
     };
     init_logs(&cli, server || continuous);

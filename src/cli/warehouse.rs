@@ -80,6 +80,45 @@ pub(super) async fn command(settings: &Settings, action: WarehouseAction) -> Res
             );
             Ok(())
         }
+        WarehouseAction::Watch {
+            dir,
+            interval,
+            once,
+            rules: rules_args,
+        } => {
+            let rules = rules(&rules_args)?;
+            if !dir.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::BadInput,
+                    format!("{}: not a directory", dir.display()),
+                ));
+            }
+            if !once {
+                eprintln!(
+                    "Watching {} for daily batches every {interval} s; Ctrl-C to stop.",
+                    dir.display()
+                );
+            }
+            let done = with_db(settings, async |db| {
+                Ok(warehouse::watch::watch(
+                    db,
+                    &dir,
+                    &rules,
+                    std::time::Duration::from_secs(interval),
+                    once,
+                    crate::api::shutdown_signal(),
+                )
+                .await?)
+            })
+            .await?;
+            println!(
+                "Loaded {} batch(es) from {}; {} could not be loaded.",
+                done.loaded,
+                dir.display(),
+                done.failed
+            );
+            Ok(())
+        }
         WarehouseAction::Refresh => {
             with_db(settings, async |db| Ok(warehouse::refresh(db).await?)).await?;
             println!("Recomputed the KPI marts from the facts.");

@@ -587,3 +587,86 @@ async fn generated_batches_load_the_same_from_parquet_as_from_csv() {
         "{replay}"
     );
 }
+
+#[tokio::test]
+async fn the_watcher_loads_each_pair_once_in_date_order_and_waits_out_a_bad_one() {
+    let (db, b) = (TestDb::new().await, Batches::new());
+    b.day(
+        "2025-03-02",
+        "ID,Name,City\n1,Jean Dupont,Lyon\n",
+        "CustomerID,Product,SalesAmount,ShopId,TransactionDate\n1,Phone,7,10,2025-03-01 12:00:00\n",
+    );
+    b.day("2025-03-01", C1, S1);
+    // A day whose sales file has not landed yet.
+    std::fs::write(b.dir.path().join("customers_2025-03-03.csv"), C1).unwrap();
+    let dir = b.dir.path().to_str().unwrap();
+    let once = db.clue(&["warehouse", "watch", dir, "--once"]).ok().stdout;
+    assert!(once.contains("Loaded 2 batch(es)"), "{once}");
+    assert_eq!(
+        db.strings(
+            "SELECT batch_date::text FROM clue.warehouse_batches ORDER BY loaded_at, batch_date"
+        )
+        .await,
+        ["2025-03-01", "2025-03-02"]
+    );
+    // Jean's move on the 2nd was applied after the 1st's batch.
+    assert_eq!(
+        db.value::<i64>("SELECT count(*) FROM dw.dim_customer WHERE customer_id = 1")
+            .await,
+        2
+    );
+    let again = db.clue(&["warehouse", "watch", dir, "--once"]).ok().stdout;
+    assert!(again.contains("Loaded 0 batch(es)"), "{again}");
+
+    // Running: a bad sales file lands for the 3rd, is reported once, then fixed.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args(["warehouse", "watch", dir, "--interval", "1"])
+        .env("CLUE_DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sales3 = b.dir.path().join("sales_2025-03-03.csv");
+    std::fs::write(&sales3, "CustomerID,Product,Amount\n1,Phone,3\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    std::fs::write(
+        &sales3,
+        "CustomerID,Product,SalesAmount,ShopId,TransactionDate\n2,Phone,3,10,2025-03-02 09:00:00\n",
+    )
+    .unwrap();
+    let mut loaded = false;
+    for _ in 0..100 {
+        if db
+            .value::<i64>(
+                "SELECT count(*) FROM clue.warehouse_batches WHERE batch_date = '2025-03-03'",
+            )
+            .await
+            == 1
+        {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(loaded, "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("batch not loaded; waiting for its files to change")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the header has no column SalesAmount"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("batch loaded").count(), 1, "{stderr}");
+}

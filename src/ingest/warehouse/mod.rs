@@ -11,6 +11,7 @@
 
 pub mod files;
 mod sink;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -220,16 +221,7 @@ pub async fn load(db: &Database, opts: &LoadOptions) -> Result<Outcome, Warehous
             ..Stages::default()
         },
     };
-    let outcome = sink::load(db, opts, &customers, &sales, &cleaned, &mut report).await?;
-    if let Outcome::Loaded(report) = &outcome {
-        tracing::info!(
-            batch = %report.batch_date,
-            sales = report.sales.loaded,
-            quarantined = report.sales.quarantined + report.customers.quarantined,
-            "warehouse batch loaded"
-        );
-    }
-    Ok(outcome)
+    sink::load(db, opts, &customers, &sales, &cleaned, &mut report).await
 }
 
 /// Every row through the rules; a repeated customer id or sale refused.
