@@ -33,7 +33,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{country, delivery, events, health, learning, query, reports, sales};
+use routes::{country, delivery, events, health, learning, query, reports, sales, warehouse};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
@@ -103,6 +103,7 @@ impl Default for Limits {
         (name = "learning", description = "Prototype 003's learning logs: records and per-user summaries."),
         (name = "sales", description = "Prototype 001's sales events: one per ID_ORDER (a replay answers the stored event), read back one by one or a page at a time."),
         (name = "delivery", description = "Prototype 004's delivery reports over the orders `clue etl run` syncs from a source database; JSON by default, CSV with ?format=csv or Accept: text/csv."),
+        (name = "warehouse", description = "Prototype 002's warehouse: the KPIs, current at each batch's commit (JSON, or CSV with ?format=csv or Accept: text/csv), and each batch's quality report."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -128,6 +129,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(delivery::top_delivery_dates))
         .routes(routes!(delivery::pending_items))
         .routes(routes!(delivery::top_customers))
+        .routes(routes!(warehouse::customer_ytd_spending))
+        .routes(routes!(warehouse::days_since_last_purchase))
+        .routes(routes!(warehouse::batches))
+        .routes(routes!(warehouse::batch))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }

@@ -12,3 +12,4 @@ pub mod execute;
 pub mod feedback;
 pub mod query;
 pub mod reports;
+pub mod warehouse;

@@ -670,3 +670,106 @@ async fn the_watcher_loads_each_pair_once_in_date_order_and_waits_out_a_bad_one(
     );
     assert_eq!(stderr.matches("batch loaded").count(), 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn the_kpis_and_batch_reports_are_served_as_json_and_csv() {
+    let (db, b) = (TestDb::new().await, Batches::new());
+    load(&db, &b.day("2025-03-01", C1, S1), &[]).ok();
+    load(
+        &db,
+        &b.day(
+            "2025-03-02",
+            "ID,Name,City\n1,Jean Dupont,Lyon\n",
+            "CustomerID,Product,SalesAmount,ShopId,TransactionDate\n\
+             1,Phone,7.50,10,2025-03-01 12:00:00\n\
+             1,Phone,-1,10,2025-03-01 12:00:00\n",
+        ),
+        &[],
+    )
+    .ok();
+    let app = crate::helpers::serve_with_timeout(db, None).await;
+    let json = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let ytd = json(app.get("/kpis/customer-ytd-spending?customer_id=1").await).await;
+    assert_eq!(
+        ytd,
+        serde_json::json!([
+            {"customer_id": 1, "customer_name": "Jean Dupont", "year": 2025, "month": 2,
+             "monthly_amount": 999.90, "ytd_amount": 999.90, "ytd_percentage": 99.26},
+            {"customer_id": 1, "customer_name": "Jean Dupont", "year": 2025, "month": 3,
+             "monthly_amount": 7.50, "ytd_amount": 1007.40, "ytd_percentage": 100.00}
+        ])
+    );
+    let csv = app
+        .get("/kpis/customer-ytd-spending?year=2025&format=csv")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv,
+        "customer_id,customer_name,year,month,monthly_amount,ytd_amount,ytd_percentage\n\
+         1,Jean Dupont,2025,2,999.90,999.90,99.26\n\
+         1,Jean Dupont,2025,3,7.50,1007.40,100.00\n\
+         2,Ana Lima,2025,2,19.90,19.90,100.00\n"
+    );
+    // Days since the last purchase: as of a date before the latest purchase,
+    // the facts answer; a customer with none by then has null.
+    let days = json(
+        app.get("/kpis/days-since-last-purchase?as_of=2025-02-28")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        days,
+        serde_json::json!([
+            {"customer_id": 1, "customer_name": "Jean Dupont", "reference_date": "2025-02-28", "days_since_last_purchase": 0},
+            {"customer_id": 2, "customer_name": "Ana Lima", "reference_date": "2025-02-28", "days_since_last_purchase": 1}
+        ])
+    );
+    let early = json(
+        app.get("/kpis/days-since-last-purchase?as_of=2025-02-27&customer_id=1")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        early[0]["days_since_last_purchase"],
+        serde_json::Value::Null
+    );
+    let later = json(
+        app.get("/kpis/days-since-last-purchase?as_of=2025-03-10&customer_id=1")
+            .await,
+    )
+    .await;
+    assert_eq!(later[0]["days_since_last_purchase"], 9);
+    // Bad parameters are problems naming them.
+    for (path, name) in [
+        ("/kpis/customer-ytd-spending?year=last", "year"),
+        ("/kpis/customer-ytd-spending?region=x", "region"),
+        ("/kpis/days-since-last-purchase?as_of=2025-02-30", "as_of"),
+        ("/warehouse/batches/yesterday", "date"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            crate::helpers::invalid_params(&problem)[0].0,
+            name,
+            "{path}: {problem}"
+        );
+    }
+    let list = json(app.get("/warehouse/batches").await).await;
+    assert_eq!(list[0]["batch_date"], "2025-03-02");
+    assert_eq!(list[0]["sales"]["loaded"], 1);
+    assert_eq!(list[0]["customers"]["changed"], 1);
+    assert_eq!(list[1]["batch_date"], "2025-03-01");
+    let report = json(app.get("/warehouse/batches/2025-03-02").await).await;
+    assert_eq!(report["rules"][0]["rule"], "below_min_sales_amount");
+    assert_eq!(
+        report["rules"][0]["examples"][0]["record"]["SalesAmount"],
+        "-1"
+    );
+    assert_eq!(app.get("/warehouse/batches/2024-01-01").await.status(), 404);
+}

@@ -10,6 +10,7 @@ pub(super) mod learning;
 pub(super) mod query;
 pub(super) mod reports;
 pub(super) mod sales;
+pub(super) mod warehouse;
 
 /// The header marking an answer as the replay of an earlier write.
 const REPLAYED: &str = "idempotent-replayed";
