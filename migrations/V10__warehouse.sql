@@ -18,7 +18,9 @@ CREATE TABLE clue.warehouse_batches (
     report           jsonb       NOT NULL
 );
 
--- The files as received: every field as text, with where it came from.
+-- The files as received: every field as text, with where it came from (a
+-- row's line, or its row number in a Parquet file). Appended a batch at a
+-- time, so a block-range index finds a batch (to replace it) at little cost.
 CREATE TABLE raw.customer (
     batch_date   date        NOT NULL,
     line         bigint      NOT NULL,
@@ -26,22 +28,22 @@ CREATE TABLE raw.customer (
     name         text,
     city         text,
     source_file  text        NOT NULL,
-    load_time    timestamptz NOT NULL,
-    PRIMARY KEY (batch_date, line)
+    load_time    timestamptz NOT NULL
 );
+CREATE INDEX raw_customer_batch ON raw.customer USING brin (batch_date);
 CREATE TABLE raw.customer_sales (
     batch_date       date        NOT NULL,
     line             bigint      NOT NULL,
-    sale_id          bigint      GENERATED ALWAYS AS IDENTITY,
+    sale_id          bigint      GENERATED ALWAYS AS IDENTITY (CACHE 1000),
     customer_id      text,
     product          text,
     sales_amount     text,
     shop_id          text,
     transaction_date text,
     source_file      text        NOT NULL,
-    load_time        timestamptz NOT NULL,
-    PRIMARY KEY (batch_date, line)
+    load_time        timestamptz NOT NULL
 );
+CREATE INDEX raw_customer_sales_batch ON raw.customer_sales USING brin (batch_date);
 
 -- Customers, type 2: a change of name or city closes the current version
 -- (valid_to) and opens one. The database itself keeps one current version
@@ -63,6 +65,7 @@ CREATE TABLE dw.dim_customer (
                         tsrange(valid_from, valid_to) WITH &&)
 );
 CREATE UNIQUE INDEX dim_customer_current ON dw.dim_customer (customer_id) WHERE valid_to IS NULL;
+CREATE INDEX dim_customer_versions ON dw.dim_customer (customer_id, valid_from);
 
 CREATE TABLE dw.dim_product (
     product_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -75,23 +78,26 @@ CREATE TABLE dw.dim_shop (
 
 -- Sales facts, by month of transaction (the partition key in every unique
 -- constraint; facts reference only dimensions). A sale is one customer,
--- product, shop, instant and amount: the same again is a duplicate.
+-- product, shop, instant and amount: the same again is a duplicate. The
+-- keys come from joins to the dimensions in the load; there is no FOREIGN
+-- KEY constraint, whose per-row checks would double a load's time (a test
+-- checks that no key is orphaned, and a replace refuses to orphan one).
 CREATE TABLE dw.fact_sales (
     sales_key        bigint        GENERATED ALWAYS AS IDENTITY,
-    customer_key     bigint        NOT NULL REFERENCES dw.dim_customer,
+    customer_key     bigint        NOT NULL,
     customer_id      bigint        NOT NULL,
-    product_key      bigint        NOT NULL REFERENCES dw.dim_product,
-    shop_key         bigint        NOT NULL REFERENCES dw.dim_shop,
+    product_key      bigint        NOT NULL,
+    shop_key         bigint        NOT NULL,
     sales_amount     numeric(12,2) NOT NULL,
     transaction_date timestamp     NOT NULL,
     batch_date       date          NOT NULL,
     created_at       timestamptz   NOT NULL DEFAULT now(),
     PRIMARY KEY (sales_key, transaction_date),
-    UNIQUE (customer_id, product_key, shop_key, transaction_date, sales_amount)
+    -- Also a customer's sales in time order (the latest purchase before a date).
+    UNIQUE (customer_id, transaction_date, product_key, shop_key, sales_amount)
 ) PARTITION BY RANGE (transaction_date);
 CREATE TABLE dw.fact_sales_other PARTITION OF dw.fact_sales DEFAULT;
-CREATE INDEX fact_sales_customer_time ON dw.fact_sales (customer_id, transaction_date);
-CREATE INDEX fact_sales_batch ON dw.fact_sales (batch_date);
+CREATE INDEX fact_sales_batch ON dw.fact_sales USING brin (batch_date);
 
 -- Rows that broke a rule, with its code, until fixed and replayed.
 CREATE TABLE dw.quarantine (

@@ -1,5 +1,6 @@
 //! `clue demo`: make sure the database holds a realistic data set (schema,
-//! generated sales, validated import; learning logs; sales events), reusing
+//! generated sales, validated import; learning logs; sales events; two weeks of
+//! warehouse batches), reusing
 //! what an earlier run loaded.
 
 use std::path::Path;
@@ -86,6 +87,59 @@ async fn learning_logs(
     Ok(())
 }
 
+/// Two weeks of prototype 002's daily batches into the warehouse when it
+/// has none: generated, loaded in date order, the quarantine replayed.
+async fn warehouse_batches(
+    db: &Database,
+    work_dir: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use crate::ingest::warehouse::{self as wh, LoadOptions, Outcome};
+    let client = db.client().await?;
+    if !crate::store::warehouse::batches(&**client)
+        .await?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    drop(client);
+    let dir = work_dir.join("warehouse");
+    let opts = warehouse::WarehouseGenerateOptions {
+        days: 14,
+        customers: 2_000,
+        sales_per_day: 5_000,
+        start: chrono::Utc::now().date_naive() - chrono::Days::new(14),
+        ..Default::default()
+    };
+    let generate_in = dir.clone();
+    let files =
+        tokio::task::spawn_blocking(move || warehouse::generate(&generate_in, &opts)).await??;
+    let rules = crate::domain::warehouse::WarehouseRules::builtin();
+    let (mut loaded, mut quarantined) = (0, 0);
+    for (customers, sales) in &files {
+        let load = LoadOptions {
+            batch_date: wh::date_in_name(sales).ok_or("a generated file has a date")?,
+            customers: customers.clone(),
+            sales: sales.clone(),
+            replace: false,
+            rules: rules.clone(),
+        };
+        if let Outcome::Loaded(report) = wh::load(db, &load).await? {
+            loaded += report.sales.loaded;
+            quarantined += report.sales.quarantined;
+        }
+    }
+    let replayed = wh::replay_quarantine(db, &rules).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "Loaded {} warehouse batches: {} sales, {} quarantined ({} released by the replay).",
+        files.len(),
+        loaded + replayed.released,
+        quarantined - replayed.released,
+        replayed.released
+    );
+    Ok(())
+}
+
 /// Creates `sales_report` if missing and, when it is empty, generates `rows`
 /// rows into `work_dir` and imports them with validation.
 pub async fn prepare(
@@ -152,6 +206,7 @@ pub async fn prepare(
     }
     learning_logs(db, catalog).await?;
     events::sales_events(db, catalog).await?;
+    warehouse_batches(db, work_dir).await?;
     let row = client
         .query_one(
             "SELECT count(*), min(sales_date), max(sales_date) FROM sales_report",

@@ -693,6 +693,25 @@ async fn the_demo_loads_once_serves_and_stops_cleanly() {
     }
     assert_eq!(feedback[0]["category"], "clothing", "{feedback}");
     assert_eq!(feedback.as_array().map(Vec::len), Some(3), "{feedback}");
+    // Two weeks of warehouse batches, and their KPIs.
+    let batches: Value = reqwest::get(format!("{base}/warehouse/batches"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(batches.as_array().map(Vec::len), Some(14), "{batches}");
+    assert!(
+        batches[0]["sales"]["loaded"].as_i64().unwrap() > 4_000,
+        "{batches}"
+    );
+    let ytd: Value = reqwest::get(format!("{base}/kpis/customer-ytd-spending?customer_id=1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ytd[0]["monthly_amount"].is_number(), "{ytd}");
     // The delivery reports, synced every second from a busy source, move.
     let open_total = async || -> i64 {
         let rows: Value = reqwest::get(format!("{base}/reports/open-orders"))

@@ -261,6 +261,32 @@ async fn every_quality_rule_quarantines_with_its_code_and_the_replay_loads_what_
     // A second replay has nothing more to load.
     let again = db.clue(&["warehouse", "replay-quarantine"]).ok().stdout;
     assert!(again.contains("Released 0 quarantined"), "{again}");
+    assert_no_orphans(&db).await;
+    // Replacing day 2 would take customer 9 from a replayed sale of day 1.
+    load(&db, &day2, &["--replace"]).fails_with(
+        4,
+        "batch 2025-03-02 cannot be replaced: 1 sale(s) of earlier batches, released from the quarantine since, belong to customers it brought",
+    );
+}
+
+/// Every fact's keys lead to a row of their dimension (the load's joins
+/// are the only writer of facts; there is no FOREIGN KEY to check them).
+async fn assert_no_orphans(db: &TestDb) {
+    let orphans: i64 = db
+        .value(
+            "SELECT count(*) FROM dw.fact_sales f
+              WHERE NOT EXISTS (SELECT 1 FROM dw.dim_customer c
+                                 WHERE c.customer_key = f.customer_key AND c.customer_id = f.customer_id
+                                   AND c.valid_from <= f.transaction_date
+                                   AND (c.valid_to IS NULL OR f.transaction_date < c.valid_to))
+                 OR NOT EXISTS (SELECT 1 FROM dw.dim_product p WHERE p.product_key = f.product_key)
+                 OR NOT EXISTS (SELECT 1 FROM dw.dim_shop h WHERE h.shop_key = f.shop_key)",
+        )
+        .await;
+    assert_eq!(
+        orphans, 0,
+        "facts whose keys lead nowhere, or to another version"
+    );
 }
 
 #[tokio::test]
@@ -329,6 +355,7 @@ async fn a_batch_loads_once_in_date_order_and_replace_reloads_the_latest() {
             .await,
         1
     );
+    assert_no_orphans(&db).await;
 }
 
 #[tokio::test]
@@ -577,6 +604,7 @@ async fn generated_batches_load_the_same_from_parquet_as_from_csv() {
             .await
             > 0
     );
+    assert_no_orphans(&csv_db).await;
     let rules = csv_db
         .strings("SELECT DISTINCT rule FROM dw.quarantine ORDER BY 1")
         .await;

@@ -13,7 +13,7 @@ pub mod files;
 mod sink;
 pub mod watch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -123,10 +123,17 @@ pub enum WarehouseError {
         "only the latest batch ({latest}) can be replaced, not {date}: later batches built on it"
     )]
     ReplaceNotLatest { date: NaiveDate, latest: NaiveDate },
+    #[error(
+        "batch {date} cannot be replaced: {sales} sale(s) of earlier batches, released from the quarantine since, belong to customers it brought"
+    )]
+    ReplayedOnto { date: NaiveDate, sales: i64 },
     #[error("no batch {0} is loaded")]
     NoBatch(NaiveDate),
     #[error("no batch is loaded yet")]
     NoBatches,
+    /// A fault of clue's (the load rolled back).
+    #[error("the load broke an invariant: {0}")]
+    Invariant(String),
     #[error("the stored report of batch {date} cannot be read: {reason}")]
     StoredReport { date: NaiveDate, reason: String },
     #[error(transparent)]
@@ -149,9 +156,12 @@ impl Classify for WarehouseError {
             WarehouseError::Input { .. } => ErrorKind::BadInput,
             WarehouseError::OutOfOrder { .. }
             | WarehouseError::OtherFiles { .. }
-            | WarehouseError::ReplaceNotLatest { .. } => ErrorKind::Conflict,
+            | WarehouseError::ReplaceNotLatest { .. }
+            | WarehouseError::ReplayedOnto { .. } => ErrorKind::Conflict,
             WarehouseError::NoBatch(_) | WarehouseError::NoBatches => ErrorKind::NotFound,
-            WarehouseError::StoredReport { .. } => ErrorKind::Internal,
+            WarehouseError::StoredReport { .. } | WarehouseError::Invariant(_) => {
+                ErrorKind::Internal
+            }
             WarehouseError::Partitions(e) => e.kind(),
             WarehouseError::Schema(e) => e.kind(),
             WarehouseError::Db(e) => e.kind(),
@@ -174,6 +184,17 @@ struct Cleaned {
     customers: Vec<(i64, Customer)>,
     sales: Vec<(i64, Sale)>,
     refused: Vec<Refused>,
+}
+
+/// A row as received, as the quarantine keeps it: `{column: text}`.
+fn record_of(columns: &[&str], fields: &[String]) -> serde_json::Value {
+    serde_json::Value::Object(
+        columns
+            .iter()
+            .zip(fields)
+            .map(|(c, f)| ((*c).to_owned(), serde_json::Value::String(f.clone())))
+            .collect(),
+    )
 }
 
 /// The batch date a file name carries (`sales_2025-03-01.csv`), if any.
@@ -232,15 +253,7 @@ fn clean(
     now: NaiveDateTime,
 ) -> Cleaned {
     let mut out = Cleaned::default();
-    let record = |columns: &[&str], fields: &[String]| {
-        serde_json::Value::Object(
-            columns
-                .iter()
-                .zip(fields)
-                .map(|(c, f)| ((*c).to_owned(), serde_json::Value::String(f.clone())))
-                .collect(),
-        )
-    };
+    let record = record_of;
     let mut seen_ids: HashMap<i64, i64> = HashMap::new();
     for row in &customers.rows {
         let fields: [&str; 3] = std::array::from_fn(|i| row.fields[i].as_str());
@@ -268,9 +281,8 @@ fn clean(
             }),
         }
     }
-    let mut seen_sales: HashSet<(i64, String, i64, NaiveDateTime, rust_decimal::Decimal)> =
-        HashSet::new();
-    let mut first_line: HashMap<(i64, String, i64, NaiveDateTime, rust_decimal::Decimal), i64> =
+    // Each sale's identity and the line it was first on.
+    let mut seen_sales: HashMap<(i64, String, i64, NaiveDateTime, rust_decimal::Decimal), i64> =
         HashMap::new();
     for row in &sales.rows {
         let fields: [&str; 5] = std::array::from_fn(|i| row.fields[i].as_str());
@@ -280,15 +292,15 @@ fn clean(
         }
         .and_then(|s| {
             let (c, p, h, t, a) = s.identity();
-            let key = (c, p.to_owned(), h, t, a);
-            if seen_sales.insert(key.clone()) {
-                first_line.insert(key, row.line);
-                Ok(s)
-            } else {
-                Err(Fault::new(
+            match seen_sales.entry((c, p.to_owned(), h, t, a)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(row.line);
+                    Ok(s)
+                }
+                std::collections::hash_map::Entry::Occupied(first) => Err(Fault::new(
                     DUPLICATE,
-                    format!("the same sale is on line {}", first_line[&key]),
-                ))
+                    format!("the same sale is on line {}", first.get()),
+                )),
             }
         });
         match result {

@@ -18,15 +18,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::files::BatchFile;
-use super::{Cleaned, LoadOptions, Outcome, Report, RuleCount, WarehouseError};
+use super::{Cleaned, LoadOptions, Outcome, Refused, Report, RuleCount, WarehouseError};
 use crate::domain::time::Month;
-use crate::domain::warehouse::UNKNOWN_CUSTOMER;
+use crate::domain::warehouse::{Fault, SALES_COLUMNS, UNKNOWN_CUSTOMER};
 use crate::pg::database::Database;
 use crate::store;
-
-/// The record of a raw sales row as JSON, as the quarantine keeps it.
-const SALES_RECORD: &str = "jsonb_build_object('CustomerID', r.customer_id, 'Product', r.product,
-    'SalesAmount', r.sales_amount, 'ShopId', r.shop_id, 'TransactionDate', r.transaction_date)";
 
 pub(super) async fn load(
     db: &Database,
@@ -54,13 +50,14 @@ pub(super) async fn load(
     }
     let now: chrono::DateTime<chrono::Utc> = tx.query_one("SELECT now()", &[]).await?.get(0);
     copy_raw(&tx, opts.batch_date, customers, sales, now).await?;
-    copy_refused(&tx, opts.batch_date, cleaned).await?;
+    copy_refused(&tx, opts.batch_date, &cleaned.refused).await?;
     stage(&tx, opts.batch_date, cleaned).await?;
     let (new, changed) = merge_customers(&tx, opts.batch_date).await?;
     report.customers.new = new;
     report.customers.changed = changed;
     report.customers.unchanged = cleaned.customers.len() as u64 - new - changed;
-    report.sales.loaded = load_staged_sales(&tx, Staged::Batch).await?;
+    report.sales.loaded =
+        load_staged_sales(&tx, Staged::Batch(opts.batch_date, sales, cleaned)).await?;
     report.rules = rule_counts(&tx, opts.batch_date).await?;
     for r in &report.rules {
         if r.source == "customers" {
@@ -125,6 +122,22 @@ async fn settle_earlier(
 /// marts), its customer versions (reopening those they closed), its raw
 /// and quarantined rows, its registry row.
 async fn undo(tx: &Transaction<'_>, date: NaiveDate) -> Result<(), WarehouseError> {
+    // Sales of earlier batches replayed onto customers this batch brought
+    // would lose their customer.
+    let replayed: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM dw.fact_sales f JOIN dw.dim_customer c USING (customer_key)
+              WHERE c.batch_date = $1 AND f.batch_date <> $1",
+            &[&date],
+        )
+        .await?
+        .get(0);
+    if replayed > 0 {
+        return Err(WarehouseError::ReplayedOnto {
+            date,
+            sales: replayed,
+        });
+    }
     let customers: Vec<i64> = tx
         .query(
             "DELETE FROM dw.fact_sales WHERE batch_date = $1 RETURNING customer_id",
@@ -258,7 +271,7 @@ async fn copy_raw(
 async fn copy_refused(
     tx: &Transaction<'_>,
     date: NaiveDate,
-    cleaned: &Cleaned,
+    refused: &[Refused],
 ) -> Result<(), WarehouseError> {
     copy_in(
         tx,
@@ -271,7 +284,7 @@ async fn copy_refused(
             Type::TEXT,
             Type::JSONB,
         ],
-        cleaned.refused.iter().map(|r| {
+        refused.iter().map(|r| {
             vec![
                 Box::new(date) as Box<dyn ToSql + Sync + Send>,
                 Box::new(r.source),
@@ -396,47 +409,77 @@ async fn merge_customers(
 /// to the quarantine), or the quarantine itself (`replay`: a staged sale's
 /// `line` is its `quarantine_id`, and a refused one stays, with its new
 /// reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Staged {
-    Batch,
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Staged<'a> {
+    /// The batch of this date, whose sales file is this, cleaned thus.
+    Batch(NaiveDate, &'a BatchFile, &'a Cleaned),
     Replay,
 }
 
 /// Refuses the staged sales for which `cond` (over `stage_sales s`) holds,
-/// under `rule`; `reason` is SQL over `gone g`.
+/// under `rule`; `reason` is SQL over `gone g`. Returns the lines refused
+/// (of a batch; a replay's stay where they are).
 async fn quarantine_where(
     tx: &Transaction<'_>,
-    staged: Staged,
+    staged: Staged<'_>,
     rule: &str,
     using: &str,
     cond: &str,
     returning: &str,
     reason: &str,
-) -> Result<u64, WarehouseError> {
+) -> Result<Vec<i64>, WarehouseError> {
     let gone = format!(
         "WITH gone AS (DELETE FROM stage_sales s {using} WHERE {cond}
                        RETURNING s.line, s.batch_date, {returning})"
     );
-    let sql = match staged {
-        Staged::Batch => format!(
-            "{gone}
-             INSERT INTO dw.quarantine (batch_date, source, line, rule, reason, record)
-             SELECT g.batch_date, 'sales', g.line, $1, {reason}, {SALES_RECORD}
-               FROM gone g JOIN raw.customer_sales r ON r.batch_date = g.batch_date AND r.line = g.line"
-        ),
-        Staged::Replay => format!(
-            "{gone}
-             UPDATE dw.quarantine q SET rule = $1, reason = {reason}
-               FROM gone g WHERE q.quarantine_id = g.line"
-        ),
-    };
-    Ok(tx.execute(&sql, &[&rule]).await?)
+    match staged {
+        Staged::Batch(date, file, _) => {
+            // The rows as received are in the file: no need to look them up in raw.
+            let gone = tx
+                .query(
+                    &format!("{gone} SELECT g.line, {reason} FROM gone g ORDER BY g.line"),
+                    &[],
+                )
+                .await?;
+            let refused: Vec<Refused> = gone
+                .iter()
+                .map(|r| {
+                    let line: i64 = r.get(0);
+                    let fields = file
+                        .rows
+                        .binary_search_by_key(&line, |row| row.line)
+                        .map(|i| file.rows[i].fields.clone())
+                        .unwrap_or_default();
+                    Refused {
+                        source: "sales",
+                        line,
+                        fault: Fault::new(rule, r.get::<_, String>(1)),
+                        record: super::record_of(&SALES_COLUMNS, &fields),
+                    }
+                })
+                .collect();
+            copy_refused(tx, date, &refused).await?;
+            Ok(refused.iter().map(|r| r.line).collect())
+        }
+        Staged::Replay => {
+            tx.execute(
+                &format!(
+                    "{gone}
+                     UPDATE dw.quarantine q SET rule = $1, reason = {reason}
+                       FROM gone g WHERE q.quarantine_id = g.line"
+                ),
+                &[&rule],
+            )
+            .await?;
+            Ok(Vec::new())
+        }
+    }
 }
 
 async fn quarantine_unknown_customers(
     tx: &Transaction<'_>,
-    staged: Staged,
-) -> Result<u64, WarehouseError> {
+    staged: Staged<'_>,
+) -> Result<Vec<i64>, WarehouseError> {
     quarantine_where(
         tx,
         staged,
@@ -463,8 +506,8 @@ async fn upsert_dimensions(tx: &Transaction<'_>) -> Result<(), WarehouseError> {
 /// Sales an earlier batch loaded already.
 async fn quarantine_seen_sales(
     tx: &Transaction<'_>,
-    staged: Staged,
-) -> Result<u64, WarehouseError> {
+    staged: Staged<'_>,
+) -> Result<Vec<i64>, WarehouseError> {
     quarantine_where(
         tx,
         staged,
@@ -483,48 +526,175 @@ async fn quarantine_seen_sales(
 /// returns how many.
 pub(super) async fn load_staged_sales(
     tx: &Transaction<'_>,
-    staged: Staged,
+    staged: Staged<'_>,
 ) -> Result<u64, WarehouseError> {
-    quarantine_unknown_customers(tx, staged).await?;
+    let mut refused = quarantine_unknown_customers(tx, staged).await?;
     upsert_dimensions(tx).await?;
-    quarantine_seen_sales(tx, staged).await?;
-    insert_facts(tx).await
+    refused.extend(quarantine_seen_sales(tx, staged).await?);
+    let inserted = match staged {
+        Staged::Batch(date, _, cleaned) => copy_facts(tx, date, cleaned, &refused).await?,
+        Staged::Replay => insert_facts(tx).await?,
+    };
+    update_marts(tx, inserted).await?;
+    Ok(inserted)
 }
 
-/// The staged sales as facts, each pointing to the customer version
-/// current at its instant; the marts move by what was inserted.
+/// A customer version: valid from (`None`: the start of time), valid to
+/// (`None`: current), its key.
+type Version = (
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+    i64,
+);
+
+/// A batch's clean sales but the `refused` lines as facts, by one binary
+/// COPY (buffered into each month's partition, much cheaper than an
+/// `INSERT … SELECT` of a million rows), their keys looked up here: the
+/// product's, the shop's, and the customer version's current at the sale.
+async fn copy_facts(
+    tx: &Transaction<'_>,
+    date: NaiveDate,
+    cleaned: &Cleaned,
+    refused: &[i64],
+) -> Result<u64, WarehouseError> {
+    use std::collections::{HashMap, HashSet};
+    let refused: HashSet<i64> = refused.iter().copied().collect();
+    let products: HashMap<String, i64> = tx
+        .query("SELECT product, product_key FROM dw.dim_product", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let shops: HashMap<i64, i64> = tx
+        .query("SELECT shop_id, shop_key FROM dw.dim_shop", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ids: Vec<i64> = cleaned
+        .sales
+        .iter()
+        .map(|(_, s)| s.customer_id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // Each customer's versions: (from, to, key); the first from the start of time.
+    let mut versions: HashMap<i64, Vec<Version>> = HashMap::new();
+    for r in tx
+        .query(
+            "SELECT customer_id, CASE WHEN isfinite(valid_from) THEN valid_from END, valid_to, customer_key
+               FROM dw.dim_customer WHERE customer_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+    {
+        versions
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
+    let mut rows = Vec::with_capacity(cleaned.sales.len());
+    for (line, sale) in &cleaned.sales {
+        if refused.contains(line) {
+            continue;
+        }
+        let missing = |what: &str| {
+            WarehouseError::Invariant(format!("line {line}: no {what} key for a staged sale"))
+        };
+        let version = versions
+            .get(&sale.customer_id)
+            .and_then(|vs| {
+                vs.iter().find(|(from, to, _)| {
+                    from.is_none_or(|f| f <= sale.at) && to.is_none_or(|t| sale.at < t)
+                })
+            })
+            .ok_or_else(|| missing("customer"))?;
+        let product = *products
+            .get(&sale.product)
+            .ok_or_else(|| missing("product"))?;
+        let shop = *shops.get(&sale.shop_id).ok_or_else(|| missing("shop"))?;
+        rows.push((version.2, sale, product, shop));
+    }
+    // In the unique index's order, so its pages fill in turn.
+    rows.sort_unstable_by_key(|(_, s, _, _)| (s.customer_id, s.at));
+    copy_in(
+        tx,
+        "COPY dw.fact_sales (customer_key, customer_id, product_key, shop_key, sales_amount,
+                             transaction_date, batch_date) FROM STDIN BINARY",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::NUMERIC,
+            Type::TIMESTAMP,
+            Type::DATE,
+        ],
+        rows.iter().map(|(customer, s, product, shop)| {
+            vec![
+                Box::new(*customer) as Box<dyn ToSql + Sync + Send>,
+                Box::new(s.customer_id),
+                Box::new(*product),
+                Box::new(*shop),
+                Box::new(s.amount),
+                Box::new(s.at),
+                Box::new(date),
+            ]
+        }),
+    )
+    .await?;
+    Ok(rows.len() as u64)
+}
+
+/// The staged sales (of a replay: a few) as facts, each pointing to the
+/// customer version current at its instant.
 async fn insert_facts(tx: &Transaction<'_>) -> Result<u64, WarehouseError> {
-    let row = tx
-        .query_one(
-            "WITH ins AS (
-                 INSERT INTO dw.fact_sales (customer_key, customer_id, product_key, shop_key,
-                                            sales_amount, transaction_date, batch_date)
-                 SELECT c.customer_key, s.customer_id, p.product_key, h.shop_key,
-                        s.sales_amount, s.transaction_date, s.batch_date
-                   FROM stage_sales s
-                   JOIN dw.dim_product p ON p.product = s.product
-                   JOIN dw.dim_shop h ON h.shop_id = s.shop_id
-                   JOIN dw.dim_customer c ON c.customer_id = s.customer_id
-                    AND c.valid_from <= s.transaction_date
-                    AND (c.valid_to IS NULL OR s.transaction_date < c.valid_to)
-                 RETURNING customer_id, sales_amount, transaction_date),
-             monthly AS (
-                 INSERT INTO mart.customer_monthly_spending AS m (customer_id, year, month, monthly_amount)
-                 SELECT customer_id, extract(year FROM transaction_date)::int,
-                        extract(month FROM transaction_date)::int, sum(sales_amount)
-                   FROM ins GROUP BY 1, 2, 3
-                 ON CONFLICT (customer_id, year, month)
-                 DO UPDATE SET monthly_amount = m.monthly_amount + excluded.monthly_amount),
-             latest AS (
-                 INSERT INTO mart.customer_last_purchase AS l (customer_id, last_purchase)
-                 SELECT customer_id, max(transaction_date) FROM ins GROUP BY 1
-                 ON CONFLICT (customer_id)
-                 DO UPDATE SET last_purchase = greatest(l.last_purchase, excluded.last_purchase))
-             SELECT count(*) FROM ins",
+    Ok(tx
+        .execute(
+            "INSERT INTO dw.fact_sales (customer_key, customer_id, product_key, shop_key,
+                                        sales_amount, transaction_date, batch_date)
+             SELECT c.customer_key, s.customer_id, p.product_key, h.shop_key,
+                    s.sales_amount, s.transaction_date, s.batch_date
+               FROM stage_sales s
+               JOIN dw.dim_product p ON p.product = s.product
+               JOIN dw.dim_shop h ON h.shop_id = s.shop_id
+               JOIN dw.dim_customer c ON c.customer_id = s.customer_id
+                AND c.valid_from <= s.transaction_date
+                AND (c.valid_to IS NULL OR s.transaction_date < c.valid_to)",
             &[],
         )
-        .await?;
-    Ok(row.get::<_, i64>(0) as u64)
+        .await?)
+}
+
+/// The marts moved by the facts just made from `stage_sales`.
+async fn update_marts(tx: &Transaction<'_>, inserted: u64) -> Result<(), WarehouseError> {
+    // Every staged sale is inserted (its customer is known, its product and
+    // shop were added, and one version covers every instant), so the marts
+    // move by the staged rows: aggregating the small temporary table is much
+    // cheaper than the inserted rows handed back.
+    let staged: i64 = tx
+        .query_one("SELECT count(*) FROM stage_sales", &[])
+        .await?
+        .get(0);
+    if staged != inserted as i64 {
+        return Err(WarehouseError::Invariant(format!(
+            "{staged} staged sales made {inserted} facts"
+        )));
+    }
+    tx.batch_execute(
+        "INSERT INTO mart.customer_monthly_spending AS m (customer_id, year, month, monthly_amount)
+         SELECT customer_id, extract(year FROM transaction_date)::int,
+                extract(month FROM transaction_date)::int, sum(sales_amount)
+           FROM stage_sales GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+         ON CONFLICT (customer_id, year, month)
+         DO UPDATE SET monthly_amount = m.monthly_amount + excluded.monthly_amount;
+         INSERT INTO mart.customer_last_purchase AS l (customer_id, last_purchase)
+         SELECT customer_id, max(transaction_date) FROM stage_sales GROUP BY 1 ORDER BY 1
+         ON CONFLICT (customer_id)
+         DO UPDATE SET last_purchase = greatest(l.last_purchase, excluded.last_purchase);",
+    )
+    .await?;
+    Ok(())
 }
 
 /// Each rule's count in the batch's quarantine, with the first examples.
