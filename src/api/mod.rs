@@ -33,12 +33,15 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
-use routes::{country, delivery, events, health, learning, query, reports, sales, warehouse};
+use routes::{
+    changes, country, delivery, events, health, learning, query, reports, sales, warehouse,
+};
 
 use crate::domain::dataset::Catalog;
 use crate::ingest::records::Batcher;
 use crate::pg::database::Database;
 use crate::serve::cache::Cache;
+use crate::serve::changes::Changes;
 use crate::serve::feedback::Feedback;
 use crate::store::notify;
 
@@ -59,6 +62,13 @@ pub struct AppState {
     pub in_flight: Arc<routes::events::InFlight>,
     /// Turns to write an event batch ([`Limits::bulk_writers`] at once).
     pub bulk_writers: Arc<tokio::sync::Semaphore>,
+    /// Notified writes, for the live streams.
+    pub changes: Arc<Changes>,
+    /// Live streams open at once ([`Limits::max_streams`]).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the server begins to shut down: live streams end, so
+    /// the graceful shutdown does not wait for them forever.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -75,6 +85,8 @@ pub struct Limits {
     /// parsed and checked). Bulk writes past the database's cores only
     /// contend for its locks and pages: together they finish later.
     pub bulk_writers: usize,
+    /// The most live streams (`/api/v1/changes`) open at once.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +96,7 @@ impl Default for Limits {
             max_periods: 10_000,
             group_commit: true,
             bulk_writers: 2,
+            max_streams: 512,
         }
     }
 }
@@ -104,6 +117,7 @@ impl Default for Limits {
         (name = "sales", description = "Prototype 001's sales events: one per ID_ORDER (a replay answers the stored event), read back one by one or a page at a time."),
         (name = "delivery", description = "Prototype 004's delivery reports over the orders `clue etl run` syncs from a source database; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "warehouse", description = "Prototype 002's warehouse: the KPIs, current at each batch's commit (JSON, or CSV with ?format=csv or Accept: text/csv), and each batch's quality report."),
+        (name = "live", description = "Notified writes as Server-Sent Events, to refetch what a page shows when it changes."),
         (name = "health", description = "Liveness and readiness."),
     )
 )]
@@ -133,6 +147,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(warehouse::days_since_last_purchase))
         .routes(routes!(warehouse::batches))
         .routes(routes!(warehouse::batch))
+        .routes(routes!(changes::changes))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
@@ -169,6 +184,7 @@ const CACHE_ANSWERS: usize = 2048;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -195,8 +211,12 @@ impl Application {
         let sales = writer("sales");
         let feedback = Feedback::spawn(db.clone(), catalog.clone());
         notify::spawn_listener(db.connection_config().clone(), feedback.clone());
+        let changes = Changes::new();
+        notify::spawn_listener(db.connection_config().clone(), changes.clone());
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         Ok(Application {
             listener,
+            closing,
             state: AppState {
                 db,
                 catalog,
@@ -207,6 +227,9 @@ impl Application {
                 feedback,
                 in_flight: Arc::default(),
                 bulk_writers: Arc::new(tokio::sync::Semaphore::new(limits.bulk_writers.max(1))),
+                changes,
+                streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
+                closing: closing_rx,
             },
         })
     }
@@ -220,8 +243,12 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let closing = self.closing;
         axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = closing.send(true);
+            })
             .await
     }
 }
@@ -285,6 +312,9 @@ mod tests {
             feedback: Feedback::spawn(db.clone(), catalog.clone()),
             in_flight: Arc::default(),
             bulk_writers: Arc::new(tokio::sync::Semaphore::new(1)),
+            changes: Changes::new(),
+            streams: Arc::new(tokio::sync::Semaphore::new(1)),
+            closing: tokio::sync::watch::channel(false).1,
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),

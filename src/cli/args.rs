@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// written at once; others wait their turn. Default: this machine's cores.
     #[arg(long, env = "CLUE_BULK_WRITERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub bulk_writers: Option<u16>,
+    /// The most live streams (`GET /api/v1/changes`) open at once; more are
+    /// refused with a 503.
+    #[arg(long, env = "CLUE_MAX_STREAMS", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams: u32,
     /// Serve without changing the database: no migrations and no rollup
     /// builds, only a check that the schema is this build's (for a server
     /// on a read replica, or a role that may only read).

@@ -433,6 +433,7 @@ async fn serve(
             || std::thread::available_parallelism().map_or(2, |n| n.get()),
             usize::from,
         ),
+        max_streams: args.max_streams as usize,
     };
     let app = api::Application::build(db, catalog, limits, &args.host, args.port)
         .await

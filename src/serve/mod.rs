@@ -6,6 +6,7 @@
 //! `plan`, catalog lookups from `pg::catalog`, registry reads from `store`.
 
 pub mod cache;
+pub mod changes;
 pub mod country;
 pub mod delivery;
 pub mod execute;

@@ -13,6 +13,7 @@ mod instants;
 mod layers;
 mod learning;
 mod ledger;
+mod live;
 mod rollups;
 mod sales;
 mod schema;
