@@ -34,7 +34,8 @@ pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
 use routes::{
-    changes, country, delivery, events, health, learning, query, reports, sales, warehouse,
+    changes, country, dashboard, datasets, delivery, events, health, learning, query, reports,
+    sales, warehouse,
 };
 
 use crate::domain::dataset::Catalog;
@@ -129,6 +130,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(reports::monthly_sales_breakdown))
         .routes(routes!(reports::top_5_by_revenue))
         .routes(routes!(query::query_endpoint))
+        .routes(routes!(datasets::list))
         .routes(routes!(learning::records_json))
         .routes(routes!(learning::user_summary))
         .routes(routes!(sales::ingest))
@@ -163,6 +165,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> axum::Router {
     let (router, _) = api_router().split_for_parts();
     router
+        .merge(dashboard::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .fallback(
             |uri: Uri| async move { ApiError::NotFound(uri.path().chars().take(200).collect()) },
@@ -342,6 +345,60 @@ mod tests {
             .unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (status, content_type, json)
+    }
+
+    /// The dashboard's files: the page, its ETag answered by a 304, gzip
+    /// for a client that takes it, and a 404 problem for another name.
+    #[tokio::test]
+    async fn the_dashboard_is_served_from_the_binary() {
+        let get = |uri: &str, headers: &[(&str, &str)]| {
+            let mut request = Request::builder().uri(uri);
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            app().oneshot(request.body(Body::empty()).unwrap())
+        };
+        let page = get("/", &[]).await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(
+            page.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(page.headers()[header::CACHE_CONTROL], "no-cache");
+        let etag = page.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(page.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("<script src=\"/assets/app.js\"></script>")
+        );
+        let again = get("/", &[("if-none-match", &etag)]).await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        let zipped = get(
+            "/assets/echarts.common.min.js",
+            &[("accept-encoding", "gzip, br")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        let size = axum::body::to_bytes(zipped.into_body(), 1 << 21)
+            .await
+            .unwrap()
+            .len();
+        assert!(size < 300_000, "{size} bytes of gzip");
+        let plain = get(
+            "/assets/echarts.common.min.js",
+            &[("accept-encoding", "gzip;q=0")],
+        )
+        .await
+        .unwrap();
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let (status, content_type, problem) = send("GET", "/assets/secrets.txt", "").await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (404, "application/problem+json")
+        );
+        assert_eq!(problem["detail"], "no such resource: /assets/secrets.txt");
     }
 
     /// A problem document: status and the first invalid parameter's name and reason.

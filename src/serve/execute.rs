@@ -114,6 +114,43 @@ impl Serialize for Row {
     }
 }
 
+impl Cell {
+    /// The value as a CSV field: numbers exact, instants in RFC 3339,
+    /// NULL empty.
+    pub fn csv(&self) -> String {
+        match self {
+            Cell::Null => String::new(),
+            Cell::Int(i) => i.to_string(),
+            Cell::Decimal(d) => d.to_string(),
+            Cell::Text(t) => t.clone(),
+            Cell::Date(d) => d.to_string(),
+            Cell::Timestamp(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            Cell::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// An answer as CSV: `period` (with a granularity), the dimensions and the
+/// measures, in the query's order, then a line a row.
+pub fn to_csv(req: &QueryRequest, rows: &[Row]) -> Result<Vec<u8>, csv::Error> {
+    let mut columns: Vec<&str> = Vec::new();
+    if req.granularity.is_some() {
+        columns.push("period");
+    }
+    columns.extend(req.dimensions.iter().map(String::as_str));
+    columns.extend(req.measures.iter().map(String::as_str));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(&columns)?;
+    for row in rows {
+        w.write_record(
+            columns
+                .iter()
+                .map(|c| row.get(c).map_or(String::new(), Cell::csv)),
+        )?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
+}
+
 /// Runs the query; `force_fact` answers from the fact table alone.
 pub async fn execute(
     db: &Database,

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod changes;
 pub mod country;
+pub mod datasets;
 pub mod delivery;
 pub mod execute;
 pub mod feedback;

@@ -825,3 +825,67 @@ async fn a_query_past_the_time_limit_is_cancelled_with_a_504() {
         r#"[{"month":"2025-04","quantity":845,"revenue":70575.00}]"#
     );
 }
+
+#[tokio::test]
+async fn a_query_answers_csv_and_the_datasets_are_described() {
+    let app = crate::helpers::serve_with_timeout(TestDb::with_sales_data().await, None).await;
+    let csv = app
+        .http
+        .post(format!("{}/api/v1/query?format=csv", app.address))
+        .json(
+            &serde_json::json!({"dataset": "sales_report", "measures": ["revenue", "sales"],
+                                  "dimensions": ["region"], "granularity": "month",
+                                  "order": [{"field": "region"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        csv.text().await.unwrap(),
+        "period,region,revenue,sales\n\
+         2025-04-01,East,17550.00,5\n\
+         2025-04-01,North,18600.00,5\n\
+         2025-04-01,South,11525.00,5\n\
+         2025-04-01,West,22900.00,5\n"
+    );
+    let datasets: Value = app.get("/api/v1/datasets").await.json().await.unwrap();
+    let sales = datasets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "sales_report")
+        .unwrap();
+    assert_eq!(sales["first_day"], "2025-04-01");
+    assert_eq!(sales["last_day"], "2025-04-20");
+    assert_eq!(
+        sales["grains"],
+        serde_json::json!(["day", "week", "month", "quarter", "year"])
+    );
+    assert!(
+        sales["measures"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "revenue", "agg": "sum"}))
+    );
+    let learning = datasets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "learning_log")
+        .unwrap();
+    assert_eq!(
+        learning["first_day"],
+        Value::Null,
+        "an empty dataset has no days"
+    );
+    assert_eq!(learning["grains"][0], "hour");
+    let country = datasets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "country")
+        .unwrap();
+    assert_eq!(country["time_column"], Value::Null);
+    assert_eq!(country["grains"], serde_json::json!([]));
+}

@@ -6,6 +6,7 @@ mod cdc;
 mod cli;
 mod cluster;
 mod country;
+mod dashboard;
 mod events;
 mod helpers;
 mod import;

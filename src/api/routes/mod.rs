@@ -4,6 +4,8 @@
 
 pub(super) mod changes;
 pub(super) mod country;
+pub(super) mod dashboard;
+pub(super) mod datasets;
 pub(super) mod delivery;
 pub(super) mod events;
 pub(super) mod health;

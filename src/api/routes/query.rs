@@ -1,12 +1,13 @@
 //! The generic query over declared datasets: `POST /api/v1/query`.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 
 use crate::api::AppState;
 use crate::api::caching::{cached, describe_sources};
+use crate::api::params::{Format, ParamValues};
 use crate::api::problem::{ApiError, Problem, query_error};
 use crate::error::{Error, ErrorKind};
 use crate::serve::execute::{self, QueryResponse};
@@ -18,6 +19,7 @@ use crate::serve::query::{QueryRequest, parse_request};
     path = "/api/v1/query",
     tag = "query",
     request_body(content = QueryRequest, content_type = "application/json"),
+    params(("format" = Option<String>, Query, description = "`json` (default) or `csv` (a header of `period`, the dimensions and the measures, then a line a row); `Accept: text/csv` also selects CSV.")),
     responses(
         (status = 200, description = "The rows, and which rollups or fact table served which days.", body = QueryResponse, example = json!({
             "dataset": "sales_report",
@@ -33,11 +35,16 @@ use crate::serve::query::{QueryRequest, parse_request};
 )]
 pub(in crate::api) async fn query_endpoint(
     State(state): State<AppState>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let format = ParamValues::parse(q.as_deref(), &["format"])?.format(&headers)?;
     let req = parse_request(&body).map_err(query_error)?;
-    let key = format!("query|{}", serde_json::to_string(&req).unwrap_or_default());
+    let key = format!(
+        "query|{format:?}|{}",
+        serde_json::to_string(&req).unwrap_or_default()
+    );
     let range = (req.start_date, req.end_date);
     let dataset = req.dataset.clone();
     let s = state.clone();
@@ -46,8 +53,12 @@ pub(in crate::api) async fn query_endpoint(
             .await
             .map_err(query_error)?;
         let served = describe_sources(&answer.served_from);
-        let body = serde_json::to_vec(&answer)
-            .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
+        let internal = |e: String| ApiError::Failed(Error::new(ErrorKind::Internal, e));
+        if format == Format::Csv {
+            let body = execute::to_csv(&req, &answer.rows).map_err(|e| internal(e.to_string()))?;
+            return Ok((Bytes::from(body), "text/csv; charset=utf-8", served));
+        }
+        let body = serde_json::to_vec(&answer).map_err(|e| internal(e.to_string()))?;
         Ok((Bytes::from(body), "application/json", served))
     })
     .await

@@ -1,0 +1,258 @@
+//! The dashboard in a real headless Chromium, driven through WebDriver
+//! (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them):
+//! the page loads with no JavaScript error, a KPI card and the time chart
+//! hold the API's answer for the same query, a preset and a filter change
+//! the URL and the view, a reloaded URL restores it, and an import while
+//! the page is open updates it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, serve_with_timeout};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A headless Chromium under a chromedriver of its own, stopped on drop.
+struct Browser {
+    driver: Child,
+    client: Option<fantoccini::Client>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn client(&self) -> &fantoccini::Client {
+        self.client.as_ref().expect("connected")
+    }
+
+    /// The browser, or `None` (said on stderr) where Chromium is not
+    /// installed; in CI (`CI` set) a missing browser fails the test.
+    async fn start() -> Option<Browser> {
+        if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists()
+        {
+            let how = "the browser tests need Chromium: apt-get install chromium chromium-driver";
+            assert!(std::env::var_os("CI").is_none(), "{how}");
+            eprintln!("skipped: {how}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut browser = Browser {
+            driver,
+            client: None,
+        };
+        let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                         "--disable-sync", "--window-size=1280,1300"],
+            }
+        }))
+        .unwrap();
+        for _ in 0..100 {
+            let mut builder =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+            builder.capabilities(caps.clone());
+            if let Ok(c) = builder.connect(&format!("http://127.0.0.1:{port}")).await {
+                browser.client = Some(c);
+                return Some(browser);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start");
+    }
+
+    /// Runs `script` in the page (its `return`s value).
+    async fn eval(&self, script: &str) -> Value {
+        self.client().execute(script, vec![]).await.unwrap()
+    }
+
+    /// Waits (up to 20 s) until `script` returns true.
+    async fn until(&self, script: &str) {
+        for _ in 0..200 {
+            if self.eval(script).await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let errors = self.eval("return window.__errors").await;
+        panic!("never true: {script}; page errors: {errors}");
+    }
+}
+
+async fn query(app: &TestApp, body: Value) -> Value {
+    app.http
+        .post(format!("{}/api/v1/query", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A card's value as the page holds it, as a number.
+const REVENUE_CARD: &str = "const c = document.querySelector('.card[data-measure=revenue]'); return c ? Number(c.dataset.value) : null;";
+
+#[tokio::test]
+async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = serve_with_timeout(TestDb::with_sales_data().await, None).await;
+    let datasets: Value = app.get("/api/v1/datasets").await.json().await.unwrap();
+    let sales = datasets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "sales_report")
+        .unwrap()
+        .clone();
+    let (first, last) = (sales["first_day"].clone(), sales["last_day"].clone());
+    assert_eq!(
+        (first.as_str(), last.as_str()),
+        (Some("2025-04-01"), Some("2025-04-20"))
+    );
+
+    browser
+        .client()
+        .goto(&format!("{}/?d=sales_report&m=revenue", app.address))
+        .await
+        .unwrap();
+    browser
+        .until("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && c.dataset.value !== ''")
+        .await;
+    assert_eq!(browser.eval("return window.__errors").await, json!([]));
+    // The card holds the API's total over the whole range, the chart its days.
+    let total = query(
+        &app,
+        json!({"dataset": "sales_report", "measures": ["revenue", "quantity"], "start_date": first, "end_date": last, "filters": []}),
+    )
+    .await;
+    let revenue = total["rows"][0]["revenue"].as_f64().unwrap();
+    assert_eq!(browser.eval(REVENUE_CARD).await.as_f64(), Some(revenue));
+    let series = query(
+        &app,
+        json!({"dataset": "sales_report", "measures": ["revenue", "quantity"], "granularity": "day",
+               "gap_fill": true, "start_date": first, "end_date": last, "filters": []}),
+    )
+    .await;
+    let expected: Vec<f64> = series["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revenue"].as_f64().unwrap())
+        .collect();
+    let drawn_days = |n: usize| {
+        format!(
+            "const e = document.getElementById('series'); const c = e && echarts.getInstanceByDom(e); \
+             return !!c && c.getOption().series[0].data.length === {n}"
+        )
+    };
+    browser.until(&drawn_days(20)).await;
+    let drawn: Vec<f64> = serde_json::from_value(
+        browser
+            .eval("return echarts.getInstanceByDom(document.getElementById('series')).getOption().series[0].data")
+            .await,
+    )
+    .unwrap();
+    assert_eq!(drawn, expected);
+    assert_eq!(drawn.len(), 20);
+
+    // A preset changes the URL and the view; the URL reopens it.
+    browser
+        .client()
+        .find(Locator::Css("button[data-preset='7d']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.until(&drawn_days(7)).await;
+    let url = browser.client().current_url().await.unwrap();
+    assert!(url.as_str().contains("r=7d"), "{url}");
+    browser.client().goto(url.as_str()).await.unwrap();
+    browser
+        .until("const b = document.querySelector(\"button[data-preset='7d']\"); return !!b && b.getAttribute('aria-pressed') === 'true'")
+        .await;
+    browser.until(&drawn_days(7)).await;
+
+    // A filter in the URL narrows every answer; removing its chip widens them again.
+    browser
+        .client()
+        .goto(&format!(
+            "{}/?d=sales_report&m=revenue&f=region:North",
+            app.address
+        ))
+        .await
+        .unwrap();
+    let north = query(
+        &app,
+        json!({"dataset": "sales_report", "measures": ["revenue"], "start_date": first, "end_date": last,
+               "filters": [{"dimension": "region", "in": ["North"]}]}),
+    )
+    .await["rows"][0]["revenue"]
+        .as_f64()
+        .unwrap();
+    browser
+        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {north}"))
+        .await;
+    browser
+        .client()
+        .find(Locator::Css("button.chip"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {revenue}"))
+        .await;
+    assert!(
+        !browser
+            .client()
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("f=")
+    );
+
+    // An import while the page is open reaches it, pushed by the server.
+    let dir = crate::helpers::scratch_dir();
+    let more = dir.path().join("more.csv");
+    std::fs::write(
+        &more,
+        "product_id,product_name,region,sales_date,quantity_sold,sales_amount,unit_price\n\
+         1001,WidgetA,North,2025-04-10,1,1000.00,1000.00\n",
+    )
+    .unwrap();
+    app.db.import(&more).ok();
+    browser
+        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {}", revenue + 1000.0))
+        .await;
+    assert_eq!(browser.eval("return window.__errors").await, json!([]));
+    if let Some(client) = browser.client.as_ref() {
+        let _ = client.clone().close().await;
+    }
+}

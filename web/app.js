@@ -1,0 +1,290 @@
+// clue's dashboard: built from GET /api/v1/datasets (a new dataset needs no
+// change here), answered by POST /api/v1/query, kept current by the
+// Server-Sent Events of GET /api/v1/changes. Every view is its URL.
+"use strict";
+
+window.__errors = [];
+window.addEventListener("error", (e) => window.__errors.push(String(e.message || e)));
+window.addEventListener("unhandledrejection", (e) => window.__errors.push(String(e.reason)));
+
+const PRESETS = [["7d", "Last 7 days"], ["30d", "Last 30 days"], ["90d", "Last 90 days"],
+  ["month", "This month"], ["quarter", "This quarter"], ["ytd", "Year to date"], ["all", "All"]];
+const TOP = 10;
+const app = document.getElementById("app");
+let datasets = [];
+let live = null;
+const charts = {};
+
+// ---- the URL is the state -------------------------------------------------
+
+function readState() {
+  const q = new URLSearchParams(location.search);
+  return {
+    d: q.get("d"), r: q.get("r"), from: q.get("from"), to: q.get("to"),
+    g: q.get("g"), m: q.get("m"),
+    f: q.getAll("f").map((x) => { const i = x.indexOf(":"); return [x.slice(0, i), x.slice(i + 1)]; })
+      .filter(([k]) => k),
+  };
+}
+
+function writeState(s, replace) {
+  const q = new URLSearchParams();
+  for (const k of ["d", "r", "from", "to", "g", "m"]) if (s[k]) q.set(k, s[k]);
+  for (const [k, v] of s.f) q.append("f", `${k}:${v}`);
+  const url = `${location.pathname}?${q}`;
+  if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
+}
+
+// ---- dates ------------------------------------------------------------------
+
+const day = (s) => new Date(`${s}T00:00:00Z`);
+const iso = (d) => d.toISOString().slice(0, 10);
+const addDays = (s, n) => { const d = day(s); d.setUTCDate(d.getUTCDate() + n); return iso(d); };
+const daysBetween = (a, b) => Math.round((day(b) - day(a)) / 86400000) + 1;
+
+/// The range a preset means, anchored at the last day holding data.
+function presetRange(preset, ds) {
+  const last = ds.last_day, d = day(last);
+  const y = d.getUTCFullYear(), m = d.getUTCMonth();
+  switch (preset) {
+    case "7d": return [addDays(last, -6), last];
+    case "30d": return [addDays(last, -29), last];
+    case "90d": return [addDays(last, -89), last];
+    case "month": return [iso(new Date(Date.UTC(y, m, 1))), last];
+    case "quarter": return [iso(new Date(Date.UTC(y, m - (m % 3), 1))), last];
+    case "ytd": return [iso(new Date(Date.UTC(y, 0, 1))), last];
+    default: return [ds.first_day, last];
+  }
+}
+
+function defaultGrain(ds, from, to) {
+  const n = daysBetween(from, to);
+  const want = n <= 2 ? "hour" : n <= 92 ? "day" : n <= 800 ? "month" : "quarter";
+  return ds.grains.includes(want) ? want : ds.grains[0];
+}
+
+// ---- the API ----------------------------------------------------------------
+
+async function api(path, body) {
+  const r = await fetch(path, body === undefined ? {} : {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  if (!r.ok) {
+    let p = { title: `HTTP ${r.status}` };
+    try { p = await r.json(); } catch (_) { /* not a problem document */ }
+    const err = new Error(p.detail || p.title);
+    err.problem = p;
+    throw err;
+  }
+  return r.json();
+}
+
+function filtersOf(s) {
+  const by = {};
+  for (const [k, v] of s.f) (by[k] = by[k] || []).push(v);
+  return Object.entries(by).map(([dimension, values]) => ({ dimension, in: values }));
+}
+
+// ---- rendering helpers ------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+const show = (v) => (v === null || v === undefined ? "–" : typeof v === "number" ? fmt.format(v) : String(v));
+
+function problemBox(err) {
+  const p = err.problem || {};
+  return el("div", { class: "problem", role: "alert" },
+    el("strong", {}, p.title || "Something went wrong"), el("div", {}, p.detail || String(err.message || err)),
+    (p.invalid_params || []).map((i) => el("div", {}, `${i.name}: ${i.reason}`)));
+}
+
+function chart(id, option) {
+  const node = document.getElementById(id);
+  if (!node) return;
+  const c = charts[id] || echarts.init(node, null, { renderer: "svg" });
+  charts[id] = c;
+  c.setOption(option, true);
+}
+
+async function downloadCsv(query, name) {
+  const r = await fetch("/api/v1/query?format=csv", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(query),
+  });
+  const blob = await r.blob();
+  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a); a.click(); a.remove();
+}
+
+// ---- pages ------------------------------------------------------------------
+
+function nav(current) {
+  const n = document.getElementById("datasets");
+  n.replaceChildren(...datasets.map((d) => el("a", {
+    href: `/?d=${encodeURIComponent(d.name)}`, "aria-current": d.name === current ? "page" : null,
+    onclick: (e) => { e.preventDefault(); go({ d: d.name, f: [] }); },
+  }, d.name)));
+}
+
+function go(next) { writeState({ ...readState(), r: null, from: null, to: null, g: null, m: null, ...next }); route(); }
+
+function route() {
+  Object.values(charts).forEach((c) => c.dispose());
+  for (const k of Object.keys(charts)) delete charts[k];
+  if (live) { live.close(); live = null; }
+  const s = readState();
+  const ds = datasets.find((d) => d.name === s.d) || datasets.find((d) => d.last_day) || datasets[0];
+  if (!ds) { app.replaceChildren(el("p", { class: "note" }, "No dataset is declared.")); return; }
+  nav(ds.name);
+  datasetPage(ds, s);
+}
+
+function datasetPage(ds, s) {
+  document.title = `${ds.name} · clue`;
+  if (!ds.time_column) return referencePage(ds, s);
+  if (!ds.last_day) {
+    app.replaceChildren(el("h1", {}, ds.name), el("p", { class: "note", id: "empty" },
+      `No data in ${ds.name} yet. Load some: clue import-data -c FILE.csv -t ${ds.name}, ` +
+      `or POST records to /api/v1/datasets/${ds.name}/events; this page updates when they land.`));
+    listen(ds, null, null, () => refreshDatasets().then(route));
+    return;
+  }
+  const preset = s.from && s.to ? null : (s.r || "all");
+  const [from, to] = preset ? presetRange(preset, ds) : [s.from, s.to];
+  const grain = ds.grains.includes(s.g) ? s.g : defaultGrain(ds, from, to);
+  const measures = ds.measures.map((m) => m.name);
+  const firstSum = ds.measures.find((m) => m.agg === "sum");
+  const measure = measures.includes(s.m) ? s.m : (firstSum || ds.measures[0]).name;
+  const filters = filtersOf(s);
+  const base = { dataset: ds.name, start_date: from, end_date: to, filters };
+  const update = (patch) => { writeState({ ...s, ...patch }); route(); };
+
+  const controls = el("div", { class: "controls" },
+    PRESETS.map(([k, label]) => el("button", { "aria-pressed": String(k === preset), "data-preset": k,
+      onclick: () => update({ r: k, from: null, to: null, g: null }) }, label)),
+    el("input", { type: "date", id: "from", value: from, min: ds.first_day, max: ds.last_day,
+      onchange: (e) => update({ r: null, from: e.target.value, to, g: null }) }),
+    el("input", { type: "date", id: "to", value: to, min: ds.first_day, max: ds.last_day,
+      onchange: (e) => update({ r: null, from, to: e.target.value, g: null }) }),
+    el("select", { id: "grain", "aria-label": "Granularity", onchange: (e) => update({ g: e.target.value }) },
+      ds.grains.map((g) => el("option", { value: g, selected: g === grain }, g))),
+    el("select", { id: "measure", "aria-label": "Measure", onchange: (e) => update({ m: e.target.value }) },
+      measures.map((m) => el("option", { value: m, selected: m === measure }, m))));
+  const chips = el("div", { class: "chips" }, s.f.map(([k, v]) => el("button", { class: "chip",
+    title: "Remove this filter", onclick: () => update({ f: s.f.filter(([a, b]) => !(a === k && b === v)) }) },
+    `${k} = ${v}`)));
+  const panel = (id, title, query, file, wide) => el("section", { class: `panel${wide ? " wide" : ""}` },
+    el("h2", {}, title, el("button", { onclick: () => downloadCsv(query, file) }, "CSV")),
+    el("div", { class: "chart", id }));
+  const series = { ...base, measures, granularity: grain, gap_fill: true };
+  const tops = ds.dimensions.map((dim) => [dim, { ...base, measures: [measure], dimensions: [dim],
+    order: [{ field: measure, desc: true }], limit: TOP }]);
+  app.replaceChildren(
+    el("h1", {}, ds.name), controls, chips,
+    el("div", { class: "cards", id: "cards" }),
+    el("div", { class: "grid" },
+      panel("series", `${measure} by ${grain}`, series, `${ds.name}_${grain}.csv`, true),
+      tops.map(([dim, q]) => panel(`top-${dim}`, `Top ${dim} by ${measure}`, q, `${ds.name}_top_${dim}.csv`)),
+      el("section", { class: "panel wide" }, el("h2", {}, `${ds.name} by ${grain}`,
+        el("button", { onclick: () => downloadCsv(series, `${ds.name}_${grain}.csv`) }, "CSV")),
+        el("div", { class: "table-wrap", id: "table" }))));
+
+  const load = async () => {
+    const span = daysBetween(from, to);
+    const prev = { ...base, measures, start_date: addDays(from, -span), end_date: addDays(from, -1) };
+    try {
+      const [now, before, timeline, ...top] = await Promise.all([
+        api("/api/v1/query", { ...base, measures }), api("/api/v1/query", prev),
+        api("/api/v1/query", series), ...tops.map(([, q]) => api("/api/v1/query", q))]);
+      cards(ds, now.rows[0] || {}, before.rows[0] || {});
+      chart("series", {
+        tooltip: { trigger: "axis" }, grid: { left: 60, right: 20, top: 20, bottom: 40 },
+        xAxis: { type: "category", data: timeline.rows.map((r) => r.period) },
+        yAxis: { type: "value" },
+        series: [{ name: measure, type: "line", showSymbol: false, data: timeline.rows.map((r) => r[measure]) }],
+      });
+      tops.forEach(([dim], i) => chart(`top-${dim}`, {
+        tooltip: {}, grid: { left: 120, right: 20, top: 10, bottom: 30 },
+        yAxis: { type: "category", inverse: true, data: top[i].rows.map((r) => String(r[dim])) },
+        xAxis: { type: "value" },
+        series: [{ type: "bar", name: measure, data: top[i].rows.map((r) => r[measure]) }],
+      }));
+      tops.forEach(([dim]) => charts[`top-${dim}`] && charts[`top-${dim}`].off("click"));
+      tops.forEach(([dim]) => charts[`top-${dim}`] && charts[`top-${dim}`].on("click", (p) =>
+        update({ f: [...s.f.filter(([k]) => k !== dim), [dim, p.name]] })));
+      table(timeline.rows, ["period", ...measures]);
+      if (!timeline.rows.some((r) => measures.some((m) => r[m]))) {
+        document.getElementById("cards").replaceChildren(el("p", { class: "note", id: "empty" },
+          "No data in this range: pick another, or remove a filter."));
+      }
+    } catch (err) {
+      document.getElementById("cards").replaceChildren(problemBox(err));
+    }
+  };
+  load();
+  listen(ds, from, to, load);
+}
+
+function cards(ds, now, before) {
+  document.getElementById("cards").replaceChildren(...ds.measures.map((m) => {
+    const v = now[m.name], p = before[m.name];
+    const change = typeof v === "number" && typeof p === "number" && p !== 0 ? (v - p) / Math.abs(p) : null;
+    return el("div", { class: "card", "data-measure": m.name, "data-value": v === undefined ? "" : String(v) },
+      el("div", { class: "label" }, m.name), el("div", { class: "value" }, show(v)),
+      el("div", { class: `change ${change > 0 ? "up" : change < 0 ? "down" : ""}` },
+        change === null ? "no earlier period to compare" :
+          `${change > 0 ? "+" : ""}${fmt.format(change * 100)}% on the previous period`));
+  }));
+}
+
+function table(rows, columns) {
+  let key = columns[0], desc = false;
+  const node = document.getElementById("table");
+  const draw = () => {
+    const sorted = [...rows].sort((a, b) => {
+      const x = a[key], y = b[key];
+      return (x < y ? -1 : x > y ? 1 : 0) * (desc ? -1 : 1);
+    });
+    node.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {
+      "aria-sort": c === key ? (desc ? "descending" : "ascending") : null,
+      onclick: () => { desc = c === key ? !desc : false; key = c; draw(); } }, c)))),
+    el("tbody", {}, sorted.map((r) => el("tr", {}, columns.map((c) => el("td", {}, show(r[c]))))))));
+  };
+  draw();
+}
+
+function referencePage(ds, s) {
+  const measures = ds.measures.map((m) => m.name);
+  const query = { dataset: ds.name, measures, dimensions: ds.dimensions, filters: filtersOf(s) };
+  app.replaceChildren(el("h1", {}, ds.name), el("div", { class: "table-wrap", id: "table" }));
+  api("/api/v1/query", query).then((a) => table(a.rows, [...ds.dimensions, ...measures]))
+    .catch((err) => app.append(problemBox(err)));
+  listen(ds, null, null, () => route());
+}
+
+/// Refetches when a write lands in the shown range (or anywhere, without
+/// one), or when notices may have been missed.
+function listen(ds, from, to, reload) {
+  let timer = null;
+  const soon = () => { clearTimeout(timer); timer = setTimeout(reload, 100); };
+  live = new EventSource(`/api/v1/changes?datasets=${encodeURIComponent(ds.name)}`);
+  live.addEventListener("write", (e) => {
+    const w = JSON.parse(e.data);
+    if (!from || !w.first || !(w.last < from || w.first > to)) soon();
+  });
+  live.addEventListener("resync", soon);
+}
+
+async function refreshDatasets() { datasets = await api("/api/v1/datasets"); }
+
+window.addEventListener("popstate", route);
+window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
+refreshDatasets().then(route).catch((err) => app.replaceChildren(problemBox(err)));
