@@ -20,6 +20,7 @@ const charts = {};
 function readState() {
   const q = new URLSearchParams(location.search);
   return {
+    p: q.get("p"), path: q.get("path"),
     d: q.get("d"), r: q.get("r"), from: q.get("from"), to: q.get("to"),
     g: q.get("g"), m: q.get("m"),
     f: q.getAll("f").map((x) => { const i = x.indexOf(":"); return [x.slice(0, i), x.slice(i + 1)]; })
@@ -29,7 +30,7 @@ function readState() {
 
 function writeState(s, replace) {
   const q = new URLSearchParams();
-  for (const k of ["d", "r", "from", "to", "g", "m"]) if (s[k]) q.set(k, s[k]);
+  for (const k of ["p", "path", "d", "r", "from", "to", "g", "m"]) if (s[k]) q.set(k, s[k]);
   for (const [k, v] of s.f) q.append("f", `${k}:${v}`);
   const url = `${location.pathname}?${q}`;
   if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
@@ -98,6 +99,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+/// Identifiers and years are shown as they are, not as quantities.
+const plain = (column) => /(^id$|_id$|^rank$|^year$|^month$)/.test(column);
 const show = (v) => (v === null || v === undefined ? "–" : typeof v === "number" ? fmt.format(v) : String(v));
 
 function problemBox(err) {
@@ -131,16 +134,26 @@ function nav(current) {
   n.replaceChildren(...datasets.map((d) => el("a", {
     href: `/?d=${encodeURIComponent(d.name)}`, "aria-current": d.name === current ? "page" : null,
     onclick: (e) => { e.preventDefault(); go({ d: d.name, f: [] }); },
-  }, d.name)));
+  }, d.name)), el("a", { href: "/?p=reports", "aria-current": current === "reports" ? "page" : null,
+    onclick: (e) => { e.preventDefault(); go({ p: "reports", d: null, f: [] }); } }, "Reports"));
 }
 
-function go(next) { writeState({ ...readState(), r: null, from: null, to: null, g: null, m: null, ...next }); route(); }
+function go(next) {
+  const blank = { p: null, path: null, r: null, from: null, to: null, g: null, m: null };
+  history.pushState(null, "", "/");
+  writeState({ ...readState(), ...blank, ...next });
+  route();
+}
 
 function route() {
   Object.values(charts).forEach((c) => c.dispose());
   for (const k of Object.keys(charts)) delete charts[k];
   if (live) { live.close(); live = null; }
   const s = readState();
+  if (s.p === "reports" || s.p === "report") {
+    nav("reports");
+    return s.p === "report" && s.path ? reportPage(s) : reportsList();
+  }
   const ds = datasets.find((d) => d.name === s.d) || datasets.find((d) => d.last_day) || datasets[0];
   if (!ds) { app.replaceChildren(el("p", { class: "note" }, "No dataset is declared.")); return; }
   nav(ds.name);
@@ -256,7 +269,7 @@ function table(rows, columns) {
     node.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, columns.map((c) => el("th", {
       "aria-sort": c === key ? (desc ? "descending" : "ascending") : null,
       onclick: () => { desc = c === key ? !desc : false; key = c; draw(); } }, c)))),
-    el("tbody", {}, sorted.map((r) => el("tr", {}, columns.map((c) => el("td", {}, show(r[c]))))))));
+    el("tbody", {}, sorted.map((r) => el("tr", {}, columns.map((c) => el("td", {}, plain(c) ? String(r[c] ?? "–") : show(r[c]))))))));
   };
   draw();
 }
@@ -284,6 +297,137 @@ function listen(ds, from, to, reload) {
 }
 
 async function refreshDatasets() { datasets = await api("/api/v1/datasets"); }
+
+// ---- saved reports: found in the served OpenAPI document ---------------------
+
+let reports = null;
+
+/// Every saved report: the GET operations of the API that answer a page of
+/// rows (not the record reads, the stream or the health checks).
+async function savedReports() {
+  if (reports) return reports;
+  const doc = await api("/openapi.json");
+  reports = [];
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    const op = ops.get;
+    const tags = (op && op.tags) || [];
+    if (!op || tags.some((t) => ["live", "health", "query"].includes(t)) || path.startsWith("/sales")) continue;
+    const content = Object.keys(((op.responses || {})["200"] || {}).content || {});
+    reports.push({ path, title: (op.summary || op.description || path).split("\n")[0], tag: tags[0] || "",
+      params: (op.parameters || []).filter((p) => p.name !== "format"), csv: content.includes("text/csv") });
+  }
+  reports.sort((a, b) => a.tag.localeCompare(b.tag) || a.path.localeCompare(b.path));
+  return reports;
+}
+
+async function reportsList() {
+  document.title = "Reports · clue";
+  const all = await savedReports();
+  app.replaceChildren(el("h1", {}, "Reports"), el("div", { class: "grid" }, all.map((r) =>
+    el("a", { class: "panel report-link", href: `/?p=report&path=${encodeURIComponent(r.path)}`,
+      onclick: (e) => { e.preventDefault(); go({ p: "report", path: r.path }); } },
+    el("h2", {}, r.title), el("div", { class: "note" }, `${r.tag} · GET ${r.path}`)))));
+}
+
+const dateLike = (v) => typeof v === "string" && /^\d{4}-\d{2}(-\d{2})?/.test(v);
+
+async function reportPage(s) {
+  const report = (await savedReports()).find((r) => r.path === s.path);
+  if (!report) { app.replaceChildren(problemBox(new Error(`No report ${s.path}`))); return; }
+  document.title = `${report.title} · clue`;
+  const q = new URLSearchParams(location.search);
+  const values = Object.fromEntries(report.params.map((p) => [p.name, q.get(`a.${p.name}`) || ""]));
+  const missing = report.params.filter((p) => p.in === "path" && !values[p.name]);
+  const url = (format) => {
+    let path = report.path;
+    const query = new URLSearchParams();
+    for (const p of report.params) {
+      if (p.in === "path") path = path.replace(`{${p.name}}`, encodeURIComponent(values[p.name]));
+      else if (values[p.name]) query.set(p.name, values[p.name]);
+    }
+    if (format) query.set("format", format);
+    const qs = query.toString();
+    return qs ? `${path}?${qs}` : path;
+  };
+  const form = el("form", { class: "controls", onsubmit: (e) => {
+    e.preventDefault();
+    const next = new URLSearchParams(location.search);
+    for (const p of report.params) {
+      const v = e.target.elements[p.name].value;
+      if (v) next.set(`a.${p.name}`, v); else next.delete(`a.${p.name}`);
+    }
+    history.pushState(null, "", `/?${next}`); route();
+  } }, report.params.map((p) => el("label", {}, `${p.name} `, el("input", { name: p.name, value: values[p.name],
+    type: (p.schema || {}).format === "date" ? "date" : "text", placeholder: p.description || "" }))),
+  el("button", { type: "submit" }, "Show"),
+  report.csv && !missing.length ? el("a", { class: "chip-link", href: url("csv"), download: "" }, "CSV") : null);
+  app.replaceChildren(el("h1", {}, report.title), form, el("div", { id: "report" }));
+  if (missing.length) {
+    document.getElementById("report").replaceChildren(el("p", { class: "note" },
+      `Give ${missing.map((p) => p.name).join(", ")} to see this report.`));
+    return;
+  }
+  const load = async () => {
+    const out = document.getElementById("report");
+    try {
+      const answer = await api(url(null));
+      out.replaceChildren(...shapeReport(answer));
+      drawReport(answer);
+    } catch (err) { out.replaceChildren(problemBox(err)); }
+  };
+  load();
+  let timer = null;
+  live = new EventSource("/api/v1/changes");
+  const soon = () => { clearTimeout(timer); timer = setTimeout(load, 100); };
+  live.addEventListener("write", soon);
+  live.addEventListener("resync", soon);
+}
+
+/// The panels a report's answer needs: a chart chosen by its shape, a table.
+function shapeReport(answer) {
+  if (!Array.isArray(answer)) return [el("pre", { class: "panel" }, JSON.stringify(answer, null, 2))];
+  if (!answer.length) return [el("p", { class: "note", id: "empty" }, "Nothing to show: no rows for these parameters.")];
+  const wrap = el("div", { class: "table-wrap", id: "table" });
+  return [el("div", { class: "panel" }, el("div", { class: "chart", id: "report-chart" })), el("div", { class: "panel" }, wrap)];
+}
+
+function drawReport(answer) {
+  if (!Array.isArray(answer) || !answer.length) return;
+  const columns = Object.keys(answer[0]);
+  table(answer, columns);
+  const numbers = columns.filter((c) => answer.some((r) => typeof r[c] === "number"));
+  const labels = columns.filter((c) => !numbers.includes(c));
+  const value = numbers.find((c) => !/(_id|^id|rank)$/.test(c)) || numbers[0];
+  if (!value) return;
+  const time = labels.find((c) => answer.every((r) => dateLike(r[c])));
+  const others = labels.filter((c) => c !== time);
+  if (time && others.length) {
+    // A period × dimension heat table: a cell's shade is its share of the largest.
+    const xs = [...new Set(answer.map((r) => r[time]))].sort();
+    const key = (r) => others.map((c) => r[c]).join(" · ");
+    const ys = [...new Set(answer.map(key))].sort();
+    const cell = new Map(answer.map((r) => [`${key(r)}|${r[time]}`, r[value]]));
+    const max = Math.max(...answer.map((r) => Math.abs(r[value] || 0))) || 1;
+    document.getElementById("report-chart").replaceWith(el("div", { class: "table-wrap", id: "report-chart" },
+      el("table", { class: "heat", "data-value": value }, el("thead", {}, el("tr", {}, el("th", {}, others.join(" · ")),
+        xs.map((x) => el("th", {}, x)))),
+      el("tbody", {}, ys.map((y) => el("tr", {}, el("td", {}, y), xs.map((x) => {
+        const v = cell.get(`${y}|${x}`);
+        return el("td", { style: v === undefined ? null :
+          `background: rgba(47, 111, 237, ${(0.08 + 0.6 * Math.abs(v) / max).toFixed(3)})` }, show(v));
+      })))))));
+  } else if (time) {
+    const rows = [...answer].sort((a, b) => (a[time] < b[time] ? -1 : 1));
+    chart("report-chart", { tooltip: { trigger: "axis" }, grid: { left: 60, right: 20, top: 20, bottom: 40 },
+      xAxis: { type: "category", data: rows.map((r) => r[time]) }, yAxis: { type: "value" },
+      series: [{ type: "line", name: value, data: rows.map((r) => r[value]) }] });
+  } else {
+    const label = (r) => (labels.length ? labels : [columns[0]]).map((c) => r[c]).join(" · ");
+    chart("report-chart", { tooltip: {}, grid: { left: 160, right: 20, top: 10, bottom: 30 },
+      yAxis: { type: "category", inverse: true, data: answer.map(label) }, xAxis: { type: "value" },
+      series: [{ type: "bar", name: value, data: answer.map((r) => r[value]) }] });
+  }
+}
 
 window.addEventListener("popstate", route);
 window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));

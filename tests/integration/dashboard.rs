@@ -252,6 +252,68 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
         .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {}", revenue + 1000.0))
         .await;
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
+
+    // A saved report, found in the API's own document: ranked bars of the
+    // API's answer, and a heat table cell for each row of the breakdown.
+    browser
+        .client()
+        .goto(&format!("{}/?p=reports", app.address))
+        .await
+        .unwrap();
+    browser
+        .until("return [...document.querySelectorAll('a.report-link')].some(a => a.href.includes('top-5-by-revenue'))")
+        .await;
+    let top: Value = app
+        .get("/reports/top-5-by-revenue")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let expected: Vec<f64> = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revenue"].as_f64().unwrap())
+        .collect();
+    browser
+        .client()
+        .goto(&format!(
+            "{}/?p=report&path=%2Freports%2Ftop-5-by-revenue",
+            app.address
+        ))
+        .await
+        .unwrap();
+    browser
+        .until("const e = document.getElementById('report-chart'); return !!e && !!echarts.getInstanceByDom(e)")
+        .await;
+    let bars: Vec<f64> = serde_json::from_value(
+        browser
+            .eval("return echarts.getInstanceByDom(document.getElementById('report-chart')).getOption().series[0].data")
+            .await,
+    )
+    .unwrap();
+    assert_eq!(bars, expected);
+    let breakdown: Value = app
+        .get("/reports/monthly-sales-breakdown")
+        .await
+        .json()
+        .await
+        .unwrap();
+    browser
+        .client()
+        .goto(&format!(
+            "{}/?p=report&path=%2Freports%2Fmonthly-sales-breakdown",
+            app.address
+        ))
+        .await
+        .unwrap();
+    browser
+        .until(&format!(
+            "return document.querySelectorAll('table.heat td[style]').length === {}",
+            breakdown.as_array().unwrap().len()
+        ))
+        .await;
+    assert_eq!(browser.eval("return window.__errors").await, json!([]));
     if let Some(client) = browser.client.as_ref() {
         let _ = client.clone().close().await;
     }
