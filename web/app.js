@@ -20,7 +20,7 @@ const charts = {};
 function readState() {
   const q = new URLSearchParams(location.search);
   return {
-    p: q.get("p"), path: q.get("path"),
+    p: q.get("p"), path: q.get("path"), q: q.get("q"),
     d: q.get("d"), r: q.get("r"), from: q.get("from"), to: q.get("to"),
     g: q.get("g"), m: q.get("m"),
     f: q.getAll("f").map((x) => { const i = x.indexOf(":"); return [x.slice(0, i), x.slice(i + 1)]; })
@@ -30,7 +30,7 @@ function readState() {
 
 function writeState(s, replace) {
   const q = new URLSearchParams();
-  for (const k of ["p", "path", "d", "r", "from", "to", "g", "m"]) if (s[k]) q.set(k, s[k]);
+  for (const k of ["p", "path", "q", "d", "r", "from", "to", "g", "m"]) if (s[k]) q.set(k, s[k]);
   for (const [k, v] of s.f) q.append("f", `${k}:${v}`);
   const url = `${location.pathname}?${q}`;
   if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
@@ -135,11 +135,13 @@ function nav(current) {
     href: `/?d=${encodeURIComponent(d.name)}`, "aria-current": d.name === current ? "page" : null,
     onclick: (e) => { e.preventDefault(); go({ d: d.name, f: [] }); },
   }, d.name)), el("a", { href: "/?p=reports", "aria-current": current === "reports" ? "page" : null,
-    onclick: (e) => { e.preventDefault(); go({ p: "reports", d: null, f: [] }); } }, "Reports"));
+    onclick: (e) => { e.preventDefault(); go({ p: "reports", d: null, f: [] }); } }, "Reports"),
+  el("a", { href: "/?p=explore", "aria-current": current === "explore" ? "page" : null,
+    onclick: (e) => { e.preventDefault(); go({ p: "explore", d: null, f: [] }); } }, "Explore"));
 }
 
 function go(next) {
-  const blank = { p: null, path: null, r: null, from: null, to: null, g: null, m: null };
+  const blank = { p: null, path: null, q: null, r: null, from: null, to: null, g: null, m: null };
   history.pushState(null, "", "/");
   writeState({ ...readState(), ...blank, ...next });
   route();
@@ -150,6 +152,7 @@ function route() {
   for (const k of Object.keys(charts)) delete charts[k];
   if (live) { live.close(); live = null; }
   const s = readState();
+  if (s.p === "explore") { nav("explore"); return explorePage(s); }
   if (s.p === "reports" || s.p === "report") {
     nav("reports");
     return s.p === "report" && s.path ? reportPage(s) : reportsList();
@@ -432,3 +435,94 @@ function drawReport(answer) {
 window.addEventListener("popstate", route);
 window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
 refreshDatasets().then(route).catch((err) => app.replaceChildren(problemBox(err)));
+
+// ---- explore: any query, shown with what it asked and how it was answered --
+
+function explorePage(s) {
+  document.title = "Explore · clue";
+  let query = null;
+  try { query = s.q ? JSON.parse(s.q) : null; } catch (_) { query = null; }
+  const ds = datasets.find((d) => d.name === (query && query.dataset)) ||
+    datasets.find((d) => d.last_day) || datasets[0];
+  if (!query || query.dataset !== ds.name) {
+    const first = (ds.measures.find((m) => m.agg === "sum") || ds.measures[0]).name;
+    query = { dataset: ds.name, measures: [first], dimensions: [], start_date: ds.first_day || undefined,
+      end_date: ds.last_day || undefined, granularity: ds.grains.includes("month") ? "month" : undefined };
+  }
+  const set = (patch) => {
+    const next = { ...query, ...patch };
+    for (const k of Object.keys(next)) if (next[k] === undefined || next[k] === "" ||
+      (Array.isArray(next[k]) && !next[k].length && k !== "measures")) delete next[k];
+    writeState({ ...readState(), p: "explore", q: JSON.stringify(next) }); route();
+  };
+  const checks = (name, options, chosen) => el("fieldset", { class: "controls" }, el("legend", {}, name),
+    options.map((o) => el("label", {}, el("input", { type: "checkbox", name, value: o, checked: chosen.includes(o),
+      onchange: (e) => set({ [name]: e.target.checked ? [...chosen, o] : chosen.filter((x) => x !== o) }) }), ` ${o}`)));
+  const filters = query.filters || [];
+  app.replaceChildren(el("h1", {}, "Explore"),
+    el("div", { class: "controls" },
+      el("select", { id: "dataset", "aria-label": "Dataset", onchange: (e) => {
+        writeState({ ...readState(), p: "explore", q: JSON.stringify({ dataset: e.target.value }) }); route(); } },
+      datasets.map((d) => el("option", { value: d.name, selected: d.name === ds.name }, d.name))),
+      ds.time_column ? [
+        el("select", { id: "granularity", "aria-label": "Granularity", onchange: (e) => set({ granularity: e.target.value || undefined }) },
+          el("option", { value: "" }, "whole range"), ds.grains.map((g) => el("option", { value: g, selected: g === query.granularity }, g))),
+        el("input", { type: "date", id: "start", value: query.start_date || "", onchange: (e) => set({ start_date: e.target.value || undefined }) }),
+        el("input", { type: "date", id: "end", value: query.end_date || "", onchange: (e) => set({ end_date: e.target.value || undefined }) }),
+        el("input", { id: "tz", placeholder: "time zone (e.g. Europe/Paris)", value: query.time_zone || "",
+          onchange: (e) => set({ time_zone: e.target.value.trim() || undefined }) })] : null,
+      el("input", { id: "limit", type: "number", min: 1, max: 100000, placeholder: "limit", value: query.limit || "",
+        onchange: (e) => set({ limit: e.target.value ? Number(e.target.value) : undefined }) })),
+    checks("measures", ds.measures.map((m) => m.name), query.measures || []),
+    checks("dimensions", ds.dimensions, query.dimensions || []),
+    el("div", { class: "controls" }, el("label", {}, "Filter ",
+      el("select", { id: "filter-dim" }, ds.dimensions.map((d) => el("option", { value: d }, d)))),
+      el("input", { id: "filter-values", placeholder: "values, comma-separated" }),
+      el("button", { onclick: () => {
+        const dim = document.getElementById("filter-dim").value;
+        const values = document.getElementById("filter-values").value.split(",").map((v) => v.trim()).filter(Boolean);
+        if (values.length) set({ filters: [...filters.filter((f) => f.dimension !== dim), { dimension: dim, in: values }] });
+      } }, "Add filter")),
+    el("div", { class: "chips" }, filters.map((f) => el("button", { class: "chip",
+      onclick: () => set({ filters: filters.filter((x) => x !== f) }) }, `${f.dimension} in ${(f.in || []).join(", ")}`))),
+    el("section", { class: "panel" }, el("h2", {}, "Answer", el("span", { class: "note", id: "served" }),
+      el("button", { onclick: () => downloadCsv(query, `${ds.name}.csv`) }, "CSV")),
+      el("div", { class: "chart", id: "explore-chart" }), el("div", { class: "table-wrap", id: "table" })),
+    el("section", { class: "panel" }, el("h2", {}, "The query"),
+      el("pre", { id: "query-json" }, JSON.stringify(query, null, 2)),
+      el("pre", { id: "curl" }, `curl -s ${location.origin}/api/v1/query -H 'content-type: application/json' -d '${JSON.stringify(query).replace(/'/g, "'\\''")}'`)));
+  const load = async () => {
+    const started = performance.now();
+    try {
+      const r = await fetch("/api/v1/query", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(query) });
+      const answer = await r.json();
+      if (!r.ok) { const err = new Error(answer.detail || answer.title); err.problem = answer; throw err; }
+      const took = Math.round(performance.now() - started);
+      document.getElementById("served").textContent = ` ${answer.rows.length} row(s) in ${took} ms · cache ${r.headers.get("clue-cache") || "n/a"} · served from ` +
+        answer.served_from.map((x) => `${x.source}${x.name ? " " + x.name : ""}`).join(", ");
+      const columns = answer.rows.length ? Object.keys(answer.rows[0]) : [];
+      table(answer.rows, columns);
+      const measure = (query.measures || [])[0];
+      const dims = query.dimensions || [];
+      if (!answer.rows.length) {
+        document.getElementById("explore-chart").replaceChildren(el("p", { class: "note", id: "empty" }, "No rows: widen the range or remove a filter."));
+      } else if (query.granularity) {
+        const keys = [...new Set(answer.rows.map((r) => dims.map((d) => r[d]).join(" · ")))].slice(0, 12);
+        const periods = [...new Set(answer.rows.map((r) => r.period))];
+        chart("explore-chart", { tooltip: { trigger: "axis" }, legend: { type: "scroll", top: 0 },
+          grid: { left: 60, right: 20, top: 40, bottom: 40 }, xAxis: { type: "category", data: periods }, yAxis: { type: "value" },
+          series: keys.map((k) => ({ type: "line", name: k || measure, showSymbol: false, data: periods.map((p) => {
+            const row = answer.rows.find((r) => r.period === p && dims.map((d) => r[d]).join(" · ") === k);
+            return row ? row[measure] : null; }) })) });
+      } else {
+        chart("explore-chart", { tooltip: {}, grid: { left: 160, right: 20, top: 10, bottom: 30 },
+          yAxis: { type: "category", inverse: true, data: answer.rows.map((r) => dims.map((d) => r[d]).join(" · ") || measure) },
+          xAxis: { type: "value" }, series: [{ type: "bar", name: measure, data: answer.rows.map((r) => r[measure]) }] });
+      }
+    } catch (err) {
+      document.getElementById("explore-chart").replaceChildren(problemBox(err));
+    }
+  };
+  load();
+  listen(ds, query.start_date || null, query.end_date || null, load);
+}

@@ -314,6 +314,57 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
         ))
         .await;
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
+
+    // Explore: the query in the URL, answered as the API answers it, shown
+    // with the JSON asked and where the answer came from.
+    let asked = json!({"dataset": "sales_report", "measures": ["revenue"], "dimensions": ["region"],
+                       "start_date": "2025-04-01", "end_date": "2025-04-20"});
+    let answer = query(&app, asked.clone()).await;
+    let by_region: Vec<f64> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revenue"].as_f64().unwrap())
+        .collect();
+    let mut url = reqwest::Url::parse(&format!("{}/", app.address)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("p", "explore")
+        .append_pair("q", &asked.to_string());
+    browser.client().goto(url.as_str()).await.unwrap();
+    browser
+        .until("const e = document.getElementById('explore-chart'); return !!e && !!echarts.getInstanceByDom(e)")
+        .await;
+    let drawn: Vec<f64> = serde_json::from_value(
+        browser
+            .eval("return echarts.getInstanceByDom(document.getElementById('explore-chart')).getOption().series[0].data")
+            .await,
+    )
+    .unwrap();
+    assert_eq!(drawn, by_region);
+    let shown: Value = serde_json::from_str(
+        browser
+            .eval("return document.getElementById('query-json').textContent")
+            .await
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shown, asked);
+    browser
+        .until(
+            "return document.getElementById('served').textContent.includes('served from rollup')",
+        )
+        .await;
+    let curl = browser
+        .eval("return document.getElementById('curl').textContent")
+        .await;
+    assert!(
+        curl.as_str()
+            .unwrap()
+            .contains("/api/v1/query -H 'content-type: application/json'"),
+        "{curl}"
+    );
+    assert_eq!(browser.eval("return window.__errors").await, json!([]));
     if let Some(client) = browser.client.as_ref() {
         let _ = client.clone().close().await;
     }
