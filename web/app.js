@@ -66,7 +66,10 @@ function defaultGrain(ds, from, to) {
 
 // ---- the API ----------------------------------------------------------------
 
+window.__calls = [];
+
 async function api(path, body) {
+  window.__calls.push([path, body === undefined ? null : JSON.stringify(body)]);
   const r = await fetch(path, body === undefined ? {} : {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   });
@@ -99,6 +102,9 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+/// A value axis whose labels stay short (100K, not 100,000).
+const valueAxis = () => ({ type: "value", axisLabel: { formatter: (v) => compact.format(v) } });
 /// Identifiers and years are shown as they are, not as quantities.
 const plain = (column) => /(^id$|_id$|^rank$|^year$|^month$)/.test(column);
 const show = (v) => (v === null || v === undefined ? "–" : typeof v === "number" ? fmt.format(v) : String(v));
@@ -116,6 +122,8 @@ function chart(id, option) {
   const c = charts[id] || echarts.init(node, null, { renderer: "svg" });
   charts[id] = c;
   c.setOption(option, true);
+  // For the benchmark: when the first chart was drawn.
+  if (window.__firstChart === undefined) window.__firstChart = performance.now();
 }
 
 async function downloadCsv(query, name) {
@@ -224,13 +232,13 @@ function datasetPage(ds, s) {
       chart("series", {
         tooltip: { trigger: "axis" }, grid: { left: 60, right: 20, top: 20, bottom: 40 },
         xAxis: { type: "category", data: timeline.rows.map((r) => r.period) },
-        yAxis: { type: "value" },
+        yAxis: valueAxis(),
         series: [{ name: measure, type: "line", showSymbol: false, data: timeline.rows.map((r) => r[measure]) }],
       });
       tops.forEach(([dim], i) => chart(`top-${dim}`, {
         tooltip: {}, grid: { left: 120, right: 20, top: 10, bottom: 30 },
         yAxis: { type: "category", inverse: true, data: top[i].rows.map((r) => String(r[dim])) },
-        xAxis: { type: "value" },
+        xAxis: valueAxis(),
         series: [{ type: "bar", name: measure, data: top[i].rows.map((r) => r[measure]) }],
       }));
       tops.forEach(([dim]) => charts[`top-${dim}`] && charts[`top-${dim}`].off("click"));
@@ -427,7 +435,7 @@ function drawReport(answer) {
   } else {
     const label = (r) => (labels.length ? labels : [columns[0]]).map((c) => r[c]).join(" · ");
     chart("report-chart", { tooltip: {}, grid: { left: 160, right: 20, top: 10, bottom: 30 },
-      yAxis: { type: "category", inverse: true, data: answer.map(label) }, xAxis: { type: "value" },
+      yAxis: { type: "category", inverse: true, data: answer.map(label) }, xAxis: valueAxis(),
       series: [{ type: "bar", name: value, data: answer.map((r) => r[value]) }] });
   }
 }
@@ -517,7 +525,7 @@ function explorePage(s) {
       } else {
         chart("explore-chart", { tooltip: {}, grid: { left: 160, right: 20, top: 10, bottom: 30 },
           yAxis: { type: "category", inverse: true, data: answer.rows.map((r) => dims.map((d) => r[d]).join(" · ") || measure) },
-          xAxis: { type: "value" }, series: [{ type: "bar", name: measure, data: answer.rows.map((r) => r[measure]) }] });
+          xAxis: valueAxis(), series: [{ type: "bar", name: measure, data: answer.rows.map((r) => r[measure]) }] });
       }
     } catch (err) {
       document.getElementById("explore-chart").replaceChildren(problemBox(err));

@@ -120,6 +120,24 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
         return;
     };
     let app = serve_with_timeout(TestDb::with_sales_data().await, None).await;
+    let run = std::panic::AssertUnwindSafe(scenario(&browser, &app));
+    if let Err(failure) = futures_util::FutureExt::catch_unwind(run).await {
+        // What the page looked like when it failed.
+        if let Ok(png) = browser.client().screenshot().await {
+            let path = std::env::temp_dir()
+                .join(format!("clue-dashboard-failure-{}.png", std::process::id()));
+            if std::fs::write(&path, png).is_ok() {
+                eprintln!("a screenshot of the page is at {}", path.display());
+            }
+        }
+        std::panic::resume_unwind(failure);
+    }
+    if let Some(client) = browser.client.as_ref() {
+        let _ = client.clone().close().await;
+    }
+}
+
+async fn scenario(browser: &Browser, app: &TestApp) {
     let datasets: Value = app.get("/api/v1/datasets").await.json().await.unwrap();
     let sales = datasets
         .as_array()
@@ -145,14 +163,14 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
     // The card holds the API's total over the whole range, the chart its days.
     let total = query(
-        &app,
+        app,
         json!({"dataset": "sales_report", "measures": ["revenue", "quantity"], "start_date": first, "end_date": last, "filters": []}),
     )
     .await;
     let revenue = total["rows"][0]["revenue"].as_f64().unwrap();
     assert_eq!(browser.eval(REVENUE_CARD).await.as_f64(), Some(revenue));
     let series = query(
-        &app,
+        app,
         json!({"dataset": "sales_report", "measures": ["revenue", "quantity"], "granularity": "day",
                "gap_fill": true, "start_date": first, "end_date": last, "filters": []}),
     )
@@ -178,6 +196,38 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
     .unwrap();
     assert_eq!(drawn, expected);
     assert_eq!(drawn.len(), 20);
+
+    // A chart's CSV is the query API's CSV of what it shows (the download's
+    // blob read as it is handed to the browser).
+    browser
+        .eval(
+            "window.__csv = null; const make = URL.createObjectURL; \
+             URL.createObjectURL = (b) => { b.text().then(t => { window.__csv = t; }); return make(b); }; \
+             return true",
+        )
+        .await;
+    browser
+        .client()
+        .find(Locator::Css(".panel.wide h2 button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.until("return window.__csv !== null").await;
+    let api_csv = app
+        .http
+        .post(format!("{}/api/v1/query?format=csv", app.address))
+        .json(&json!({"dataset": "sales_report", "start_date": first, "end_date": last, "filters": [],
+                      "measures": ["avg_unit_price", "max_unit_price", "min_unit_price", "products", "quantity", "revenue", "sales"],
+                      "granularity": "day", "gap_fill": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(browser.eval("return window.__csv").await, json!(api_csv));
 
     // A preset changes the URL and the view; the URL reopens it.
     browser
@@ -207,7 +257,7 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
         .await
         .unwrap();
     let north = query(
-        &app,
+        app,
         json!({"dataset": "sales_report", "measures": ["revenue"], "start_date": first, "end_date": last,
                "filters": [{"dimension": "region", "in": ["North"]}]}),
     )
@@ -319,7 +369,7 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
     // with the JSON asked and where the answer came from.
     let asked = json!({"dataset": "sales_report", "measures": ["revenue"], "dimensions": ["region"],
                        "start_date": "2025-04-01", "end_date": "2025-04-20"});
-    let answer = query(&app, asked.clone()).await;
+    let answer = query(app, asked.clone()).await;
     let by_region: Vec<f64> = answer["rows"]
         .as_array()
         .unwrap()
@@ -365,7 +415,4 @@ async fn the_dashboard_shows_the_apis_answers_follows_the_url_and_updates_live()
         "{curl}"
     );
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
-    if let Some(client) = browser.client.as_ref() {
-        let _ = client.clone().close().await;
-    }
 }
