@@ -201,7 +201,8 @@ function datasetPage(ds, s) {
     el("select", { id: "grain", "aria-label": "Granularity", onchange: (e) => update({ g: e.target.value }) },
       ds.grains.map((g) => el("option", { value: g, selected: g === grain }, g))),
     el("select", { id: "measure", "aria-label": "Measure", onchange: (e) => update({ m: e.target.value }) },
-      measures.map((m) => el("option", { value: m, selected: m === measure }, m))));
+      measures.map((m) => el("option", { value: m, selected: m === measure }, m))),
+    filterPicker(ds, base, measure, (dim, value) => update({ f: [...s.f, [dim, value]] })));
   const chips = el("div", { class: "chips" }, s.f.map(([k, v]) => el("button", { class: "chip",
     title: "Remove this filter", onclick: () => update({ f: s.f.filter(([a, b]) => !(a === k && b === v)) }) },
     `${k} = ${v}`)));
@@ -255,6 +256,25 @@ function datasetPage(ds, s) {
   };
   load();
   listen(ds, from, to, load);
+}
+
+/// A dimension, then one of its values in the range (offered from the
+/// data), to filter by.
+function filterPicker(ds, base, measure, add) {
+  if (!ds.dimensions.length) return null;
+  const values = el("select", { id: "filter-value", "aria-label": "Filter value", disabled: true,
+    onchange: (e) => { if (e.target.value) add(dims.value, e.target.value); } });
+  const dims = el("select", { id: "filter-dim", "aria-label": "Filter on", onchange: async (e) => {
+    const dim = e.target.value;
+    values.disabled = true;
+    if (!dim) { values.replaceChildren(); return; }
+    const answer = await api("/api/v1/query", { ...base, measures: [measure], dimensions: [dim],
+      order: [{ field: dim }], limit: 1000 });
+    values.replaceChildren(el("option", { value: "" }, `${dim} is…`),
+      ...answer.rows.map((r) => el("option", { value: String(r[dim]) }, String(r[dim]))));
+    values.disabled = false;
+  } }, el("option", { value: "" }, "Filter on…"), ds.dimensions.map((d) => el("option", { value: d }, d)));
+  return [dims, values];
 }
 
 function cards(ds, now, before) {

@@ -287,6 +287,49 @@ async fn scenario(browser: &Browser, app: &TestApp) {
             .as_str()
             .contains("f=")
     );
+    // A filter picked from the values the data offers.
+    browser
+        .client()
+        .find(Locator::Id("filter-dim"))
+        .await
+        .unwrap()
+        .select_by_value("region")
+        .await
+        .unwrap();
+    browser
+        .until("const v = document.getElementById('filter-value'); return !!v && !v.disabled && [...v.options].map(o => o.value).join() === ',East,North,South,West'")
+        .await;
+    browser
+        .client()
+        .find(Locator::Id("filter-value"))
+        .await
+        .unwrap()
+        .select_by_value("North")
+        .await
+        .unwrap();
+    browser
+        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {north}"))
+        .await;
+    assert!(
+        browser
+            .client()
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("f=region%3ANorth")
+    );
+    browser
+        .client()
+        .find(Locator::Css("button.chip"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {revenue}"))
+        .await;
 
     // An import while the page is open reaches it, pushed by the server.
     let dir = crate::helpers::scratch_dir();

@@ -25,37 +25,44 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// An embedded file of `web/`.
+macro_rules! asset {
+    ($name:literal, $content_type:literal, $path:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!($path),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../../web/index.html"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/app.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../../web/app.css"),
-    },
-    Asset {
-        name: "echarts.common.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../../web/vendor/echarts.common.min.js"),
-    },
-    Asset {
-        name: "echarts.LICENSE.txt",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("../../../web/vendor/echarts.LICENSE.txt"),
-    },
-    Asset {
-        name: "echarts.NOTICE.txt",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("../../../web/vendor/echarts.NOTICE.txt"),
-    },
+    asset!(
+        "index.html",
+        "text/html; charset=utf-8",
+        "../../../web/index.html"
+    ),
+    asset!(
+        "app.js",
+        "text/javascript; charset=utf-8",
+        "../../../web/app.js"
+    ),
+    asset!("app.css", "text/css; charset=utf-8", "../../../web/app.css"),
+    asset!(
+        "echarts.common.min.js",
+        "text/javascript; charset=utf-8",
+        "../../../web/vendor/echarts.common.min.js"
+    ),
+    asset!(
+        "echarts.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        "../../../web/vendor/echarts.LICENSE.txt"
+    ),
+    asset!(
+        "echarts.NOTICE.txt",
+        "text/plain; charset=utf-8",
+        "../../../web/vendor/echarts.NOTICE.txt"
+    ),
 ];
 
 /// Each file's ETag and gzip copy, made on first need.
