@@ -111,6 +111,7 @@ impl Default for Limits {
                        Errors are RFC 9457 problem details (application/problem+json).",
         license(name = "MIT")
     ),
+    components(schemas(params::Format)),
     tags(
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "query", description = "The generic query over declared datasets."),
@@ -347,6 +348,33 @@ mod tests {
         (status, content_type, json)
     }
 
+    /// Every `$ref` of the served document names a schema it defines (a
+    /// probe found `Format` referenced and missing).
+    #[test]
+    fn every_reference_of_the_openapi_document_resolves() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut refs = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(serde_json::Value::String(r)) = m.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    m.values().for_each(|x| walk(x, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        walk(&doc, &mut refs);
+        assert!(refs.len() > 20, "{refs:?}");
+        for r in refs {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or(&r);
+            assert!(schemas.contains_key(name), "{r} is not defined");
+        }
+    }
+
     /// The dashboard's files: the page, its ETag answered by a 304, gzip
     /// for a client that takes it, and a 404 problem for another name.
     #[tokio::test]
@@ -484,6 +512,19 @@ mod tests {
             q,
             r#"{"dataset": "sales_report", "measures": ["revenue"], "limit": 0}"#,
             (400, "limit", "must be between 1 and 100000, got 0"),
+        )
+        .await;
+        // Refused before it runs (a probe held the pool with these).
+        check(
+            "POST",
+            q,
+            r#"{"dataset": "learning_log", "measures": ["records"], "granularity": "hour", "gap_fill": true,
+                "start_date": "0001-01-01", "end_date": "9999-12-31"}"#,
+            (
+                400,
+                "granularity",
+                "every hour of this range is a row when gaps are filled, about 87649416 of them, more than the 2000000 an answer may have; ask for a coarser granularity or a shorter range",
+            ),
         )
         .await;
         check(

@@ -217,6 +217,10 @@ fn is_identifier(s: &str) -> bool {
 
 impl Dataset {
     pub fn parse(text: &str, file: &str) -> Result<Dataset, DatasetError> {
+        crate::domain::rules::nesting(text).map_err(|reason| DatasetError::Yaml {
+            file: file.to_owned(),
+            reason,
+        })?;
         let raw: RawDataset = yaml_serde::from_str(text).map_err(|e| DatasetError::Yaml {
             file: file.to_owned(),
             reason: e.to_string(),

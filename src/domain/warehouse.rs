@@ -142,6 +142,7 @@ impl WarehouseRules {
             file: file.to_owned(),
             reason,
         };
+        crate::domain::rules::nesting(text).map_err(shape)?;
         let parsed: RulesFile = yaml_serde::from_str(text).map_err(|e| ModelError::Yaml {
             file: file.to_owned(),
             reason: e.to_string(),

@@ -311,6 +311,10 @@ pub enum PlanError {
     NoMeasures,
     #[error("gap_fill: needs a granularity, a start and an end")]
     GapFillNeedsRange,
+    #[error(
+        "granularity: every {grain} of this range is a row when gaps are filled, about {periods} of them, more than the {MAX_ROWS} an answer may have; ask for a coarser granularity or a shorter range"
+    )]
+    TooManyPeriods { grain: Grain, periods: i64 },
     #[error("from: {0}")]
     Instants(&'static str),
     #[error("{0}: is given more than once")]
@@ -340,6 +344,7 @@ impl PlanError {
             PlanError::UnknownFilter(..) => "filters",
             PlanError::UnknownOrder(_) => "order",
             PlanError::GapFillNeedsRange => "gap_fill",
+            PlanError::TooManyPeriods { .. } => "granularity",
             PlanError::Instants(_) => "from",
             PlanError::Repeated(f) => f.split('.').next().unwrap_or(f),
             PlanError::GrainTooFine { .. } => "granularity",
@@ -443,6 +448,27 @@ pub fn check(dataset: &Dataset, q: &Query) -> Result<(), PlanError> {
     let bounded = (q.start.is_some() && q.end.is_some()) || (q.from.is_some() && q.to.is_some());
     if q.gap_fill && (q.granularity.is_none() || !bounded) {
         return Err(PlanError::GapFillNeedsRange);
+    }
+    // Every period of a gap-filled range is a row: refuse before running a
+    // series that could not be answered (hours over millennia).
+    if let (true, Some(grain)) = (q.gap_fill, q.granularity) {
+        let hours = match (q.start, q.end, q.from, q.to) {
+            (Some(a), Some(b), _, _) => (b - a).num_days().saturating_add(1).saturating_mul(24),
+            (_, _, Some(a), Some(b)) => (b - a).num_hours().saturating_add(1),
+            _ => 0,
+        };
+        let per_period: i64 = match grain {
+            Grain::Hour => 1,
+            Grain::Day => 24,
+            Grain::Week => 24 * 7,
+            Grain::Month => 24 * 28,
+            Grain::Quarter => 24 * 89,
+            Grain::Year => 24 * 365,
+        };
+        let periods = hours.max(0) / per_period;
+        if periods as u64 > MAX_ROWS {
+            return Err(PlanError::TooManyPeriods { grain, periods });
+        }
     }
     if let Some(g) = q.granularity
         && !g.fits(time_kind)
