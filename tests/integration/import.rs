@@ -918,3 +918,73 @@ async fn a_writer_that_may_not_add_triggers_loads_and_says_what_others_need() {
     assert!(run.stderr.contains("no rollup keepers"), "{}", run.stderr);
     assert_eq!(keepers, 0);
 }
+
+/// A small gzip file that expands to one huge record is refused as soon as
+/// the record passes the limit, holding little memory (a probe's 2 MB file
+/// expanding to one 2 GB record took an import to 4.1 GB).
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_before_it_is_held() {
+    use std::io::Write;
+    let db = TestDb::new().await;
+    db.clue(&["create-schema"]).ok();
+    let dir = crate::helpers::scratch_dir();
+    let path = dir.path().join("bomb.csv.gz");
+    let member = |bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(&member(
+        b"product_id,product_name,region,sales_date,quantity_sold,sales_amount,unit_price\n1,",
+    ))
+    .unwrap();
+    // 600 MB of one field: gzip members of 1 MiB of 'a' each, concatenated.
+    let chunk = member(&vec![b'a'; 1 << 20]);
+    for _ in 0..600 {
+        file.write_all(&chunk).unwrap();
+    }
+    drop(file);
+    assert!(std::fs::metadata(&path).unwrap().len() < 2_000_000);
+    // The import's own peak memory, read while it runs.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args([
+            "import-data",
+            "-c",
+            path.to_str().unwrap(),
+            "-t",
+            "sales_report",
+        ])
+        .env("CLUE_DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("bomb.csv.gz, line 2: record is larger than 1 MiB"),
+        "{stderr}"
+    );
+    assert!(
+        peak_kib < 300 * 1024,
+        "the import held {} MiB",
+        peak_kib / 1024
+    );
+}

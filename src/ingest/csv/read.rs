@@ -36,11 +36,74 @@ pub(crate) fn open_input(
     Ok(if gz {
         Box::new(BufReader::with_capacity(
             256 * 1024,
-            flate2::bufread::MultiGzDecoder::new(raw),
+            RecordBound::new(flate2::bufread::MultiGzDecoder::new(raw)),
         ))
     } else {
-        Box::new(raw)
+        Box::new(RecordBound::new(raw))
     })
+}
+
+/// A record longer than the limit, found while reading (`RecordBound`).
+#[derive(Debug)]
+pub(crate) struct RecordTooLong {
+    pub line: u64,
+}
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: record is larger than 1 MiB", self.line)
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+/// Fails the read as soon as one record (bytes between newlines outside
+/// quotes) outgrows the limit: the CSV reader would otherwise hold the
+/// whole record first, and a small gzip file can expand to gigabytes of
+/// one record.
+struct RecordBound<R> {
+    inner: R,
+    in_quotes: bool,
+    run: usize,
+    line: u64,
+}
+
+impl<R> RecordBound<R> {
+    fn new(inner: R) -> RecordBound<R> {
+        RecordBound {
+            inner,
+            in_quotes: false,
+            run: 0,
+            line: 1,
+        }
+    }
+}
+
+impl<R: Read> Read for RecordBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            match b {
+                b'"' => self.in_quotes = !self.in_quotes,
+                b'\n' => {
+                    self.line += 1;
+                    if !self.in_quotes {
+                        self.run = 0;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            self.run += 1;
+            if self.run > MAX_RECORD_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    RecordTooLong { line: self.line },
+                ));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// A reader that shows every chunk it reads to a callback.
@@ -211,10 +274,22 @@ pub(super) fn scan(
 pub(super) fn csv_error(file: &str, e: csv::Error) -> ImportError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
-        csv::ErrorKind::Io(source) => ImportError::Read {
-            file: file.to_owned(),
-            source,
-        },
+        csv::ErrorKind::Io(source) => {
+            if let Some(long) = source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<RecordTooLong>())
+            {
+                return ImportError::Malformed {
+                    file: file.to_owned(),
+                    line: long.line,
+                    reason: "record is larger than 1 MiB".into(),
+                };
+            }
+            ImportError::Read {
+                file: file.to_owned(),
+                source,
+            }
+        }
         other => ImportError::Malformed {
             file: file.to_owned(),
             line,
