@@ -76,8 +76,14 @@ impl Classify for DbError {
     }
 }
 
-/// How long a request waits for a free pooled connection.
+/// How long a request waits for a free pooled connection (no longer than
+/// the query timeout, when one is set).
 const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a new connection may take, handshake included (the driver's
+/// connect timeout covers the TCP connect alone, so a server that accepts
+/// and then stalls would hold the request forever).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// An open database: a connection pool, plus the lease that keeps clue's
 /// embedded cluster running while this process uses it.
@@ -123,6 +129,8 @@ impl Database {
         let pool = Pool::builder(manager)
             .max_size(16)
             .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_WAIT))
+            .recycle_timeout(Some(CONNECT_WAIT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Pool(e.to_string()))?;
@@ -148,9 +156,24 @@ impl Database {
 
     /// A pooled connection, with connection failures classified.
     pub async fn client(&self) -> Result<Object, DbError> {
-        self.pool.get().await.map_err(|e| match e {
+        let wait = self.query_timeout.map_or(POOL_WAIT, |q| q.min(POOL_WAIT));
+        let connect = self
+            .query_timeout
+            .map_or(CONNECT_WAIT, |q| q.min(CONNECT_WAIT));
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(wait),
+            create: Some(connect),
+            recycle: Some(connect),
+        };
+        self.pool.timeout_get(&timeouts).await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => classify_connect_error(e, &self.config),
-            deadpool_postgres::PoolError::Timeout(_) => DbError::PoolTimeout(POOL_WAIT),
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                DbError::PoolTimeout(wait)
+            }
+            deadpool_postgres::PoolError::Timeout(_) => DbError::Unreachable {
+                target: describe_config(&self.config),
+                reason: format!("it did not answer a new connection within {connect:?}"),
+            },
             other => DbError::Pool(other.to_string()),
         })
     }

@@ -889,3 +889,57 @@ async fn a_query_answers_csv_and_the_datasets_are_described() {
     assert_eq!(country["time_column"], Value::Null);
     assert_eq!(country["grains"], serde_json::json!([]));
 }
+
+/// A database that accepts connections and never answers (a stalled
+/// server, a black hole) is a 503 in bounded time on every path, `/readyz`
+/// included, not a request held as long as it stalls.
+#[tokio::test]
+async fn a_stalled_database_is_a_503_in_bounded_time() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming() {
+            held.push(stream);
+        }
+    });
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user("clue")
+        .dbname("clue");
+    let db = std::sync::Arc::new(
+        clue::pg::database::Database::unconnected(config)
+            .unwrap()
+            .with_query_timeout(Some(std::time::Duration::from_secs(1))),
+    );
+    let app = crate::helpers::application(db).await;
+    let base = format!("http://{}", app.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    for (method, path, body) in [
+        ("GET", "/readyz", None),
+        ("GET", "/reports/monthly-sales-summary", None),
+        (
+            "POST",
+            "/api/v1/query",
+            Some(serde_json::json!({"dataset": "sales_report", "measures": ["revenue"]})),
+        ),
+    ] {
+        let request = match body {
+            Some(b) => http.post(format!("{base}{path}")).json(&b),
+            None => http.request(method.parse().unwrap(), format!("{base}{path}")),
+        };
+        // A guard against a hang, not a measure of speed.
+        let response = tokio::time::timeout(std::time::Duration::from_secs(30), request.send())
+            .await
+            .unwrap_or_else(|_| panic!("{path} held on a stalled database"))
+            .unwrap();
+        assert_eq!(response.status(), 503, "{path}");
+        assert!(response.headers().contains_key("retry-after"), "{path}");
+    }
+}

@@ -34,6 +34,23 @@ pub(in crate::api) async fn healthz() -> Json<Health> {
 pub(in crate::api) async fn readyz(
     State(state): State<AppState>,
 ) -> Result<Json<Health>, ApiError> {
-    migrations::check_version(&state.db).await?;
+    // A stalled database (processes stopped, a network black hole) is not
+    // ready: say so in bounded time instead of holding the probe.
+    let limit = state
+        .db
+        .query_timeout()
+        .map_or(READY_WAIT, |q| q.min(READY_WAIT));
+    match tokio::time::timeout(limit, migrations::check_version(&state.db)).await {
+        Ok(checked) => checked?,
+        Err(_) => {
+            return Err(ApiError::Failed(crate::error::Error::new(
+                crate::error::ErrorKind::Unavailable,
+                format!("the database did not answer within {limit:?}"),
+            )));
+        }
+    }
     Ok(Json(Health { status: "ready" }))
 }
+
+/// The longest `/readyz` waits for the database.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
