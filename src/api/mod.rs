@@ -21,6 +21,7 @@ mod routes;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::Uri;
@@ -88,6 +89,8 @@ pub struct Limits {
     pub bulk_writers: usize,
     /// The most live streams (`/api/v1/changes`) open at once.
     pub max_streams: usize,
+    /// How long a connection may take to send its request headers.
+    pub header_wait: Duration,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             group_commit: true,
             bulk_writers: 2,
             max_streams: 512,
+            header_wait: HEADER_WAIT,
         }
     }
 }
@@ -178,6 +182,9 @@ pub fn router(state: AppState) -> axum::Router {
         .with_state(state)
 }
 
+/// How long a connection may take to send its request headers by default.
+pub const HEADER_WAIT: Duration = Duration::from_secs(10);
+
 /// The most records one group commit writes.
 const GROUP_COMMIT: usize = 256;
 
@@ -189,6 +196,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     closing: tokio::sync::watch::Sender<bool>,
+    header_wait: Duration,
 }
 
 impl Application {
@@ -221,6 +229,7 @@ impl Application {
         Ok(Application {
             listener,
             closing,
+            header_wait: limits.header_wait,
             state: AppState {
                 db,
                 catalog,
@@ -243,17 +252,62 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    ///
+    /// The accept loop is hyper's own rather than `axum::serve`, for the
+    /// one thing that has no setting there: a connection that does not send
+    /// its request headers within [`HEADER_WAIT`] is closed, so half-open
+    /// connections cannot pile up until the process runs out of files.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let closing = self.closing;
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = closing.send(true);
-            })
-            .await
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::server::conn::auto::Builder;
+        let app = router(self.state);
+        // HTTP/1 only: telling HTTP/2 apart reads the first bytes with no
+        // deadline, which is the wait this loop exists to bound.
+        let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_wait);
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    // Out of files or the like: wait a moment, keep serving.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let (builder, watcher, wait) = (builder.clone(), graceful.watcher(), self.header_wait);
+            tokio::spawn(async move {
+                // hyper's deadline starts with a request's first byte: one
+                // that never comes is this wait's (then the socket closes).
+                let mut first = [0u8; 1];
+                if !matches!(
+                    tokio::time::timeout(wait, stream.peek(&mut first)).await,
+                    Ok(Ok(1))
+                ) {
+                    return;
+                }
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = watcher.watch(conn).await;
+            });
+        }
+        // Live streams end, then in-flight requests finish.
+        let _ = self.closing.send(true);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 

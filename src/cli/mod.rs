@@ -434,6 +434,7 @@ async fn serve(
             usize::from,
         ),
         max_streams: args.max_streams as usize,
+        header_wait: api::HEADER_WAIT,
     };
     let app = api::Application::build(db, catalog, limits, &args.host, args.port)
         .await

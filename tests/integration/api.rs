@@ -943,3 +943,53 @@ async fn a_stalled_database_is_a_503_in_bounded_time() {
         assert!(response.headers().contains_key("retry-after"), "{path}");
     }
 }
+
+/// A connection that never finishes its request headers is closed (a probe
+/// held 20,000 of them open until the server ran out of files).
+#[tokio::test]
+async fn half_open_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new().await;
+    let database = std::sync::Arc::new(crate::helpers::open_writer(&db.target()).await);
+    let catalog = std::sync::Arc::new(clue::domain::dataset::Catalog::load(None).unwrap());
+    let app = clue::api::Application::build(
+        database,
+        catalog,
+        clue::api::Limits {
+            header_wait: std::time::Duration::from_secs(1),
+            ..clue::api::Limits::default()
+        },
+        "127.0.0.1",
+        0,
+    )
+    .await
+    .unwrap();
+    let address = app.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    for sent in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: x\r\n"] {
+        let mut conn = tokio::net::TcpStream::connect(address).await.unwrap();
+        conn.write_all(sent).await.unwrap();
+        let mut buf = Vec::new();
+        // A guard against a connection held forever, not a measure of speed.
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            conn.read_to_end(&mut buf),
+        )
+        .await
+        .expect("the server kept a half-open connection");
+        assert!(read.is_ok(), "{read:?}");
+        assert!(
+            buf.is_empty() || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    // A request that arrives whole is answered as before.
+    let ok = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
