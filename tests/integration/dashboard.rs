@@ -86,6 +86,38 @@ impl Browser {
         self.client().execute(script, vec![]).await.unwrap()
     }
 
+    /// Waits until the revenue card holds `value`.
+    async fn revenue_is(&self, value: f64) {
+        self.until(&format!(
+            "const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {value}"
+        ))
+        .await;
+    }
+
+    async fn click(&self, css: &str) {
+        self.client()
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn select(&self, id: &str, value: &str) {
+        self.client()
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .select_by_value(value)
+            .await
+            .unwrap();
+    }
+
+    async fn url(&self) -> String {
+        self.client().current_url().await.unwrap().to_string()
+    }
+
     /// Waits (up to 20 s) until `script` returns true.
     async fn until(&self, script: &str) {
         for _ in 0..200 {
@@ -206,14 +238,7 @@ async fn scenario(browser: &Browser, app: &TestApp) {
              return true",
         )
         .await;
-    browser
-        .client()
-        .find(Locator::Css(".panel.wide h2 button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(".panel.wide h2 button").await;
     browser.until("return window.__csv !== null").await;
     let api_csv = app
         .http
@@ -230,14 +255,7 @@ async fn scenario(browser: &Browser, app: &TestApp) {
     assert_eq!(browser.eval("return window.__csv").await, json!(api_csv));
 
     // A preset changes the URL and the view; the URL reopens it.
-    browser
-        .client()
-        .find(Locator::Css("button[data-preset='7d']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click("button[data-preset='7d']").await;
     browser.until(&drawn_days(7)).await;
     let url = browser.client().current_url().await.unwrap();
     assert!(url.as_str().contains("r=7d"), "{url}");
@@ -264,72 +282,20 @@ async fn scenario(browser: &Browser, app: &TestApp) {
     .await["rows"][0]["revenue"]
         .as_f64()
         .unwrap();
-    browser
-        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {north}"))
-        .await;
-    browser
-        .client()
-        .find(Locator::Css("button.chip"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {revenue}"))
-        .await;
-    assert!(
-        !browser
-            .client()
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .contains("f=")
-    );
+    browser.revenue_is(north).await;
+    browser.click("button.chip").await;
+    browser.revenue_is(revenue).await;
+    assert!(!browser.url().await.contains("f="));
     // A filter picked from the values the data offers.
-    browser
-        .client()
-        .find(Locator::Id("filter-dim"))
-        .await
-        .unwrap()
-        .select_by_value("region")
-        .await
-        .unwrap();
+    browser.select("filter-dim", "region").await;
     browser
         .until("const v = document.getElementById('filter-value'); return !!v && !v.disabled && [...v.options].map(o => o.value).join() === ',East,North,South,West'")
         .await;
-    browser
-        .client()
-        .find(Locator::Id("filter-value"))
-        .await
-        .unwrap()
-        .select_by_value("North")
-        .await
-        .unwrap();
-    browser
-        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {north}"))
-        .await;
-    assert!(
-        browser
-            .client()
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .contains("f=region%3ANorth")
-    );
-    browser
-        .client()
-        .find(Locator::Css("button.chip"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {revenue}"))
-        .await;
+    browser.select("filter-value", "North").await;
+    browser.revenue_is(north).await;
+    assert!(browser.url().await.contains("f=region%3ANorth"));
+    browser.click("button.chip").await;
+    browser.revenue_is(revenue).await;
 
     // An import while the page is open reaches it, pushed by the server.
     let dir = crate::helpers::scratch_dir();
@@ -341,9 +307,7 @@ async fn scenario(browser: &Browser, app: &TestApp) {
     )
     .unwrap();
     app.db.import(&more).ok();
-    browser
-        .until(&format!("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && Number(c.dataset.value) === {}", revenue + 1000.0))
-        .await;
+    browser.revenue_is(revenue + 1000.0).await;
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
 
     // A saved report, found in the API's own document: ranked bars of the
