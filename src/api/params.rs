@@ -133,6 +133,23 @@ impl ParamValues {
         }
     }
 
+    /// A whole-number parameter, or a 400 naming it.
+    pub(super) fn integer<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.text(name)?
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|_| {
+                    invalid(
+                        name,
+                        format!(
+                            "{:?} is not a whole number",
+                            v.chars().take(64).collect::<String>()
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+
     pub(super) fn text(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.0.get(name) {
             None => Ok(None),

@@ -95,12 +95,15 @@ pub struct Sale {
     pub at: NaiveDateTime,
 }
 
+/// What makes two sales the same sale: customer, product, shop, instant
+/// and amount.
+pub type SaleKey = (i64, String, i64, NaiveDateTime, Decimal);
+
 impl Sale {
-    /// What makes two sales the same sale.
-    pub fn identity(&self) -> (i64, &str, i64, NaiveDateTime, Decimal) {
+    pub fn key(&self) -> SaleKey {
         (
             self.customer_id,
-            &self.product,
+            self.product.clone(),
             self.shop_id,
             self.at,
             self.amount.normalize(),

@@ -42,24 +42,6 @@ pub(in crate::api) struct DaysParams {
     format: Option<Format>,
 }
 
-/// An integer parameter, or a 400 naming it.
-fn integer<T: std::str::FromStr>(params: &ParamValues, name: &str) -> Result<Option<T>, ApiError> {
-    params
-        .text(name)?
-        .map(|v| {
-            v.trim()
-                .parse::<T>()
-                .map_err(|_| ApiError::InvalidParameter {
-                    name: name.to_owned(),
-                    reason: format!(
-                        "{:?} is not a whole number",
-                        v.chars().take(64).collect::<String>()
-                    ),
-                })
-        })
-        .transpose()
-}
-
 /// Per customer, year and month: the month's amount, the running total
 /// within the year, and that total as a percentage of the year's.
 #[utoipa::path(
@@ -84,8 +66,8 @@ pub(in crate::api) async fn customer_ytd_spending(
     let format = params.format(&headers)?;
     let rows = kpis::ytd_spending(
         &state.db,
-        integer(&params, "customer_id")?,
-        integer(&params, "year")?,
+        params.integer("customer_id")?,
+        params.integer("year")?,
     )
     .await
     .map_err(|e| ApiError::Failed(e.into()))?;
@@ -117,7 +99,7 @@ pub(in crate::api) async fn days_since_last_purchase(
     let as_of = params
         .date("as_of")?
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let rows = kpis::days_since_last_purchase(&state.db, as_of, integer(&params, "customer_id")?)
+    let rows = kpis::days_since_last_purchase(&state.db, as_of, params.integer("customer_id")?)
         .await
         .map_err(|e| ApiError::Failed(e.into()))?;
     respond(

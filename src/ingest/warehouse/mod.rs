@@ -21,7 +21,8 @@ use chrono::{NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::warehouse::{
-    CUSTOMER_COLUMNS, Customer, DUPLICATE, DUPLICATE_ID, Fault, SALES_COLUMNS, Sale, WarehouseRules,
+    CUSTOMER_COLUMNS, Customer, DUPLICATE, DUPLICATE_ID, Fault, SALES_COLUMNS, Sale, SaleKey,
+    WarehouseRules,
 };
 use crate::error::{Classify, ErrorKind};
 use crate::pg::database::{Database, DbError};
@@ -282,26 +283,22 @@ fn clean(
         }
     }
     // Each sale's identity and the line it was first on.
-    let mut seen_sales: HashMap<(i64, String, i64, NaiveDateTime, rust_decimal::Decimal), i64> =
-        HashMap::new();
+    let mut seen_sales: HashMap<SaleKey, i64> = HashMap::new();
     for row in &sales.rows {
         let fields: [&str; 5] = std::array::from_fn(|i| row.fields[i].as_str());
         let result = match &row.unreadable {
             Some(why) => Err(Fault::new("unreadable_row", format!("the row {why}"))),
             None => rules.sale(fields, now),
         }
-        .and_then(|s| {
-            let (c, p, h, t, a) = s.identity();
-            match seen_sales.entry((c, p.to_owned(), h, t, a)) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(row.line);
-                    Ok(s)
-                }
-                std::collections::hash_map::Entry::Occupied(first) => Err(Fault::new(
-                    DUPLICATE,
-                    format!("the same sale is on line {}", first.get()),
-                )),
+        .and_then(|s| match seen_sales.entry(s.key()) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(row.line);
+                Ok(s)
             }
+            std::collections::hash_map::Entry::Occupied(first) => Err(Fault::new(
+                DUPLICATE,
+                format!("the same sale is on line {}", first.get()),
+            )),
         });
         match result {
             Ok(s) => out.sales.push((row.line, s)),

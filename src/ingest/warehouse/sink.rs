@@ -760,24 +760,21 @@ pub(super) async fn replay(
                     .unwrap_or("")
             });
             match rules.sale(fields, now) {
-                Ok(sale) => {
-                    let (c, p, h, t, a) = sale.identity();
-                    match seen.entry((c, p.to_owned(), h, t, a)) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(id);
-                            ok.push((id, date, sale));
-                        }
-                        std::collections::hash_map::Entry::Occupied(first) => {
-                            refused.push((
-                                id,
-                                crate::domain::warehouse::Fault::new(
-                                    crate::domain::warehouse::DUPLICATE,
-                                    format!("the same sale as quarantined row {}", first.get()),
-                                ),
-                            ));
-                        }
+                Ok(sale) => match seen.entry(sale.key()) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(id);
+                        ok.push((id, date, sale));
                     }
-                }
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        refused.push((
+                            id,
+                            crate::domain::warehouse::Fault::new(
+                                crate::domain::warehouse::DUPLICATE,
+                                format!("the same sale as quarantined row {}", first.get()),
+                            ),
+                        ));
+                    }
+                },
                 Err(fault) => refused.push((id, fault)),
             }
         }
