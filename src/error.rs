@@ -24,6 +24,8 @@ pub enum ErrorKind {
     Unavailable,
     /// It ran past its time limit and was cancelled.
     Timeout,
+    /// The caller may not do this (its key's scope, datasets or rows).
+    Denied,
     /// Anything else: a fault of clue or of its environment (privileges,
     /// a broken catalog); the details are logged.
     Internal,

@@ -50,6 +50,12 @@ pub struct Settings {
     pub database: DatabaseTarget,
     /// Where user dataset definitions are read from (`CLUE_MODELS`, default `./models`).
     pub models_dir: PathBuf,
+    /// clue's home (`--home`, `CLUE_HOME`, default `./.clue`): the embedded
+    /// cluster, and the generated secret key when none is set.
+    pub home: PathBuf,
+    /// Signs dashboard sessions (`CLUE_SECRET_KEY`, prototype 000's name);
+    /// unset, one is generated and kept in the home.
+    pub secret_key: Option<String>,
 }
 
 impl Settings {
@@ -67,9 +73,27 @@ impl Settings {
         let models_dir = env("CLUE_MODELS")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_MODELS_DIR.to_owned());
+        let home = match home_flag {
+            Some(h) => h.to_owned(),
+            None => PathBuf::from(
+                env("CLUE_HOME")
+                    .filter(|v| !v.trim().is_empty())
+                    .unwrap_or_else(|| DEFAULT_HOME.to_owned()),
+            ),
+        };
+        let secret_key = env("CLUE_SECRET_KEY").filter(|v| !v.is_empty());
+        if secret_key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(ConfigError::InvalidNumber {
+                name: "CLUE_SECRET_KEY",
+                what: "at least 32 characters (for example `openssl rand -hex 32`)",
+                value: "(hidden)".into(),
+            });
+        }
         Ok(Settings {
             database,
             models_dir: PathBuf::from(models_dir),
+            home,
+            secret_key,
         })
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 
 use super::AppState;
+use super::auth::Caller;
 use super::problem::ApiError;
 use crate::plan::Served;
 use crate::serve::cache::{Cached, etag};
@@ -23,11 +24,14 @@ pub(super) fn describe_sources(served: &[Served]) -> String {
         .join(", ")
 }
 
-/// Answers from the cache when it may, else computes and caches; sets ETag
+/// Answers from the cache when it may, else computes (in a turn of
+/// expensive work, [`super::limits::Guard::turn`]) and caches; sets ETag
 /// (304 on a match), `Clue-Cache` and `Clue-Served-From`.
-/// `Cache-Control: no-cache` computes afresh.
+/// `Cache-Control: no-cache` computes afresh. Callers that see different
+/// rows never share an answer: the key starts with what the caller sees.
 pub(super) async fn cached<F, Fut>(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     key: String,
     dataset: &str,
@@ -42,11 +46,21 @@ where
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("no-cache") || v.contains("no-store"));
+    let key = match caller.view.fingerprint() {
+        view if view.is_empty() => key,
+        view => format!("{view}|{key}"),
+    };
     let (hit, value) = match state.cache.get(&key).filter(|_| !bypass) {
-        Some(v) => (true, v),
+        Some(v) => {
+            metrics::counter!("clue_cache_hits_total").increment(1);
+            (true, v)
+        }
         None => {
+            metrics::counter!("clue_cache_misses_total").increment(1);
+            let turn = state.guard.turn(caller).await?;
             let generation = state.cache.generation();
             let (body, content_type, served_from) = compute().await?;
+            drop(turn);
             let value = Cached {
                 etag: etag(&body),
                 body,

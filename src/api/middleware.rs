@@ -1,8 +1,10 @@
-//! Middleware around every route: the access log.
+//! Middleware around every request: the access log and the security
+//! headers. (Callers, rates and metrics are in `auth`, `limits`, `metrics`.)
 
 use std::time::Instant;
 
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -20,5 +22,32 @@ pub(super) async fn access_log(req: Request, next: Next) -> Response {
         latency_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
+    response
+}
+
+/// The dashboard's content policy: scripts and styles from this server
+/// only (no inline script), no framing. ECharts sets element styles from
+/// script, which `style-src` would otherwise refuse.
+pub const CONTENT_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Headers on every answer: no content sniffing, no framing, no referrer;
+/// the content policy on the dashboard's page (the docs page has its own
+/// needs and is left as its crate serves it).
+pub(super) async fn security_headers(req: Request, next: Next) -> Response {
+    let dashboard = req.uri().path() == "/" || req.uri().path().starts_with("/assets/");
+    let mut response = next.run(req).await;
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if dashboard {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static(CONTENT_POLICY),
+        );
+    }
     response
 }

@@ -12,7 +12,10 @@
 //! `routes` (the handlers), [`middleware`] (the access log); this file holds
 //! the state, the OpenAPI document, the router and the server.
 
+pub mod auth;
 mod caching;
+pub mod limits;
+pub mod metrics;
 mod middleware;
 mod params;
 mod problem;
@@ -35,8 +38,8 @@ pub use params::Format;
 pub use problem::{ApiError, InvalidParam, Problem};
 
 use routes::{
-    changes, country, dashboard, datasets, delivery, events, health, learning, query, reports,
-    sales, warehouse,
+    access, changes, country, dashboard, datasets, delivery, events, health, learning, query,
+    reports, sales, warehouse,
 };
 
 use crate::domain::dataset::Catalog;
@@ -71,6 +74,10 @@ pub struct AppState {
     /// Turns true when the server begins to shut down: live streams end, so
     /// the graceful shutdown does not wait for them forever.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Keys, sessions and whether they are needed.
+    pub auth: Arc<auth::Auth>,
+    /// Rates and bounds on expensive work, per caller.
+    pub guard: Arc<limits::Guard>,
 }
 
 /// The server's bounds (`clue serve` flags).
@@ -91,6 +98,10 @@ pub struct Limits {
     pub max_streams: usize,
     /// How long a connection may take to send its request headers.
     pub header_wait: Duration,
+    /// Rates and bounds on expensive work.
+    pub rates: limits::RateSettings,
+    /// The most connections open at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +113,13 @@ impl Default for Limits {
             bulk_writers: 2,
             max_streams: 512,
             header_wait: HEADER_WAIT,
+            rates: limits::RateSettings {
+                per_key: None,
+                per_address: None,
+                work_total: 8,
+                work_per_caller: 4,
+            },
+            max_connections: 10_000,
         }
     }
 }
@@ -116,6 +134,7 @@ impl Default for Limits {
         license(name = "MIT")
     ),
     components(schemas(params::Format)),
+    modifiers(&BearerScheme),
     tags(
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "query", description = "The generic query over declared datasets."),
@@ -125,9 +144,29 @@ impl Default for Limits {
         (name = "warehouse", description = "Prototype 002's warehouse: the KPIs, current at each batch's commit (JSON, or CSV with ?format=csv or Accept: text/csv), and each batch's quality report."),
         (name = "live", description = "Notified writes as Server-Sent Events, to refetch what a page shows when it changes."),
         (name = "health", description = "Liveness and readiness."),
+        (name = "access", description = "Signing in (the dashboard's session) and, with an admin key, managing keys. Every other operation needs `Authorization: Bearer <key>` when the server requires keys (`clue serve --auth required`, the default off loopback)."),
     )
 )]
 struct ApiDoc;
+
+/// The `bearer` security scheme: `Authorization: Bearer <key>`.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key from `clue keys create`."))
+                    .build(),
+            ),
+        );
+    }
+}
 
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -157,6 +196,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(changes::changes))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(access::whoami, access::sign_in, access::sign_out))
+        .routes(routes!(access::list_keys, access::create_key))
+        .routes(routes!(access::revoke_key))
 }
 
 /// The OpenAPI document the server serves at `/openapi.json`.
@@ -166,19 +208,28 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The whole application, testable without a socket.
+/// The whole application, testable without a socket. Every routed
+/// request is counted, its caller named and checked, and its rate taken
+/// (in that order); every request's head is bounded.
 pub fn router(state: AppState) -> axum::Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
     let (router, _) = api_router().split_for_parts();
     router
+        .route("/metrics", axum::routing::get(metrics::render))
         .merge(dashboard::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+        .route_layer(from_fn_with_state(state.clone(), limits::rate_limit))
+        .route_layer(from_fn_with_state(state.clone(), auth::authorize))
+        .route_layer(from_fn(metrics::record))
         .fallback(
             |uri: Uri| async move { ApiError::NotFound(uri.path().chars().take(200).collect()) },
         )
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::MethodNotAllowed(req.method().to_string())
         })
-        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(from_fn(limits::head_size))
+        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn(middleware::access_log))
         .with_state(state)
 }
 
@@ -191,12 +242,32 @@ const GROUP_COMMIT: usize = 256;
 /// The most answers the cache keeps, whatever their size.
 const CACHE_ANSWERS: usize = 2048;
 
+/// Who may call the server (`clue serve --auth`, `CLUE_SECRET_KEY`).
+#[derive(Debug, Clone)]
+pub struct Security {
+    pub mode: auth::AuthMode,
+    /// Signs dashboard sessions.
+    pub secret_key: String,
+}
+
+impl Security {
+    /// No keys needed, sessions signed with a secret of this process's
+    /// own (tests and tools).
+    pub fn off() -> Security {
+        Security {
+            mode: auth::AuthMode::Off,
+            secret_key: crate::domain::access::Secret::generate().hash(),
+        }
+    }
+}
+
 /// A bound server, ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
     closing: tokio::sync::watch::Sender<bool>,
     header_wait: Duration,
+    max_connections: usize,
 }
 
 impl Application {
@@ -207,10 +278,13 @@ impl Application {
         db: Arc<Database>,
         catalog: Arc<Catalog>,
         limits: Limits,
+        security: Security,
         host: &str,
         port: u16,
     ) -> std::io::Result<Application> {
+        metrics::handle();
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
+        metrics::spawn_observer(&db, &cache);
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         // One writer per keyed dataset (keys claimed under its name).
@@ -230,6 +304,7 @@ impl Application {
             listener,
             closing,
             header_wait: limits.header_wait,
+            max_connections: limits.max_connections.max(1),
             state: AppState {
                 db,
                 catalog,
@@ -243,6 +318,8 @@ impl Application {
                 changes,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
                 closing: closing_rx,
+                auth: Arc::new(auth::Auth::new(security.mode, &security.secret_key, false)),
+                guard: Arc::new(limits::Guard::new(limits.rates)),
             },
         })
     }
@@ -273,8 +350,18 @@ impl Application {
             .header_read_timeout(self.header_wait);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // A connection holds a place; with none free, new ones wait in the
+        // kernel's backlog rather than take the process's last files.
+        let places = Arc::new(tokio::sync::Semaphore::new(self.max_connections));
         loop {
-            let (stream, _) = tokio::select! {
+            let place = tokio::select! {
+                place = places.clone().acquire_owned() => match place {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(conn) => conn,
                     // Out of files or the like: wait a moment, keep serving.
@@ -286,9 +373,19 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            // The client's address, for rates and logs of callers without a key.
+            let service = hyper_util::service::TowerToHyperService::new(
+                tower::ServiceBuilder::new()
+                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                        req
+                    })
+                    .service(app.clone()),
+            );
             let (builder, watcher, wait) = (builder.clone(), graceful.watcher(), self.header_wait);
             tokio::spawn(async move {
+                let _place = place;
                 // hyper's deadline starts with a request's first byte: one
                 // that never comes is this wait's (then the socket closes).
                 let mut first = [0u8; 1];
@@ -377,6 +474,12 @@ mod tests {
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),
             limits: Limits::default(),
+            auth: Arc::new(auth::Auth::new(
+                auth::AuthMode::Off,
+                "a test secret of at least 32 bytes",
+                false,
+            )),
+            guard: Arc::new(limits::Guard::new(Limits::default().rates)),
         })
     }
 

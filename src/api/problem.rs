@@ -32,6 +32,26 @@ pub enum ApiError {
     NotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// No key, or one that does not work (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's key may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the caller's rate (429): retry after this many seconds.
+    #[error("{what}: more than {limit} requests per {window} s; retry in {retry_after} s")]
+    RateLimited {
+        what: String,
+        limit: u32,
+        window: u32,
+        retry_after: u64,
+    },
+    /// Too much expensive work at once (503): retry after this many seconds.
+    #[error("{0}")]
+    Busy(String),
+    /// The request line or headers are over the limit (414 or 431).
+    #[error("{1}")]
+    HeadTooLarge(StatusCode, String),
     /// Any other failure, by its kind; only client mistakes' text is sent.
     #[error("{0}")]
     Failed(Error),
@@ -47,7 +67,11 @@ impl ApiError {
             ApiError::Conflict(_) => ErrorKind::Conflict,
             ApiError::TooLarge(_) => ErrorKind::BadInput,
             ApiError::NotFound(_) => ErrorKind::NotFound,
-            ApiError::MethodNotAllowed(_) => ErrorKind::BadInput,
+            ApiError::MethodNotAllowed(_) | ApiError::HeadTooLarge(..) => ErrorKind::BadInput,
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::RateLimited { .. } => {
+                ErrorKind::Denied
+            }
+            ApiError::Busy(_) => ErrorKind::Unavailable,
             ApiError::Failed(e) => e.kind(),
         }
     }
@@ -80,6 +104,7 @@ pub(super) fn http_status(kind: ErrorKind) -> (StatusCode, &'static str, &'stati
             "Invalid request parameter",
         ),
         ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+        ErrorKind::Denied => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
         ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict", "Conflict"),
         ErrorKind::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -144,6 +169,24 @@ impl IntoResponse for ApiError {
                 "invalid-event",
                 "Invalid event",
             ),
+            ApiError::Unauthorized(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "API key needed")
+            }
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Server busy"),
+            ApiError::HeadTooLarge(status, _) => (
+                *status,
+                if *status == StatusCode::URI_TOO_LONG {
+                    "uri-too-long"
+                } else {
+                    "headers-too-large"
+                },
+                "Request head too large",
+            ),
             other => http_status(other.kind()),
         };
         // Only a client's own mistakes are described; server-side text
@@ -151,6 +194,8 @@ impl IntoResponse for ApiError {
         let detail = match &self {
             ApiError::Failed(e) => {
                 let text = e.chain();
+                let kind = format!("{:?}", e.kind()).to_lowercase();
+                metrics::counter!("clue_errors_total", "kind" => kind).increment(1);
                 match e.kind() {
                     ErrorKind::Unavailable => {
                         tracing::warn!(error = %text, "database unavailable");
@@ -160,6 +205,8 @@ impl IntoResponse for ApiError {
                         tracing::warn!(error = %text, "query timeout");
                         format!("{e}; narrow it (a shorter range, fewer dimensions, filters)")
                     }
+                    // The caller's own limits (clue's text, never a driver's).
+                    ErrorKind::Denied => e.to_string(),
                     _ => {
                         tracing::error!(error = %text, "request failed");
                         "The request failed on the server; the error was logged.".to_owned()
@@ -167,6 +214,11 @@ impl IntoResponse for ApiError {
                 }
             }
             other => other.to_string(),
+        };
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after, .. } => Some(retry_after.max(&1).to_string()),
+            ApiError::Busy(_) => Some("1".to_owned()),
+            _ => None,
         };
         let invalid_params = match self {
             ApiError::InvalidParameter { name, reason } => vec![InvalidParam { name, reason }],
@@ -186,8 +238,22 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match retry_after {
+            Some(secs) => {
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            None if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            None => {}
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"clue\""),
+            );
         }
         response
     }

@@ -84,6 +84,41 @@ pub struct ServeArgs {
     /// on a read replica, or a role that may only read).
     #[arg(long)]
     pub read_only: bool,
+    /// Whether requests need an API key: `required`, or `off`. Default:
+    /// off on a loopback address, required on any other (where clue
+    /// refuses to start with no keys).
+    #[arg(long, env = "CLUE_AUTH", value_name = "MODE", value_parser = ["required", "off"])]
+    pub auth: Option<String>,
+    /// Requests per second of a key without a rate of its own, and of a
+    /// client address sending no key (`10/s`, `600/min`, `0`: none).
+    /// Default: 100/s when keys are required, none when they are off.
+    #[arg(long, env = "CLUE_RATE_LIMIT", value_name = "RATE", value_parser = parse_rate)]
+    pub rate_limit: Option<Option<crate::domain::access::Rate>>,
+    /// The most uncached answers and event batches computed at once, in
+    /// all; more wait up to 2 s for a turn, then get a 503. Default: the
+    /// pool's size.
+    #[arg(long, env = "CLUE_MAX_EXPENSIVE", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_expensive: Option<u16>,
+    /// The most of those one caller (key, or address without one) runs at
+    /// once. Default: half of --max-expensive.
+    #[arg(long, env = "CLUE_MAX_EXPENSIVE_PER_CALLER", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_expensive_per_caller: Option<u16>,
+    /// The most client connections open at once; more wait to be accepted.
+    /// Default: what the process's open-file limit allows, less a margin.
+    #[arg(long, env = "CLUE_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+    /// Also serve `/metrics` without a key on this address (for example
+    /// 127.0.0.1:9090); on the main address it needs an admin key.
+    #[arg(long, env = "CLUE_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// `--rate-limit`: a rate, or `0` for none.
+fn parse_rate(s: &str) -> Result<Option<crate::domain::access::Rate>, String> {
+    if s.trim() == "0" {
+        return Ok(None);
+    }
+    s.parse().map(Some)
 }
 
 impl ServeArgs {
@@ -146,6 +181,12 @@ pub enum Command {
     },
     /// Serve the report API (with OpenAPI docs at /docs) until Ctrl-C.
     Serve(ServeArgs),
+    /// API keys: create (the secret is printed once), list, revoke; and
+    /// the log of administrative actions.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// The one-command demo: embedded database, realistic data (generated and
     /// imported on first run), then the API with URLs to try.
     Demo {
@@ -437,4 +478,48 @@ pub enum DbAction {
     Status,
     /// Print a connection string for psql and other tools.
     Url,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print its secret (shown this once; only a hash is kept).
+    Create {
+        /// What the key is for (unique among live keys).
+        #[arg(long)]
+        name: String,
+        /// `read` (reports, queries, dashboard), `ingest` (event
+        /// endpoints) or `admin` (everything, keys, rollups, metrics).
+        #[arg(long, value_parser = ["read", "ingest", "admin"])]
+        scope: String,
+        /// Only this dataset (repeatable; default: all).
+        #[arg(long = "dataset", value_name = "DATASET")]
+        datasets: Vec<String>,
+        /// Only rows where DIMENSION equals VALUE, in every answer
+        /// (repeatable; all must hold).
+        #[arg(long = "where", value_name = "DIMENSION=VALUE")]
+        conditions: Vec<crate::domain::access::Condition>,
+        /// Its own rate (`10/s`, `600/min`, `1000/h`) instead of the server's.
+        #[arg(long)]
+        rate: Option<crate::domain::access::Rate>,
+        /// It stops working after this long (`12h`, `90d`, `52w`).
+        #[arg(long, value_name = "DURATION", value_parser = crate::domain::access::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// The live keys (never their secrets).
+    List {
+        /// Revoked keys too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key by id or name: it stops working at once on servers
+    /// that revoke it, within 2 seconds on the others.
+    Revoke {
+        #[arg(value_name = "ID_OR_NAME")]
+        key: String,
+    },
+    /// The latest administrative actions, with who did them.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }

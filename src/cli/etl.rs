@@ -318,7 +318,14 @@ pub(super) async fn export_reports(settings: &Settings, args: &ExportArgs) -> Re
     let written = with_db(settings, async |db| {
         let mut written = Vec::new();
         for report in &chosen {
-            let (rows, _) = delivery::run(db, &catalog, None, *report).await?;
+            let (rows, _) = delivery::run(
+                db,
+                &catalog,
+                None,
+                *report,
+                &crate::plan::View::everything(),
+            )
+            .await?;
             let body = rows.to_csv().map_err(|e| {
                 crate::error::Error::new(crate::error::ErrorKind::Internal, e.to_string())
             })?;

@@ -7,6 +7,7 @@
 
 pub mod args;
 mod etl;
+mod keys;
 mod warehouse;
 
 use std::io::IsTerminal;
@@ -26,6 +27,7 @@ use crate::ingest::csv::{self as import, ImportOptions, NamedSchema};
 use crate::pg::catalog as schema;
 use crate::pg::cluster::{Cluster, Status};
 use crate::pg::database::Database;
+use crate::plan::View;
 use crate::serve::{execute, query};
 use crate::settings::{DatabaseTarget, Settings};
 use crate::write::{partitions, rollups};
@@ -45,7 +47,9 @@ pub mod exit {
 /// The one mapping of error kinds to exit codes.
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
-        ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Conflict => exit::BAD_INPUT,
+        ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Denied => {
+            exit::BAD_INPUT
+        }
         ErrorKind::Unavailable => exit::DATABASE_UNAVAILABLE,
         ErrorKind::Timeout | ErrorKind::Internal => exit::FAILURE,
     }
@@ -153,6 +157,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             products,
         } => generate_sales(rows, &out, seed, products),
         Command::Serve(args) => serve_command(&settings, &args).await,
+        Command::Keys { action } => keys::command(&settings, action).await,
         Command::Demo { rows, serve } => demo_command(&settings, rows, &serve).await,
         Command::Openapi => {
             print!("{}", openapi_yaml()?);
@@ -358,7 +363,7 @@ async fn open_server(
 
 async fn serve_command(settings: &Settings, args: &ServeArgs) -> Result<(), Error> {
     let (db, catalog) = open_server(settings, args).await?;
-    let result = serve(db.clone(), catalog, args, None).await;
+    let result = serve(settings, db.clone(), catalog, args, None).await;
     close_shared(db).await?;
     result
 }
@@ -406,7 +411,7 @@ async fn demo_command(settings: &Settings, rows: u64, args: &ServeArgs) -> Resul
                 None
             }
         };
-        let served = serve(db.clone(), catalog, args, Some(&data)).await;
+        let served = serve(settings, db.clone(), catalog, args, Some(&data)).await;
         let _ = stop.send(true);
         if let Some(task) = delivery {
             let _ = task.await;
@@ -418,13 +423,89 @@ async fn demo_command(settings: &Settings, rows: u64, args: &ServeArgs) -> Resul
     result
 }
 
+/// Whether requests need keys: as asked, else off on a loopback address
+/// only. A server that needs keys and has none refuses to start (nobody
+/// could use it); one told `--auth off` off loopback warns.
+async fn auth_mode(db: &Database, args: &ServeArgs) -> Result<api::auth::AuthMode, Error> {
+    use api::auth::AuthMode;
+    let loopback = match args.host.as_str() {
+        "localhost" => true,
+        host => host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    let mode = match args.auth.as_deref() {
+        Some("required") => AuthMode::Required,
+        Some(_) => AuthMode::Off,
+        None if loopback => AuthMode::Off,
+        None => AuthMode::Required,
+    };
+    if mode == AuthMode::Off && !loopback {
+        tracing::warn!(
+            host = %args.host,
+            "serving without API keys on a non-loopback address (--auth off): anyone who reaches it can read and write everything"
+        );
+    }
+    if mode == AuthMode::Required {
+        let client = db.client().await?;
+        let live = crate::store::keys::live_count(&**client)
+            .await
+            .map_err(crate::error::PgError::from)?;
+        if live == 0 {
+            return Err(failure(
+                ErrorKind::BadInput,
+                format!(
+                    "serving on {} needs API keys and there are none: create one with `clue keys create --name NAME --scope admin`, or pass --auth off to serve without keys",
+                    args.host
+                ),
+            ));
+        }
+    }
+    Ok(mode)
+}
+
+/// The most connections the server keeps open: the open-file limit (raised
+/// to its hard limit first), less a margin for the pool, the cluster's
+/// files and the listener.
+fn connection_cap(asked: Option<u32>) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Some(n) = asked {
+        return n as usize;
+    }
+    let files = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    };
+    (files.saturating_sub(256) as usize).clamp(64, 1_000_000)
+}
+
 /// Serves until SIGINT/SIGTERM, printing where to look.
 async fn serve(
+    settings: &Settings,
     db: Arc<Database>,
     catalog: Arc<Catalog>,
     args: &ServeArgs,
     demo: Option<&demo::DemoData>,
 ) -> Result<(), Error> {
+    let mode = auth_mode(&db, args).await?;
+    let security = api::Security {
+        mode,
+        secret_key: keys::session_secret(settings)?,
+    };
+    let pool = db.pool().status().max_size;
+    let work_total = args.max_expensive.map_or(pool, usize::from);
+    // A rate applies when asked for, or by default once keys are required.
+    let rate = match args.rate_limit {
+        Some(r) => r.map(|r| r.get()),
+        None if mode == api::auth::AuthMode::Required => Some(100.0),
+        None => None,
+    };
     let limits = api::Limits {
         cache_bytes: args.cache_bytes(),
         max_periods: args.max_periods,
@@ -435,8 +516,26 @@ async fn serve(
         ),
         max_streams: args.max_streams as usize,
         header_wait: api::HEADER_WAIT,
+        rates: api::limits::RateSettings {
+            per_key: rate,
+            per_address: rate,
+            work_total,
+            work_per_caller: args
+                .max_expensive_per_caller
+                .map_or((work_total / 2).max(1), usize::from),
+        },
+        max_connections: connection_cap(args.max_connections),
     };
-    let app = api::Application::build(db, catalog, limits, &args.host, args.port)
+    if let Some(addr) = args.metrics_address {
+        api::metrics::serve_on(addr).await.map_err(|e| {
+            failure(
+                ErrorKind::BadInput,
+                format!("cannot serve metrics on {addr}: {e}"),
+            )
+        })?;
+        println!("  metrics:       http://{addr}/metrics");
+    }
+    let app = api::Application::build(db, catalog, limits, security, &args.host, args.port)
         .await
         .map_err(|e| {
             failure(
@@ -510,13 +609,13 @@ async fn query_command(
     if explain {
         let plan = with_db(settings, async |db| {
             let client = db.client().await?;
-            Ok(execute::prepare(&client, &catalog, &req, fact, None).await?)
+            Ok(execute::prepare(&client, &catalog, &req, &View::everything(), fact, None).await?)
         })
         .await?;
         print!("{plan}");
     } else {
         let answer = with_db(settings, async |db| {
-            Ok(execute::execute(db, &catalog, &req, fact, None).await?)
+            Ok(execute::execute(db, &catalog, &req, &View::everything(), fact, None).await?)
         })
         .await?;
         let text = serde_json::to_string_pretty(&answer)

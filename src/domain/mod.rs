@@ -5,6 +5,7 @@
 //! Architecture Invariant: no I/O beyond reading a definition file it is
 //! handed, and no `use` of any other layer of clue.
 
+pub mod access;
 pub mod dataset;
 pub mod delta;
 pub mod rollup;

@@ -165,9 +165,13 @@ impl Database {
             create: Some(connect),
             recycle: Some(connect),
         };
-        self.pool.timeout_get(&timeouts).await.map_err(|e| match e {
+        let started = std::time::Instant::now();
+        let got = self.pool.timeout_get(&timeouts).await;
+        metrics::histogram!("clue_pool_wait_seconds").record(started.elapsed().as_secs_f64());
+        got.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => classify_connect_error(e, &self.config),
             deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                metrics::counter!("clue_pool_timeouts_total").increment(1);
                 DbError::PoolTimeout(wait)
             }
             deadpool_postgres::PoolError::Timeout(_) => DbError::Unreachable {

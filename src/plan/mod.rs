@@ -24,6 +24,9 @@ pub use crate::sql::table::KeyKind;
 
 mod render;
 pub mod rows;
+mod view;
+
+pub use view::View;
 
 /// The most rows one answer may have; larger answers are refused, not cut.
 pub const MAX_ROWS: u64 = 2_000_000;
@@ -333,6 +336,8 @@ pub enum PlanError {
         field: &'static str,
         dataset: String,
     },
+    #[error("dataset: {0} is not a dataset this key may read")]
+    Hidden(String),
 }
 
 impl PlanError {
@@ -349,6 +354,7 @@ impl PlanError {
             PlanError::Repeated(f) => f.split('.').next().unwrap_or(f),
             PlanError::GrainTooFine { .. } => "granularity",
             PlanError::NoTimeColumn { field, .. } => field,
+            PlanError::Hidden(_) => "dataset",
         }
     }
 

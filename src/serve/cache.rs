@@ -113,6 +113,13 @@ impl Cache {
         self.listening.load(Ordering::SeqCst)
     }
 
+    /// How many answers the cache holds, and their bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        self.entries
+            .lock()
+            .map_or((0, 0), |e| (e.map.len(), e.bytes))
+    }
+
     pub fn get(&self, key: &str) -> Option<Cached> {
         let guard = self.entries.lock().ok()?;
         guard.map.get(key).map(|e| e.value.clone())
@@ -158,6 +165,7 @@ impl Cache {
                 break;
             };
             entries.remove(&old);
+            metrics::counter!("clue_cache_evictions_total").increment(1);
         }
         entries.bytes += size;
         entries.order.push_back(key.clone());

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::domain::dataset::Catalog;
 use crate::pg::database::Database;
 use crate::plan::Served;
+use crate::plan::View;
 use crate::serve::cache::Cache;
 use crate::serve::execute::{self, Cell, Row};
 use crate::serve::query::{OrderRequest, QueryError, QueryRequest};
@@ -202,9 +203,11 @@ pub async fn run(
     catalog: &Catalog,
     cache: Option<&Cache>,
     report: &CountryReport,
+    view: &View,
 ) -> Result<(CountryRows, Vec<Served>), QueryError> {
-    let ask =
-        |q: QueryRequest| async move { execute::execute(db, catalog, &q, false, cache).await };
+    let ask = |q: QueryRequest| async move {
+        execute::execute(db, catalog, &q, view, false, cache).await
+    };
     match *report {
         CountryReport::Contribution {
             start_date,

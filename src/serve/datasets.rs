@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::domain::dataset::{Catalog, Dataset};
 use crate::domain::time::Grain;
 use crate::pg::database::Database;
+use crate::plan::View;
 use crate::serve::cache::Cache;
 use crate::serve::execute::{self, Cell};
 use crate::serve::query::{QueryError, parse_request};
@@ -82,48 +83,65 @@ fn day_of(cell: Option<&Cell>) -> Option<NaiveDate> {
     }
 }
 
-/// The first period of `grain` holding data, or the last (`desc`), within
-/// `from..` when given.
-async fn edge(
-    db: &Database,
-    catalog: &Catalog,
-    cache: Option<&Cache>,
-    ds: &Dataset,
-    grain: Grain,
-    from: Option<NaiveDate>,
-    desc: bool,
-) -> Result<Option<NaiveDate>, QueryError> {
-    let Some(measure) = ds.measures.first() else {
-        return Ok(None);
-    };
-    let query = serde_json::json!({
-        "dataset": ds.name,
-        "measures": [measure.name],
-        "granularity": grain,
-        "start_date": from,
-        "order": [{"field": "period", "desc": desc}],
-        "limit": 1,
-    });
-    let req = parse_request(query.to_string().as_bytes())?;
-    let answer = execute::execute(db, catalog, &req, false, cache).await?;
-    Ok(answer.rows.first().and_then(|r| day_of(r.get("period"))))
+/// Where the edges of a dataset's data are looked for: as this caller.
+struct Reader<'a> {
+    db: &'a Database,
+    catalog: &'a Catalog,
+    cache: Option<&'a Cache>,
+    view: &'a View,
 }
 
-/// Every dataset, described (the days that hold data included).
+impl Reader<'_> {
+    /// The first period of `grain` holding data, or the last (`desc`),
+    /// within `from..` when given.
+    async fn edge(
+        &self,
+        ds: &Dataset,
+        grain: Grain,
+        from: Option<NaiveDate>,
+        desc: bool,
+    ) -> Result<Option<NaiveDate>, QueryError> {
+        let Some(measure) = ds.measures.first() else {
+            return Ok(None);
+        };
+        let query = serde_json::json!({
+            "dataset": ds.name,
+            "measures": [measure.name],
+            "granularity": grain,
+            "start_date": from,
+            "order": [{"field": "period", "desc": desc}],
+            "limit": 1,
+        });
+        let req = parse_request(query.to_string().as_bytes())?;
+        let answer =
+            execute::execute(self.db, self.catalog, &req, self.view, false, self.cache).await?;
+        Ok(answer.rows.first().and_then(|r| day_of(r.get("period"))))
+    }
+}
+
+/// Every dataset `view` sees, described (the days that hold data of its
+/// rows included).
 pub async fn datasets(
     db: &Database,
     catalog: &Catalog,
     cache: Option<&Cache>,
+    view: &View,
 ) -> Result<Vec<DatasetInfo>, QueryError> {
+    let reader = Reader {
+        db,
+        catalog,
+        cache,
+        view,
+    };
     let mut out = Vec::with_capacity(catalog.datasets.len());
-    for ds in &catalog.datasets {
+    for ds in catalog.datasets.iter().filter(|d| view.sees(d)) {
         let mut info = describe(ds);
         if ds.time_column.is_some() {
-            info.first_day = edge(db, catalog, cache, ds, Grain::Day, None, false).await?;
+            info.first_day = reader.edge(ds, Grain::Day, None, false).await?;
             // The last month first: the last day is looked for in it alone.
-            if let Some(month) = edge(db, catalog, cache, ds, Grain::Month, None, true).await? {
+            if let Some(month) = reader.edge(ds, Grain::Month, None, true).await? {
                 let start = month.with_day(1).unwrap_or(month);
-                info.last_day = edge(db, catalog, cache, ds, Grain::Day, Some(start), true).await?;
+                info.last_day = reader.edge(ds, Grain::Day, Some(start), true).await?;
             }
         }
         out.push(info);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::domain::dataset::Catalog;
 use crate::domain::time::Grain;
 use crate::pg::database::Database;
+use crate::plan::View;
 use crate::plan::{RawFilter, Served};
 use crate::serve::cache::Cache;
 use crate::serve::execute::{self, Cell, Row};
@@ -256,9 +257,11 @@ pub async fn run(
     catalog: &Catalog,
     cache: Option<&Cache>,
     report: DeliveryReport,
+    view: &View,
 ) -> Result<(DeliveryRows, Vec<Served>), QueryError> {
-    let ask =
-        |q: QueryRequest| async move { execute::execute(db, catalog, &q, false, cache).await };
+    let ask = |q: QueryRequest| async move {
+        execute::execute(db, catalog, &q, view, false, cache).await
+    };
     match report {
         DeliveryReport::OpenOrders => {
             let answer = ask(query(

@@ -13,7 +13,7 @@ use crate::error::{ErrorKind, classify_pg};
 use crate::pg::catalog;
 use crate::pg::database::Database;
 use crate::pg::numeric::ExactNumeric;
-use crate::plan::{self, OutKind, Plan, PlanParam, Served};
+use crate::plan::{self, OutKind, Plan, PlanParam, Served, View};
 use crate::serve::cache::{Cache, Sources};
 use crate::serve::query::{QueryError, QueryRequest};
 use crate::sql::table::KeyKind;
@@ -151,18 +151,20 @@ pub fn to_csv(req: &QueryRequest, rows: &[Row]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| e.into_error().into())
 }
 
-/// Runs the query; `force_fact` answers from the fact table alone.
+/// Runs the query as a caller who sees `view`; `force_fact` answers from
+/// the fact table alone.
 pub async fn execute(
     db: &Database,
     catalog: &Catalog,
     req: &QueryRequest,
+    view: &View,
     force_fact: bool,
     cache: Option<&Cache>,
 ) -> Result<QueryResponse, QueryError> {
     // A request that is wrong is refused before it takes a connection.
-    check(catalog, req)?;
+    check(catalog, req, view)?;
     let client = db.client().await?;
-    let plan = prepare(&client, catalog, req, force_fact, cache).await?;
+    let plan = prepare(&client, catalog, req, view, force_fact, cache).await?;
     let started = std::time::Instant::now();
     let rows = run(&client, &plan, db.query_timeout()).await?;
     tracing::debug!(
@@ -204,13 +206,25 @@ pub async fn rows(
 }
 
 /// Checks a request against its dataset without the database: names,
-/// shapes, filter values, the grain against the time column.
-pub fn check(catalog: &Catalog, req: &QueryRequest) -> Result<(), QueryError> {
+/// shapes, filter values, the grain against the time column, and what the
+/// caller may see.
+pub fn check(catalog: &Catalog, req: &QueryRequest, view: &View) -> Result<(), QueryError> {
+    checked(catalog, req, view).map(|_| ())
+}
+
+/// The dataset and the query as planned: checked, with the caller's row
+/// conditions added.
+fn checked<'c>(
+    catalog: &'c Catalog,
+    req: &QueryRequest,
+    view: &View,
+) -> Result<(&'c Dataset, plan::Query), QueryError> {
     let dataset = catalog.get(&req.dataset)?;
-    let query = req.to_query()?;
+    let mut query = req.to_query()?;
     req.check_filter_types(dataset)?;
+    view.restrict(dataset, &mut query)?;
     plan::check(dataset, &query)?;
-    Ok(())
+    Ok((dataset, query))
 }
 
 /// Checks the query and plans it over the dataset's current sources (looked
@@ -219,12 +233,11 @@ pub async fn prepare(
     client: &tokio_postgres::Client,
     catalog: &Catalog,
     req: &QueryRequest,
+    view: &View,
     force_fact: bool,
     cache: Option<&Cache>,
 ) -> Result<Plan, QueryError> {
-    let dataset = catalog.get(&req.dataset)?;
-    let query = req.to_query()?;
-    req.check_filter_types(dataset)?;
+    let (dataset, query) = checked(catalog, req, view)?;
     if let Some(tz) = &req.time_zone {
         // The zone names the server knows, read once per process: the view
         // reads the zone files, tens of milliseconds a request otherwise.

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::domain::dataset::Catalog;
 use crate::domain::time::{DayRange, Grain};
 use crate::pg::database::Database;
+use crate::plan::View;
 use crate::serve::execute::{self, Cell};
 use crate::serve::query::{QueryError, QueryRequest};
 use crate::serve::reports::Money;
@@ -213,7 +214,7 @@ async fn read_days(
         gap_fill: false,
         time_zone: None,
     };
-    let answer = execute::execute(db, catalog, &q, false, None).await?;
+    let answer = execute::execute(db, catalog, &q, &View::everything(), false, None).await?;
     let mut days = Days::new();
     for row in &answer.rows {
         let day = match row.get("period") {

@@ -5,6 +5,7 @@
 //! Architecture Invariant: no SQL text is written here; plans come from
 //! `plan`, catalog lookups from `pg::catalog`, registry reads from `store`.
 
+pub mod access;
 pub mod cache;
 pub mod changes;
 pub mod country;

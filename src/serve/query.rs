@@ -148,6 +148,7 @@ impl From<tokio_postgres::Error> for QueryError {
 impl Classify for QueryError {
     fn kind(&self) -> ErrorKind {
         match self {
+            QueryError::Plan(PlanError::Hidden(_)) => ErrorKind::Denied,
             QueryError::Invalid { .. } | QueryError::Plan(_) | QueryError::Inexact { .. } => {
                 ErrorKind::BadInput
             }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::domain::dataset::Catalog;
 use crate::domain::time::Grain;
 use crate::pg::database::Database;
-use crate::plan::{RawFilter, Served};
+use crate::plan::{RawFilter, Served, View};
 use crate::serve::cache::Cache;
 use crate::serve::execute::{self, Cell, Row};
 use crate::serve::query::{OrderRequest, QueryError, QueryRequest};
@@ -271,8 +271,9 @@ pub async fn run(
     cache: Option<&Cache>,
     report: Report,
     filter: &ReportFilter,
+    view: &View,
 ) -> Result<(ReportRows, Vec<Served>), QueryError> {
-    let answer = execute::execute(db, catalog, &report.query(filter), false, cache).await?;
+    let answer = execute::execute(db, catalog, &report.query(filter), view, false, cache).await?;
     let rows = answer.rows;
     let shaped = match report {
         Report::MonthlySummary => ReportRows::Summary(

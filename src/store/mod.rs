@@ -7,6 +7,7 @@
 //! the `clue` schema, and every advisory lock clue takes, is in this module.
 
 pub mod imports;
+pub mod keys;
 pub mod ledger;
 pub mod locks;
 pub mod migrations;

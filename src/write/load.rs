@@ -193,9 +193,14 @@ pub async fn load<E>(
     batches: mpsc::Receiver<Batch>,
     finish: impl FnOnce() -> Result<Produced, E>,
 ) -> Result<(Option<i64>, Produced), LoadError<E>> {
+    let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     let loaded = load_in(&tx, target, batches, finish).await?;
     tx.commit().await?;
+    let produced = &loaded.1;
+    metrics::counter!("clue_import_rows_total").increment(produced.rows_loaded);
+    metrics::counter!("clue_import_rejects_total").increment(produced.rows_rejected);
+    metrics::histogram!("clue_import_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(loaded)
 }
 

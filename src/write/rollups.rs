@@ -554,6 +554,17 @@ pub async fn apply_deltas(
     tx: &tokio_postgres::Transaction<'_>,
     table: &Table,
 ) -> Result<(), tokio_postgres::Error> {
+    let started = std::time::Instant::now();
+    let applied = apply_deltas_in(deltas, tx, table).await;
+    metrics::histogram!("clue_rollup_delta_seconds").record(started.elapsed().as_secs_f64());
+    applied
+}
+
+async fn apply_deltas_in(
+    deltas: &Accumulator,
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &Table,
+) -> Result<(), tokio_postgres::Error> {
     if let Some(first) = deltas.rollups().first() {
         locks::lock_rollups(tx, &first.info.dataset).await?;
     }

@@ -959,6 +959,7 @@ async fn half_open_connections_are_closed() {
             header_wait: std::time::Duration::from_secs(1),
             ..clue::api::Limits::default()
         },
+        clue::api::Security::off(),
         "127.0.0.1",
         0,
     )

@@ -134,7 +134,7 @@ async fn a_read_only_server_changes_nothing_and_needs_a_current_schema() {
     )
     .fails_with(
         3,
-        "the database is at migration None but this build needs Some(10)",
+        "the database is at migration None but this build needs Some(11)",
     );
     let schemas: i64 = db
         .value("SELECT count(*) FROM pg_namespace WHERE nspname IN ('clue', 'clue_rollup')")

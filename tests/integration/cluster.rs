@@ -183,7 +183,7 @@ fn concurrent_first_commands_share_one_cluster() {
         ),
         "t0,t1,t2"
     );
-    assert_eq!(psql(&url, "SELECT count(*) FROM clue.schema_history"), "10");
+    assert_eq!(psql(&url, "SELECT count(*) FROM clue.schema_history"), "11");
     clue_in(&home, &["db", "stop"]).ok();
 }
 

@@ -368,6 +368,7 @@ pub async fn application(database: std::sync::Arc<Database>) -> clue::api::Appli
         database,
         catalog,
         clue::api::Limits::default(),
+        clue::api::Security::off(),
         "127.0.0.1",
         0,
     )

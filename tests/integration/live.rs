@@ -118,6 +118,7 @@ async fn streams_past_the_limit_are_refused() {
             max_streams: 1,
             ..clue::api::Limits::default()
         },
+        clue::api::Security::off(),
         "127.0.0.1",
         0,
     )

@@ -125,9 +125,16 @@ async fn answer(
     fact: bool,
 ) -> clue::serve::execute::QueryResponse {
     let req: clue::serve::query::QueryRequest = serde_json::from_value(q.clone()).unwrap();
-    clue::serve::execute::execute(db, catalog, &req, fact, None)
-        .await
-        .unwrap_or_else(|e| panic!("{q}: {e}"))
+    clue::serve::execute::execute(
+        db,
+        catalog,
+        &req,
+        &clue::plan::View::everything(),
+        fact,
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{q}: {e}"))
 }
 
 #[tokio::test]

@@ -292,7 +292,7 @@ async fn migrations_apply_once_when_processes_start_together() {
         o.await.unwrap().expect("open");
     }
     let applied: i64 = db.value("SELECT count(*) FROM clue.schema_history").await;
-    assert_eq!(applied, 10, "each of the ten migrations exactly once");
+    assert_eq!(applied, 11, "each of the eleven migrations exactly once");
     assert_eq!(
         db.value::<i64>("SELECT count(*) FROM clue.imports").await,
         0

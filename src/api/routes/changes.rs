@@ -10,6 +10,7 @@ use futures_util::Stream;
 use utoipa::IntoParams;
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::params::ParamValues;
 use crate::api::problem::ApiError;
 use crate::error::{Error, ErrorKind};
@@ -56,6 +57,7 @@ struct Written<'a> {
 )]
 pub(in crate::api) async fn changes(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let params = ParamValues::parse(q.as_deref(), &["datasets"])?;
@@ -75,6 +77,26 @@ pub(in crate::api) async fn changes(
             ),
         });
     }
+    // A caller limited to datasets hears of writes to those alone.
+    let wanted = if caller.view.is_everything() {
+        wanted
+    } else {
+        let all = || {
+            state
+                .catalog
+                .datasets
+                .iter()
+                .map(|d| d.name.clone())
+                .collect()
+        };
+        Some(
+            wanted
+                .unwrap_or_else(all)
+                .into_iter()
+                .filter(|d| state.catalog.get(d).is_ok_and(|ds| caller.view.sees(ds)))
+                .collect(),
+        )
+    };
     let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::Failed(Error::new(
             ErrorKind::Unavailable,

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use super::reports::{CsvRow, ReportErrors, attach_filename, csv_filename, render};
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::caching::{cached, describe_sources};
 use crate::api::params::{Format, ParamValues};
 use crate::api::problem::{ApiError, query_error};
@@ -89,6 +90,7 @@ pub(in crate::api) struct RepeatBuyerParams {
 /// An analysis through the planner and the cache, as JSON or CSV.
 async fn country_response(
     state: AppState,
+    caller: Caller,
     headers: HeaderMap,
     report: CountryReport,
     format: Format,
@@ -97,14 +99,16 @@ async fn country_response(
     let range = report.range();
     let s = state.clone();
     let r = report.clone();
+    let view = caller.view.clone();
     let mut response = cached(
         &state,
+        &caller,
         &headers,
         key,
         country::DATASET,
         range,
         || async move {
-            let (rows, served) = country::run(&s.db, &s.catalog, Some(&s.cache), &r)
+            let (rows, served) = country::run(&s.db, &s.catalog, Some(&s.cache), &r, &view)
                 .await
                 .map_err(query_error)?;
             let (body, content_type) = match rows {
@@ -148,6 +152,7 @@ fn range_params(
 )]
 pub(in crate::api) async fn country_contribution(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -156,7 +161,7 @@ pub(in crate::api) async fn country_contribution(
         start_date,
         end_date,
     };
-    country_response(state, headers, report, format).await
+    country_response(state, caller, headers, report, format).await
 }
 
 /// The two distinct countries trading the most with each other.
@@ -175,6 +180,7 @@ pub(in crate::api) async fn country_contribution(
 )]
 pub(in crate::api) async fn top_country_relationships(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -183,7 +189,7 @@ pub(in crate::api) async fn top_country_relationships(
         start_date,
         end_date,
     };
-    country_response(state, headers, report, format).await
+    country_response(state, caller, headers, report, format).await
 }
 
 /// Revenue of the buyers who bought in both of two weeks.
@@ -202,6 +208,7 @@ pub(in crate::api) async fn top_country_relationships(
 )]
 pub(in crate::api) async fn repeat_buyer_revenue(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -211,5 +218,5 @@ pub(in crate::api) async fn repeat_buyer_revenue(
         week2_start: values.date("week2_start")?.unwrap_or(country::WEEK2_START),
     };
     let format = values.format(&headers)?;
-    country_response(state, headers, report, format).await
+    country_response(state, caller, headers, report, format).await
 }

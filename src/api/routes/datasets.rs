@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::problem::{ApiError, query_error};
 use crate::serve::datasets::{self, DatasetInfo};
 
@@ -21,9 +22,10 @@ use crate::serve::datasets::{self, DatasetInfo};
 )]
 pub(in crate::api) async fn list(
     State(state): State<AppState>,
+    caller: Caller,
 ) -> Result<Json<Vec<DatasetInfo>>, ApiError> {
     Ok(Json(
-        datasets::datasets(&state.db, &state.catalog, Some(&state.cache))
+        datasets::datasets(&state.db, &state.catalog, Some(&state.cache), &caller.view)
             .await
             .map_err(query_error)?,
     ))

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use super::reports::{ReportErrors, attach_filename, render};
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::caching::{cached, describe_sources};
 use crate::api::params::{Format, ParamValues};
 use crate::api::problem::{ApiError, query_error};
@@ -28,6 +29,7 @@ pub(in crate::api) struct FormatParam {
 /// A report through the planner and the cache, as JSON or CSV.
 async fn delivery_response(
     state: AppState,
+    caller: Caller,
     raw: Option<&str>,
     headers: HeaderMap,
     report: DeliveryReport,
@@ -35,14 +37,16 @@ async fn delivery_response(
     let format = ParamValues::parse(raw, &["format"])?.format(&headers)?;
     let key = format!("{}|{format:?}", report.slug());
     let s = state.clone();
+    let view = caller.view.clone();
     let mut response = cached(
         &state,
+        &caller,
         &headers,
         key,
         report.dataset(),
         (None, None),
         || async move {
-            let (rows, served) = delivery::run(&s.db, &s.catalog, Some(&s.cache), report)
+            let (rows, served) = delivery::run(&s.db, &s.catalog, Some(&s.cache), report, &view)
                 .await
                 .map_err(query_error)?;
             let (body, content_type) = match rows {
@@ -77,10 +81,18 @@ async fn delivery_response(
 )]
 pub(in crate::api) async fn open_orders(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delivery_response(state, q.as_deref(), headers, DeliveryReport::OpenOrders).await
+    delivery_response(
+        state,
+        caller,
+        q.as_deref(),
+        headers,
+        DeliveryReport::OpenOrders,
+    )
+    .await
 }
 
 /// The three delivery dates with the most open orders.
@@ -99,11 +111,13 @@ pub(in crate::api) async fn open_orders(
 )]
 pub(in crate::api) async fn top_delivery_dates(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     delivery_response(
         state,
+        caller,
         q.as_deref(),
         headers,
         DeliveryReport::TopDeliveryDates,
@@ -127,10 +141,18 @@ pub(in crate::api) async fn top_delivery_dates(
 )]
 pub(in crate::api) async fn pending_items(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delivery_response(state, q.as_deref(), headers, DeliveryReport::PendingItems).await
+    delivery_response(
+        state,
+        caller,
+        q.as_deref(),
+        headers,
+        DeliveryReport::PendingItems,
+    )
+    .await
 }
 
 /// The three customers with the most PENDING orders.
@@ -149,8 +171,16 @@ pub(in crate::api) async fn pending_items(
 )]
 pub(in crate::api) async fn top_customers(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    delivery_response(state, q.as_deref(), headers, DeliveryReport::TopCustomers).await
+    delivery_response(
+        state,
+        caller,
+        q.as_deref(),
+        headers,
+        DeliveryReport::TopCustomers,
+    )
+    .await
 }

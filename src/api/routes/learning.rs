@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::caching::{cached, describe_sources};
 use crate::api::params::query_pairs;
 use crate::api::problem::{ApiError, InvalidParam, Problem, query_error};
@@ -300,6 +301,7 @@ pub(in crate::api) struct UserSummary {
 )]
 pub(in crate::api) async fn user_summary(
     State(state): State<AppState>,
+    caller: Caller,
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -321,35 +323,44 @@ pub(in crate::api) async fn user_summary(
         Some(params.to.date_naive().succ_opt().unwrap_or(NaiveDate::MAX)),
     );
     let s = state.clone();
-    cached(&state, &headers, key, DATASET, range, || async move {
-        let answer = execute::execute(&s.db, &s.catalog, &req, false, Some(&s.cache))
-            .await
-            .map_err(query_error)?;
-        let rows: Vec<UserSummary> = answer
-            .rows
-            .iter()
-            .map(|r| UserSummary {
-                period: match r.get("period") {
-                    Some(Cell::Timestamp(t)) => params.render(*t),
-                    _ => String::new(),
-                },
-                average_words_learned: match r.get("average_words_learned") {
-                    Some(Cell::Decimal(d)) => {
-                        serde_json::Value::from_str(&d.normalize().to_string())
-                            .unwrap_or(serde_json::Value::from(0))
-                    }
-                    _ => serde_json::Value::from(0),
-                },
-            })
-            .collect();
-        let body = serde_json::to_vec(&rows)
-            .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
-        Ok((
-            Bytes::from(body),
-            "application/json",
-            describe_sources(&answer.served_from),
-        ))
-    })
+    let view = caller.view.clone();
+    cached(
+        &state,
+        &caller,
+        &headers,
+        key,
+        DATASET,
+        range,
+        || async move {
+            let answer = execute::execute(&s.db, &s.catalog, &req, &view, false, Some(&s.cache))
+                .await
+                .map_err(query_error)?;
+            let rows: Vec<UserSummary> = answer
+                .rows
+                .iter()
+                .map(|r| UserSummary {
+                    period: match r.get("period") {
+                        Some(Cell::Timestamp(t)) => params.render(*t),
+                        _ => String::new(),
+                    },
+                    average_words_learned: match r.get("average_words_learned") {
+                        Some(Cell::Decimal(d)) => {
+                            serde_json::Value::from_str(&d.normalize().to_string())
+                                .unwrap_or(serde_json::Value::from(0))
+                        }
+                        _ => serde_json::Value::from(0),
+                    },
+                })
+                .collect();
+            let body = serde_json::to_vec(&rows)
+                .map_err(|e| ApiError::Failed(Error::new(ErrorKind::Internal, e.to_string())))?;
+            Ok((
+                Bytes::from(body),
+                "application/json",
+                describe_sources(&answer.served_from),
+            ))
+        },
+    )
     .await
 }
 

@@ -2,6 +2,7 @@
 //! learning logs, sales events, country analytics, events for any dataset,
 //! health; and what the write handlers share.
 
+pub(super) mod access;
 pub(super) mod changes;
 pub(super) mod country;
 pub(super) mod dashboard;

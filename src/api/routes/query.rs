@@ -6,6 +6,7 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::caching::{cached, describe_sources};
 use crate::api::params::{Format, ParamValues};
 use crate::api::problem::{ApiError, Problem, query_error};
@@ -35,6 +36,7 @@ use crate::serve::query::{QueryRequest, parse_request};
 )]
 pub(in crate::api) async fn query_endpoint(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -48,18 +50,28 @@ pub(in crate::api) async fn query_endpoint(
     let range = (req.start_date, req.end_date);
     let dataset = req.dataset.clone();
     let s = state.clone();
-    cached(&state, &headers, key, &dataset, range, || async move {
-        let answer = execute::execute(&s.db, &s.catalog, &req, false, Some(&s.cache))
-            .await
-            .map_err(query_error)?;
-        let served = describe_sources(&answer.served_from);
-        let internal = |e: String| ApiError::Failed(Error::new(ErrorKind::Internal, e));
-        if format == Format::Csv {
-            let body = execute::to_csv(&req, &answer.rows).map_err(|e| internal(e.to_string()))?;
-            return Ok((Bytes::from(body), "text/csv; charset=utf-8", served));
-        }
-        let body = serde_json::to_vec(&answer).map_err(|e| internal(e.to_string()))?;
-        Ok((Bytes::from(body), "application/json", served))
-    })
+    let view = caller.view.clone();
+    cached(
+        &state,
+        &caller,
+        &headers,
+        key,
+        &dataset,
+        range,
+        || async move {
+            let answer = execute::execute(&s.db, &s.catalog, &req, &view, false, Some(&s.cache))
+                .await
+                .map_err(query_error)?;
+            let served = describe_sources(&answer.served_from);
+            let internal = |e: String| ApiError::Failed(Error::new(ErrorKind::Internal, e));
+            if format == Format::Csv {
+                let body =
+                    execute::to_csv(&req, &answer.rows).map_err(|e| internal(e.to_string()))?;
+                return Ok((Bytes::from(body), "text/csv; charset=utf-8", served));
+            }
+            let body = serde_json::to_vec(&answer).map_err(|e| internal(e.to_string()))?;
+            Ok((Bytes::from(body), "application/json", served))
+        },
+    )
     .await
 }

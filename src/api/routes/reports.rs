@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::api::AppState;
+use crate::api::auth::Caller;
 use crate::api::caching::{cached, describe_sources};
 use crate::api::params::{BreakdownParams, Format, ReportParams, parse_params};
 use crate::api::problem::{ApiError, Problem, query_error};
@@ -97,6 +98,7 @@ pub(super) fn attach_filename(response: &mut Response, name: &str) {
 /// A prototype-000 report, through the planner and the cache.
 async fn report_response(
     state: AppState,
+    caller: Caller,
     report: Report,
     query: Option<String>,
     headers: HeaderMap,
@@ -106,14 +108,16 @@ async fn report_response(
     let range = (filter.start_date, filter.end_date);
     let f = filter.clone();
     let s = state.clone();
+    let view = caller.view.clone();
     let mut response = cached(
         &state,
+        &caller,
         &headers,
         key,
         report::DATASET,
         range,
         || async move {
-            let (rows, served) = report::run(&s.db, &s.catalog, Some(&s.cache), report, &f)
+            let (rows, served) = report::run(&s.db, &s.catalog, Some(&s.cache), report, &f, &view)
                 .await
                 .map_err(query_error)?;
             let (body, content_type) = match rows {
@@ -168,10 +172,11 @@ pub(super) enum ReportErrors {
 )]
 pub(in crate::api) async fn monthly_sales_summary(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    report_response(state, Report::MonthlySummary, q, headers).await
+    report_response(state, caller, Report::MonthlySummary, q, headers).await
 }
 
 /// Monthly totals per product and region.
@@ -190,10 +195,11 @@ pub(in crate::api) async fn monthly_sales_summary(
 )]
 pub(in crate::api) async fn monthly_sales_breakdown(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    report_response(state, Report::MonthlyBreakdown, q, headers).await
+    report_response(state, caller, Report::MonthlyBreakdown, q, headers).await
 }
 
 /// The five products with the highest revenue.
@@ -212,8 +218,9 @@ pub(in crate::api) async fn monthly_sales_breakdown(
 )]
 pub(in crate::api) async fn top_5_by_revenue(
     State(state): State<AppState>,
+    caller: Caller,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    report_response(state, Report::Top5ByRevenue, q, headers).await
+    report_response(state, caller, Report::Top5ByRevenue, q, headers).await
 }
