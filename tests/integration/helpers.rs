@@ -310,6 +310,9 @@ pub fn clue_with(args: &[&str], env: &[(&str, &str)]) -> Run {
         "BATCH_SIZE",
         "POLLING_INTERVAL",
         "OUTPUT_DIRECTORY",
+        "CLUE_SECRET_KEY",
+        "CLUE_AUTH",
+        "CLUE_RATE_LIMIT",
     ] {
         cmd.env_remove(var);
     }
@@ -400,6 +403,25 @@ impl TestApp {
 pub async fn serve_with_timeout(db: TestDb, timeout: Option<std::time::Duration>) -> TestApp {
     let database = std::sync::Arc::new(open_writer(&db.target()).await.with_query_timeout(timeout));
     let app = application(database).await;
+    run_app(app, db)
+}
+
+/// A server with these bounds and this security over a test database.
+#[allow(dead_code)]
+pub async fn serve_with(
+    db: TestDb,
+    limits: clue::api::Limits,
+    security: clue::api::Security,
+) -> TestApp {
+    let database = std::sync::Arc::new(open_writer(&db.target()).await);
+    let catalog = std::sync::Arc::new(clue::domain::dataset::Catalog::load(None).unwrap());
+    let app = clue::api::Application::build(database, catalog, limits, security, "127.0.0.1", 0)
+        .await
+        .unwrap();
+    run_app(app, db)
+}
+
+fn run_app(app: clue::api::Application, db: TestDb) -> TestApp {
     let address = format!("http://{}", app.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {

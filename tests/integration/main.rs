@@ -1,6 +1,7 @@
 //! Integration tests: every command against a real PostgreSQL, each test in
 //! a fresh database of its own (see `helpers`).
 
+mod access;
 mod api;
 mod cdc;
 mod cli;
