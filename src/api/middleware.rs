@@ -4,9 +4,11 @@
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+
+use super::problem::ApiError;
 
 /// One log line per request: method, path, status, latency.
 pub(super) async fn access_log(req: Request, next: Next) -> Response {
@@ -50,4 +52,37 @@ pub(super) async fn security_headers(req: Request, next: Next) -> Response {
         );
     }
     response
+}
+
+/// Every error a client sees is a problem: an error the framework answered
+/// in plain text (a body over its limit, a rejected extractor) is turned
+/// into one, with the framework's own text (never a driver's) as detail.
+pub(super) async fn problems_only(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut problem = ApiError::Rejected(status, detail).into_response();
+    // Headers the rejection set (Allow, Retry-After) are kept.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }

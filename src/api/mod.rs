@@ -227,6 +227,7 @@ pub fn router(state: AppState) -> axum::Router {
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::MethodNotAllowed(req.method().to_string())
         })
+        .layer(from_fn(middleware::problems_only))
         .layer(from_fn(limits::head_size))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::access_log))
@@ -697,6 +698,19 @@ mod tests {
         .await;
         check("GET", "/nowhere", "", (404, "", "")).await;
         check("DELETE", "/reports/top-5-by-revenue", "", (405, "", "")).await;
+    }
+
+    /// What the framework refuses (a body over its limit) is a problem too.
+    #[tokio::test]
+    async fn framework_rejections_are_problems() {
+        let big = "x".repeat(3 << 20);
+        let (status, content_type, p) = send("POST", "/api/v1/query", &big).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (413, "application/problem+json")
+        );
+        assert_eq!(p["type"], "urn:clue:problem:payload-too-large");
+        assert_eq!(p["status"], 413);
     }
 
     #[tokio::test]

@@ -52,6 +52,10 @@ pub enum ApiError {
     /// The request line or headers are over the limit (414 or 431).
     #[error("{1}")]
     HeadTooLarge(StatusCode, String),
+    /// An error answered by the framework (an extractor's rejection, a
+    /// body over its limit), with its status and its own text.
+    #[error("{1}")]
+    Rejected(StatusCode, String),
     /// Any other failure, by its kind; only client mistakes' text is sent.
     #[error("{0}")]
     Failed(Error),
@@ -68,6 +72,8 @@ impl ApiError {
             ApiError::TooLarge(_) => ErrorKind::BadInput,
             ApiError::NotFound(_) => ErrorKind::NotFound,
             ApiError::MethodNotAllowed(_) | ApiError::HeadTooLarge(..) => ErrorKind::BadInput,
+            ApiError::Rejected(status, _) if status.is_server_error() => ErrorKind::Internal,
+            ApiError::Rejected(..) => ErrorKind::BadInput,
             ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::RateLimited { .. } => {
                 ErrorKind::Denied
             }
@@ -178,6 +184,11 @@ impl IntoResponse for ApiError {
                 "Too many requests",
             ),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Server busy"),
+            ApiError::Rejected(status, _) => (
+                *status,
+                rejected_kind(*status),
+                status.canonical_reason().unwrap_or("Error"),
+            ),
             ApiError::HeadTooLarge(status, _) => (
                 *status,
                 if *status == StatusCode::URI_TOO_LONG {
@@ -256,5 +267,17 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// The problem type of a status the framework answered.
+fn rejected_kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::LENGTH_REQUIRED => "length-required",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid-body",
+        s if s.is_server_error() => "internal",
+        _ => "invalid-request",
     }
 }

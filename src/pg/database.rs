@@ -119,21 +119,7 @@ impl Database {
     /// A pool that connects on first use (for in-process tests of the
     /// surfaces, which need no database until a request reaches one).
     pub fn unconnected(config: tokio_postgres::Config) -> Result<Database, DbError> {
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(16)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_WAIT))
-            .recycle_timeout(Some(CONNECT_WAIT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| DbError::Pool(e.to_string()))?;
+        let pool = pool(config.clone())?;
         Ok(Database {
             pool,
             config,
@@ -144,12 +130,56 @@ impl Database {
 
     /// Cancels queries (`query::execute`) that run longer than `timeout`;
     /// the server sets this so one heavy request cannot hold a connection
-    /// and a core indefinitely. Loads and rebuilds are not limited.
+    /// and a core indefinitely. Every other statement on the pool's new
+    /// connections gets the database's own `statement_timeout` a second
+    /// later, as a backstop for paths without a limit of their own (reads of
+    /// single rows, event writes). Loads and rebuilds of the CLI are not
+    /// limited (their processes never set one).
     pub fn with_query_timeout(mut self, timeout: Option<Duration>) -> Database {
         self.query_timeout = timeout;
+        if let Some(limit) = timeout {
+            let mut config = self.config.clone();
+            let ms = (limit + Duration::from_secs(1)).as_millis();
+            let backstop = format!("-c statement_timeout={ms}");
+            match config.get_options() {
+                Some(own) if !own.trim().is_empty() => {
+                    let both = format!("{own} {backstop}");
+                    config.options(both)
+                }
+                _ => config.options(backstop),
+            };
+            // Connections made from now on carry it; the few the start-up
+            // made are closed with the old pool.
+            if let Ok(pool) = pool(config) {
+                self.pool.close();
+                self.pool = pool;
+            }
+        }
         self
     }
+}
 
+/// A pool of connections made with `config`.
+fn pool(config: tokio_postgres::Config) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(16)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_WAIT))
+        .recycle_timeout(Some(CONNECT_WAIT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Pool(e.to_string()))?;
+    Ok(pool)
+}
+
+impl Database {
     pub fn query_timeout(&self) -> Option<Duration> {
         self.query_timeout
     }

@@ -145,7 +145,8 @@ pub fn to_csv(req: &QueryRequest, rows: &[Row]) -> Result<Vec<u8>, csv::Error> {
         w.write_record(
             columns
                 .iter()
-                .map(|c| row.get(c).map_or(String::new(), Cell::csv)),
+                .map(|c| row.get(c).map_or(String::new(), Cell::csv))
+                .map(|c| crate::serve::reports::spreadsheet_safe(&c).into_owned()),
         )?;
     }
     w.into_inner().map_err(|e| e.into_error().into())

@@ -32,9 +32,26 @@ pub fn to_csv<T: CsvRow>(rows: &[T]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(T::HEADER)?;
     for row in rows {
-        w.write_record(row.record())?;
+        w.write_record(
+            row.record()
+                .iter()
+                .map(|c| spreadsheet_safe(c).into_owned()),
+        )?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// A CSV cell a spreadsheet will not run: text starting with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return is prefixed with `'` (OWASP's
+/// advice against formula injection); numbers, negative ones included,
+/// are left as they are.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && cell.parse::<f64>().is_err();
+    if risky {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 /// An exact amount of money: serialized as a JSON number with exactly two
@@ -321,6 +338,22 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn formulas_are_defused_and_numbers_kept() {
+        let check = |cell: &str, expect: &str| {
+            assert_eq!(super::spreadsheet_safe(cell), expect, "{cell:?}");
+        };
+        check("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")");
+        check("+1+2", "'+1+2");
+        check("@SUM(A1)", "'@SUM(A1)");
+        check("-2+3", "'-2+3");
+        check("\t=1", "'\t=1");
+        check("-12.50", "-12.50");
+        check("1e3", "1e3");
+        check("Widget-A", "Widget-A");
+        check("", "");
+    }
+
     use super::*;
 
     fn d(s: &str) -> NaiveDate {

@@ -994,3 +994,29 @@ async fn half_open_connections_are_closed() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// Every statement on a server's pool is bounded by the database's own
+/// `statement_timeout` (a backstop a second past the query timeout), not
+/// only the planned queries the server cancels itself.
+#[tokio::test]
+async fn every_statement_of_a_server_is_bounded() {
+    let db = TestDb::new().await;
+    let database = crate::helpers::open_writer(&db.target())
+        .await
+        .with_query_timeout(Some(std::time::Duration::from_millis(300)));
+    let client = database.client().await.unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        clue::error::classify_pg(&err),
+        clue::error::ErrorKind::Timeout
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1200) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+}
