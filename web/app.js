@@ -78,9 +78,57 @@ async function api(path, body) {
     try { p = await r.json(); } catch (_) { /* not a problem document */ }
     const err = new Error(p.detail || p.title);
     err.problem = p;
+    if (r.status === 401) signIn(p.detail);
     throw err;
   }
   return r.json();
+}
+
+// ---- signing in -------------------------------------------------------------
+
+/// The key form, shown when the server needs a key and this page has no
+/// session: the key is sent once, the server answers with an HttpOnly
+/// session cookie (the page never keeps the key).
+function signIn(why) {
+  if (document.getElementById("sign-in")) return;
+  if (live) { live.close(); live = null; }
+  const problem = el("div", { id: "sign-in-problem" });
+  const input = el("input", { type: "password", id: "key", name: "key", autocomplete: "off",
+    placeholder: "clue_…", required: true, size: 56 });
+  const form = el("form", { id: "sign-in", class: "panel" },
+    el("h1", {}, "Sign in"),
+    el("p", { class: "note" }, why && !/needs an API key/.test(why) ? why :
+      "This server needs an API key (ask for one, or run clue keys create --name NAME --scope read)."),
+    el("label", { for: "key" }, "API key "), input, " ", el("button", { type: "submit" }, "Sign in"), problem);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await fetch("/api/v1/session", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: input.value.trim() }) });
+    if (!r.ok) {
+      let p = { title: `HTTP ${r.status}` };
+      try { p = await r.json(); } catch (_) { /* not a problem document */ }
+      const err = new Error(p.detail || p.title); err.problem = p;
+      problem.replaceChildren(problemBox(err));
+      return;
+    }
+    input.value = "";
+    showSignOut(true);
+    refreshDatasets().then(route).catch((err) => app.replaceChildren(problemBox(err)));
+  });
+  app.replaceChildren(form);
+  input.focus();
+}
+
+/// A sign-out button in the header while a session stands for a key.
+function showSignOut(on) {
+  const old = document.getElementById("sign-out");
+  if (old) old.remove();
+  if (!on) return;
+  document.querySelector("header").append(el("button", { id: "sign-out", onclick: async () => {
+    await fetch("/api/v1/session", { method: "DELETE" });
+    showSignOut(false);
+    signIn();
+  } }, "Sign out"));
 }
 
 function filtersOf(s) {
@@ -468,7 +516,11 @@ function drawReport(answer) {
 
 window.addEventListener("popstate", route);
 window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
-refreshDatasets().then(route).catch((err) => app.replaceChildren(problemBox(err)));
+fetch("/api/v1/session").then((r) => (r.ok ? r.json() : null)).then((s) => showSignOut(!!(s && s.key)))
+  .catch(() => {});
+refreshDatasets().then(route).catch((err) => {
+  if (!document.getElementById("sign-in")) app.replaceChildren(problemBox(err));
+});
 
 // ---- explore: any query, shown with what it asked and how it was answered --
 
@@ -529,6 +581,7 @@ function explorePage(s) {
     const started = performance.now();
     try {
       const r = await fetch("/api/v1/query", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(query) });
+      if (r.status === 401) { signIn(); return; }
       const answer = await r.json();
       if (!r.ok) { const err = new Error(answer.detail || answer.title); err.problem = answer; throw err; }
       const took = Math.round(performance.now() - started);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, serve_with_timeout};
+use crate::helpers::{TestApp, TestDb, serve_with, serve_with_timeout};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -422,4 +422,72 @@ async fn scenario(browser: &Browser, app: &TestApp) {
         "{curl}"
     );
     assert_eq!(browser.eval("return window.__errors").await, json!([]));
+}
+
+/// On a server that needs keys the dashboard asks for one once: a wrong
+/// key is refused in the form, a read key opens a session (an HttpOnly
+/// cookie the page cannot read) that a reload keeps, and signing out asks
+/// again.
+#[tokio::test]
+async fn the_dashboard_asks_for_a_key_once() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let db = TestDb::with_sales_data().await;
+    let secret = |args: &[&str]| {
+        let mut all = vec!["keys", "create"];
+        all.extend_from_slice(args);
+        db.clue(&all).ok().stdout.trim().to_owned()
+    };
+    let viewer = secret(&["--name", "viewer", "--scope", "read"]);
+    let producer = secret(&["--name", "shop", "--scope", "ingest"]);
+    let security = clue::api::Security {
+        mode: clue::api::auth::AuthMode::Required,
+        secret_key: "a dashboard test secret of 32 bytes or more".into(),
+    };
+    let app = serve_with(db, clue::api::Limits::default(), security).await;
+    let page = format!("{}/?d=sales_report&m=revenue", app.address);
+    browser.client().goto(&page).await.unwrap();
+    browser
+        .until("return !!document.getElementById('sign-in')")
+        .await;
+    let browser = &browser;
+    let type_key = |key: String| async move {
+        let input = browser.client().find(Locator::Id("key")).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(&key).await.unwrap();
+        browser.click("#sign-in button[type=submit]").await;
+    };
+    type_key(producer).await;
+    browser
+        .until("const p = document.getElementById('sign-in-problem'); return !!p && p.textContent.includes('the dashboard needs read')")
+        .await;
+    type_key(viewer).await;
+    browser
+        .until("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && c.dataset.value !== ''")
+        .await;
+    assert_eq!(browser.eval("return window.__errors").await, json!([]));
+    assert_eq!(
+        browser
+            .eval("return document.cookie.includes('clue_session')")
+            .await,
+        json!(false),
+        "the session cookie is HttpOnly"
+    );
+    // A reload keeps the session.
+    browser.client().goto(&page).await.unwrap();
+    browser
+        .until("const c = document.querySelector('.card[data-measure=revenue]'); return !!c && c.dataset.value !== '' && !document.getElementById('sign-in')")
+        .await;
+    browser.click("#sign-out").await;
+    browser
+        .until("return !!document.getElementById('sign-in')")
+        .await;
+    browser.client().goto(&page).await.unwrap();
+    browser
+        .until("return !!document.getElementById('sign-in')")
+        .await;
+    if let Some(client) = browser.client.as_ref() {
+        let _ = client.clone().close().await;
+    }
 }
