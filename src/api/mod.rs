@@ -20,6 +20,7 @@ mod middleware;
 mod params;
 mod problem;
 mod routes;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -249,6 +250,8 @@ pub struct Security {
     pub mode: auth::AuthMode,
     /// Signs dashboard sessions.
     pub secret_key: String,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with these files.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Security {
@@ -258,6 +261,7 @@ impl Security {
         Security {
             mode: auth::AuthMode::Off,
             secret_key: crate::domain::access::Secret::generate().hash(),
+            tls: None,
         }
     }
 }
@@ -269,6 +273,8 @@ pub struct Application {
     closing: tokio::sync::watch::Sender<bool>,
     header_wait: Duration,
     max_connections: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    secure: bool,
 }
 
 impl Application {
@@ -284,6 +290,13 @@ impl Application {
         port: u16,
     ) -> std::io::Result<Application> {
         metrics::handle();
+        let tls = match &security.tls {
+            Some(files) => Some(
+                tls::acceptor(files)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        };
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
         metrics::spawn_observer(&db, &cache);
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
@@ -306,6 +319,8 @@ impl Application {
             closing,
             header_wait: limits.header_wait,
             max_connections: limits.max_connections.max(1),
+            secure: tls.is_some(),
+            tls,
             state: AppState {
                 db,
                 catalog,
@@ -319,7 +334,11 @@ impl Application {
                 changes,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
                 closing: closing_rx,
-                auth: Arc::new(auth::Auth::new(security.mode, &security.secret_key, false)),
+                auth: Arc::new(auth::Auth::new(
+                    security.mode,
+                    &security.secret_key,
+                    security.tls.is_some(),
+                )),
                 guard: Arc::new(limits::Guard::new(limits.rates)),
             },
         })
@@ -327,6 +346,11 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// `https` when the server speaks TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.secure { "https" } else { "http" }
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -342,13 +366,23 @@ impl Application {
         use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
         use hyper_util::server::conn::auto::Builder;
         let app = router(self.state);
-        // HTTP/1 only: telling HTTP/2 apart reads the first bytes with no
-        // deadline, which is the wait this loop exists to bound.
-        let mut builder = Builder::new(TokioExecutor::new()).http1_only();
-        builder
+        // HTTP/1 in plain text: telling HTTP/2 apart reads the first bytes
+        // with no deadline, which is the wait this loop exists to bound.
+        // Over TLS the client's ALPN says which, once the handshake is done.
+        let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
+        http1
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_wait);
+        let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
+        http2
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            // A peer that stops answering pings is dropped.
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let tls = self.tls.clone();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         // A connection holds a place; with none free, new ones wait in the
@@ -384,7 +418,8 @@ impl Application {
                     })
                     .service(app.clone()),
             );
-            let (builder, watcher, wait) = (builder.clone(), graceful.watcher(), self.header_wait);
+            let (http1, http2, tls) = (http1.clone(), http2.clone(), tls.clone());
+            let (watcher, wait) = (graceful.watcher(), self.header_wait);
             tokio::spawn(async move {
                 let _place = place;
                 // hyper's deadline starts with a request's first byte: one
@@ -396,6 +431,22 @@ impl Application {
                 ) {
                     return;
                 }
+                let Some(acceptor) = tls else {
+                    let conn = http1
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                    return;
+                };
+                // The handshake has the same deadline as the headers.
+                let Ok(Ok(stream)) = tokio::time::timeout(wait, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let builder = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") => http2,
+                    _ => http1,
+                };
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();

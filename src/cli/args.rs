@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// 127.0.0.1:9090); on the main address it needs an admin key.
     #[arg(long, env = "CLUE_METRICS_ADDRESS", value_name = "HOST:PORT")]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain
+    /// (needs --tls-key); session cookies are then `Secure`.
+    #[arg(long, env = "CLUE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CLUE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `--rate-limit`: a rate, or `0` for none.

@@ -497,6 +497,13 @@ async fn serve(
     let security = api::Security {
         mode,
         secret_key: keys::session_secret(settings)?,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(api::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     };
     let pool = db.pool().status().max_size;
     let work_total = args.max_expensive.map_or(pool, usize::from);
@@ -538,15 +545,17 @@ async fn serve(
     let app = api::Application::build(db, catalog, limits, security, &args.host, args.port)
         .await
         .map_err(|e| {
-            failure(
-                ErrorKind::BadInput,
-                format!("cannot listen on {}:{}: {e}", args.host, args.port),
-            )
+            let message = match e.kind() {
+                // The TLS files (build's only InvalidInput).
+                std::io::ErrorKind::InvalidInput => format!("cannot serve HTTPS: {e}"),
+                _ => format!("cannot listen on {}:{}: {e}", args.host, args.port),
+            };
+            failure(ErrorKind::BadInput, message)
         })?;
     let addr = app
         .local_addr()
         .map_err(|e| failure(ErrorKind::Internal, e.to_string()))?;
-    let base = format!("http://{addr}");
+    let base = format!("{}://{addr}", app.scheme());
     println!("clue is serving on {base}  (Ctrl-C stops it)");
     println!("  API docs:      {base}/docs");
     println!("  OpenAPI:       {base}/openapi.json");

@@ -15,6 +15,7 @@ fn security() -> clue::api::Security {
     clue::api::Security {
         mode: clue::api::auth::AuthMode::Required,
         secret_key: SECRET.into(),
+        tls: None,
     }
 }
 
@@ -641,4 +642,75 @@ async fn rows(app: &TestApp, key: &str, q: &Value) -> Vec<Value> {
     let mut rows = answer["rows"].as_array().unwrap().clone();
     rows.sort_by_key(|r| r.to_string());
     rows
+}
+
+/// With a certificate the server speaks HTTPS: HTTP/2 for a client that
+/// offers it, HTTP/1.1 otherwise, `Secure` session cookies, and nothing
+/// for a plain-text client. (Driven with curl, which offers both.)
+#[tokio::test]
+async fn https_serves_http2_and_http1_with_secure_cookies() {
+    let dir = scratch_dir();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let db = TestDb::with_sales_data().await;
+    let reader = create_key(&db, &["--name", "analyst", "--scope", "read"]);
+    let security = clue::api::Security {
+        tls: Some(clue::api::tls::TlsFiles {
+            cert: cert.clone(),
+            key,
+        }),
+        ..security()
+    };
+    let app = serve_with(db, clue::api::Limits::default(), security).await;
+    let https = app.address.replace("http://", "https://");
+    let cert = cert.to_str().unwrap().to_owned();
+    let cert = cert.as_str();
+    let curl = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert", cert])
+            .args(&args)
+            .output()
+            .await
+            .expect("curl runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let version = |extra: &str| {
+        let mut args = vec![
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_version} %{http_code}".into(),
+        ];
+        if !extra.is_empty() {
+            args.push(extra.to_owned());
+        }
+        args.push(format!("{https}/reports/top-5-by-revenue"));
+        args.extend(["-H".to_owned(), format!("Authorization: Bearer {reader}")]);
+        args
+    };
+    assert_eq!(curl(version("--http2")).await.1, "2 200");
+    assert_eq!(curl(version("--http1.1")).await.1, "1.1 200");
+    let (_, signed) = curl(vec![
+        "-i".into(),
+        "-H".into(),
+        "content-type: application/json".into(),
+        "-d".into(),
+        json!({"key": reader}).to_string(),
+        format!("{https}/api/v1/session"),
+    ])
+    .await;
+    let cookie = signed
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{signed}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain text on the TLS port gets no answer.
+    let (code, body) = curl(vec![format!("{}/healthz", app.address)]).await;
+    assert_ne!(code, Some(0), "{body}");
 }

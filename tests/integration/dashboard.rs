@@ -444,6 +444,7 @@ async fn the_dashboard_asks_for_a_key_once() {
     let security = clue::api::Security {
         mode: clue::api::auth::AuthMode::Required,
         secret_key: "a dashboard test secret of 32 bytes or more".into(),
+        tls: None,
     };
     let app = serve_with(db, clue::api::Limits::default(), security).await;
     let page = format!("{}/?d=sales_report&m=revenue", app.address);
