@@ -44,6 +44,8 @@ pub struct Auth {
     session_key: [u8; 32],
     /// Cookies are `Secure` (the server speaks TLS).
     pub secure_cookies: bool,
+    /// Origins allowed to call from a browser (`--cors-origin`).
+    cors_origins: Vec<String>,
 }
 
 impl Auth {
@@ -54,7 +56,50 @@ impl Auth {
             keyring: Keyring::default(),
             session_key: sha2::Sha256::digest(secret_key.as_bytes()).into(),
             secure_cookies,
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Allows these origins' pages to call the API (with a bearer key; the
+    /// session cookie stays this server's own).
+    pub fn with_cors(mut self, origins: Vec<String>) -> Auth {
+        self.cors_origins = origins;
+        self
+    }
+
+    /// The CORS layer, when origins are allowed (off otherwise: browsers
+    /// refuse other pages' calls).
+    pub fn cors(&self) -> Option<tower_http::cors::CorsLayer> {
+        use axum::http::{HeaderName, HeaderValue};
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        if self.cors_origins.is_empty() {
+            return None;
+        }
+        let origins: Vec<HeaderValue> = self
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        Some(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_NONE_MATCH,
+                    header::CACHE_CONTROL,
+                ])
+                .expose_headers([
+                    header::ETAG,
+                    header::RETRY_AFTER,
+                    HeaderName::from_static("clue-cache"),
+                    HeaderName::from_static("clue-served-from"),
+                    HeaderName::from_static("ratelimit"),
+                    HeaderName::from_static("ratelimit-policy"),
+                ])
+                .max_age(std::time::Duration::from_secs(600)),
+        )
     }
 
     fn mac(&self, payload: &str) -> hmac::Hmac<sha2::Sha256> {

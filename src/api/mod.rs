@@ -215,7 +215,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> axum::Router {
     use axum::middleware::{from_fn, from_fn_with_state};
     let (router, _) = api_router().split_for_parts();
-    router
+    let cors = state.auth.cors();
+    let router = router
         .route("/metrics", axum::routing::get(metrics::render))
         .merge(dashboard::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
@@ -232,7 +233,11 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(from_fn(limits::head_size))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::access_log))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// How long a connection may take to send its request headers by default.
@@ -252,6 +257,9 @@ pub struct Security {
     pub secret_key: String,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with these files.
     pub tls: Option<tls::TlsFiles>,
+    /// Origins whose pages may call the API from a browser (CORS); none:
+    /// only this server's own pages.
+    pub cors_origins: Vec<String>,
 }
 
 impl Security {
@@ -262,6 +270,7 @@ impl Security {
             mode: auth::AuthMode::Off,
             secret_key: crate::domain::access::Secret::generate().hash(),
             tls: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -334,11 +343,10 @@ impl Application {
                 changes,
                 streams: Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
                 closing: closing_rx,
-                auth: Arc::new(auth::Auth::new(
-                    security.mode,
-                    &security.secret_key,
-                    security.tls.is_some(),
-                )),
+                auth: Arc::new(
+                    auth::Auth::new(security.mode, &security.secret_key, security.tls.is_some())
+                        .with_cors(security.cors_origins),
+                ),
                 guard: Arc::new(limits::Guard::new(limits.rates)),
             },
         })
@@ -494,6 +502,14 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> axum::Router {
+        app_with(auth::Auth::new(
+            auth::AuthMode::Off,
+            "a test secret of at least 32 bytes",
+            false,
+        ))
+    }
+
+    fn app_with(auth: auth::Auth) -> axum::Router {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")
@@ -526,11 +542,7 @@ mod tests {
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),
             limits: Limits::default(),
-            auth: Arc::new(auth::Auth::new(
-                auth::AuthMode::Off,
-                "a test secret of at least 32 bytes",
-                false,
-            )),
+            auth: Arc::new(auth),
             guard: Arc::new(limits::Guard::new(Limits::default().rates)),
         })
     }
@@ -749,6 +761,50 @@ mod tests {
         .await;
         check("GET", "/nowhere", "", (404, "", "")).await;
         check("DELETE", "/reports/top-5-by-revenue", "", (405, "", "")).await;
+    }
+
+    /// Browsers may call from another origin only when it is configured.
+    #[tokio::test]
+    async fn cors_is_off_unless_an_origin_is_allowed() {
+        let preflight = |app: axum::Router, origin: &'static str| async move {
+            let request = Request::builder()
+                .method("OPTIONS")
+                .uri("/api/v1/query")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                )
+                .body(Body::empty())
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(preflight(app(), "https://bi.example.com").await, None);
+        let allowing = || {
+            app_with(
+                auth::Auth::new(
+                    auth::AuthMode::Off,
+                    "a test secret of at least 32 bytes",
+                    false,
+                )
+                .with_cors(vec!["https://bi.example.com".into()]),
+            )
+        };
+        assert_eq!(
+            preflight(allowing(), "https://bi.example.com")
+                .await
+                .as_deref(),
+            Some("https://bi.example.com")
+        );
+        assert_eq!(
+            preflight(allowing(), "https://evil.example.com").await,
+            None
+        );
     }
 
     /// What the framework refuses (a body over its limit) is a problem too.

@@ -115,9 +115,32 @@ pub struct ServeArgs {
     /// (needs --tls-key); session cookies are then `Secure`.
     #[arg(long, env = "CLUE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// Let pages of this origin call the API from a browser, with a bearer
+    /// key (CORS; repeatable, e.g. https://bi.example.com). Off by default.
+    #[arg(long = "cors-origin", env = "CLUE_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGIN", value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "CLUE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// `--cors-origin`: `scheme://host[:port]`, nothing more.
+fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    let ok = (s.starts_with("https://") || s.starts_with("http://"))
+        && !s.split("://").nth(1).unwrap_or("").is_empty()
+        && !s
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .contains(['/', '?', '#', ' ', '*']);
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an origin like https://bi.example.com"
+        ))
+    }
 }
 
 /// `--rate-limit`: a rate, or `0` for none.

@@ -504,6 +504,7 @@ async fn serve(
             }),
             _ => None,
         },
+        cors_origins: args.cors_origins.clone(),
     };
     let pool = db.pool().status().max_size;
     let work_total = args.max_expensive.map_or(pool, usize::from);

@@ -16,6 +16,7 @@ fn security() -> clue::api::Security {
         mode: clue::api::auth::AuthMode::Required,
         secret_key: SECRET.into(),
         tls: None,
+        cors_origins: Vec::new(),
     }
 }
 

@@ -445,6 +445,7 @@ async fn the_dashboard_asks_for_a_key_once() {
         mode: clue::api::auth::AuthMode::Required,
         secret_key: "a dashboard test secret of 32 bytes or more".into(),
         tls: None,
+        cors_origins: Vec::new(),
     };
     let app = serve_with(db, clue::api::Limits::default(), security).await;
     let page = format!("{}/?d=sales_report&m=revenue", app.address);
