@@ -2,7 +2,7 @@
 //! dataset's rollups with its definition; a reader (a server on a replica)
 //! only checks that the schema is at this build's version.
 
-use crate::domain::dataset::Catalog;
+use crate::domain::dataset::{Catalog, Dataset};
 use crate::error::Error;
 use crate::pg::database::Database;
 use crate::settings::{DatabaseTarget, Settings};
@@ -72,4 +72,106 @@ pub async fn reconcile_rollups(db: &Database, catalog: &Catalog) -> Result<(), E
         rollups::ensure(&mut client, d, false).await?;
     }
     Ok(())
+}
+
+/// A rollup rebuilt, or compared with its facts.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RollupOutcome {
+    pub dataset: String,
+    pub rollup: String,
+    /// Its rows now.
+    pub rows: i64,
+    /// Rows that differ from the facts (always 0 after a rebuild).
+    pub differences: i64,
+}
+
+/// The datasets named (`None`: every one).
+fn chosen<'c>(catalog: &'c Catalog, only: Option<&str>) -> Result<Vec<&'c Dataset>, Error> {
+    Ok(match only {
+        Some(name) => vec![catalog.get(name)?],
+        None => catalog.datasets.iter().collect(),
+    })
+}
+
+/// Rebuilds the rollups of `only` (or every dataset) from the facts and
+/// audits it with `actor`. Runs past any statement timeout of the
+/// connection (a rebuild reads the whole fact table).
+pub async fn rebuild_rollups(
+    db: &Database,
+    catalog: &Catalog,
+    only: Option<&str>,
+    actor: &str,
+) -> Result<Vec<RollupOutcome>, Error> {
+    let datasets = chosen(catalog, only)?;
+    let mut client = db.client().await?;
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(crate::error::PgError::from)?;
+    let mut out = Vec::new();
+    let mut rebuilt = async || -> Result<(), Error> {
+        for d in &datasets {
+            let report = rollups::ensure(&mut client, d, true).await?;
+            out.extend(
+                report
+                    .built
+                    .into_iter()
+                    .map(|(rollup, rows)| RollupOutcome {
+                        dataset: d.name.clone(),
+                        rollup,
+                        rows,
+                        differences: 0,
+                    }),
+            );
+        }
+        Ok(())
+    };
+    let result = rebuilt().await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
+    result?;
+    let detail = serde_json::json!({
+        "rollups": out.iter().map(|o| format!("{}.{}", o.dataset, o.rollup)).collect::<Vec<_>>(),
+    });
+    crate::store::keys::audit(
+        &**client,
+        actor,
+        "rollups.rebuild",
+        only.unwrap_or("*"),
+        &detail,
+    )
+    .await
+    .map_err(crate::error::PgError::from)?;
+    Ok(out)
+}
+
+/// Compares the rollups of `only` (or every dataset) with their facts.
+pub async fn verify_rollups(
+    db: &Database,
+    catalog: &Catalog,
+    only: Option<&str>,
+) -> Result<Vec<RollupOutcome>, Error> {
+    let datasets = chosen(catalog, only)?;
+    let mut client = db.client().await?;
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(crate::error::PgError::from)?;
+    let mut out = Vec::new();
+    let mut compared = async || -> Result<(), Error> {
+        for d in &datasets {
+            for v in rollups::verify(&mut client, d).await? {
+                out.push(RollupOutcome {
+                    dataset: d.name.clone(),
+                    rollup: v.rollup,
+                    rows: v.rows,
+                    differences: v.differences,
+                });
+            }
+        }
+        Ok(())
+    };
+    let result = compared().await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
+    result?;
+    Ok(out)
 }

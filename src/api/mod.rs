@@ -40,7 +40,7 @@ pub use problem::{ApiError, InvalidParam, Problem};
 
 use routes::{
     access, changes, country, dashboard, datasets, delivery, events, health, learning, query,
-    reports, sales, warehouse,
+    reports, rollups, sales, warehouse,
 };
 
 use crate::domain::dataset::Catalog;
@@ -200,6 +200,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(access::whoami, access::sign_in, access::sign_out))
         .routes(routes!(access::list_keys, access::create_key))
         .routes(routes!(access::revoke_key))
+        .routes(routes!(rollups::rebuild))
+        .routes(routes!(rollups::verify))
 }
 
 /// The OpenAPI document the server serves at `/openapi.json`.

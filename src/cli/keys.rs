@@ -12,7 +12,7 @@ use crate::settings::Settings;
 use crate::store::keys;
 
 /// Who runs this CLI, for the audit log: `cli:USER`.
-fn actor() -> String {
+pub(super) fn actor() -> String {
     let uid = nix::unistd::getuid();
     let name = nix::unistd::User::from_uid(uid)
         .ok()

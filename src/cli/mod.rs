@@ -20,7 +20,7 @@ use clap::Parser;
 use crate::api;
 use crate::app::{self, Role};
 use crate::demo::{self, generate};
-use crate::domain::dataset::{Catalog, Dataset};
+use crate::domain::dataset::Catalog;
 use crate::domain::rules::ValidationSchema;
 use crate::error::{Error, ErrorKind};
 use crate::ingest::csv::{self as import, ImportOptions, NamedSchema};
@@ -30,7 +30,7 @@ use crate::pg::database::Database;
 use crate::plan::View;
 use crate::serve::{execute, query};
 use crate::settings::{DatabaseTarget, Settings};
-use crate::write::{partitions, rollups};
+use crate::write::partitions;
 use args::{
     Cli, Command, DbAction, EtlAction, ImportArgs, LogFormat, RollupAction, ServeArgs,
     WarehouseAction,
@@ -682,34 +682,28 @@ async fn rollups_command(settings: &Settings, action: RollupAction) -> Result<()
         RollupAction::Rebuild { dataset } => (dataset.clone(), false),
         RollupAction::Verify { dataset } => (dataset.clone(), true),
     };
-    let datasets: Vec<&Dataset> = match &only {
-        Some(name) => vec![catalog.get(name)?],
-        None => catalog.datasets.iter().collect(),
-    };
-    let differences = with_db(settings, async |db| {
-        let mut client = db.client().await?;
-        let mut differences = 0;
-        for d in &datasets {
-            if verify {
-                for v in rollups::verify(&mut client, d).await? {
-                    let verdict = if v.differences == 0 {
-                        "ok".to_owned()
-                    } else {
-                        format!("{} row(s) differ", v.differences)
-                    };
-                    println!("{}: {} ({} rows): {verdict}", d.name, v.rollup, v.rows);
-                    differences += v.differences;
-                }
-            } else {
-                let report = rollups::ensure(&mut client, d, true).await?;
-                for (name, rows) in report.built {
-                    println!("{}: rebuilt {name} ({rows} rows)", d.name);
-                }
-            }
+    let outcomes = with_db(settings, async |db| {
+        if verify {
+            app::verify_rollups(db, &catalog, only.as_deref()).await
+        } else {
+            app::rebuild_rollups(db, &catalog, only.as_deref(), &keys::actor()).await
         }
-        Ok(differences)
     })
     .await?;
+    let mut differences = 0;
+    for o in &outcomes {
+        if verify {
+            let verdict = if o.differences == 0 {
+                "ok".to_owned()
+            } else {
+                format!("{} row(s) differ", o.differences)
+            };
+            println!("{}: {} ({} rows): {verdict}", o.dataset, o.rollup, o.rows);
+            differences += o.differences;
+        } else {
+            println!("{}: rebuilt {} ({} rows)", o.dataset, o.rollup, o.rows);
+        }
+    }
     if differences > 0 {
         return Err(failure(
             ErrorKind::Internal,

@@ -131,8 +131,17 @@ pub(super) async fn command(settings: &Settings, action: WarehouseAction) -> Res
 fn rules(args: &WarehouseRulesArgs) -> Result<WarehouseRules, Error> {
     let mut rules = match &args.rules {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::new(ErrorKind::BadInput, format!("{}: {e}", path.display())))?;
+            let bad =
+                |e: String| Error::new(ErrorKind::BadInput, format!("{}: {e}", path.display()));
+            let size = std::fs::metadata(path)
+                .map_err(|e| bad(e.to_string()))?
+                .len();
+            if size > crate::domain::rules::MAX_SCHEMA_BYTES {
+                return Err(bad(format!(
+                    "is {size} bytes; a rules file is at most 1 MiB"
+                )));
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
             WarehouseRules::parse(&text, &path.display().to_string())
                 .map_err(|e| Error::new(ErrorKind::BadInput, e.to_string()))?
         }

@@ -537,10 +537,20 @@ impl Catalog {
                     continue;
                 }
                 let file = path.display().to_string();
-                let text = std::fs::read_to_string(&path).map_err(|e| DatasetError::Read {
+                let read_err = |e| DatasetError::Read {
                     file: file.clone(),
                     source: e,
-                })?;
+                };
+                // A definition is read whole: a file past the bound is
+                // refused before it is (a probe sent 200 KB of nesting).
+                let size = std::fs::metadata(&path).map_err(read_err)?.len();
+                if size > crate::domain::rules::MAX_SCHEMA_BYTES {
+                    return Err(DatasetError::Yaml {
+                        file,
+                        reason: format!("is {size} bytes; a definition file is at most 1 MiB"),
+                    });
+                }
+                let text = std::fs::read_to_string(&path).map_err(read_err)?;
                 // Plain validation schemas (no `dataset:` key) may live beside definitions.
                 if !text.lines().any(|l| l.starts_with("dataset:")) {
                     continue;

@@ -106,7 +106,7 @@ const FIELDS: &[&str] = &[
 ];
 
 /// The largest schema file clue reads: a schema is a page of text, not data.
-const MAX_SCHEMA_BYTES: u64 = 1 << 20;
+pub const MAX_SCHEMA_BYTES: u64 = 1 << 20;
 
 /// The deepest a definition file may nest: they are a few levels deep, and
 /// a parser handed a hundred thousand levels spends seconds refusing them.

@@ -493,6 +493,39 @@ async fn keys_scopes_sessions_rates_and_the_audit_log() {
         (431, "urn:clue:problem:headers-too-large")
     );
 
+    // Rollup operations over the API, for admin keys.
+    let post = |path: &'static str, key: String| {
+        let app = &app;
+        async move { call(app, reqwest::Method::POST, path, Some(&key), None).await }
+    };
+    let verify = post(
+        "/api/v1/rollups/verify?dataset=sales_report",
+        reader.clone(),
+    )
+    .await;
+    assert_eq!(verify.status(), StatusCode::FORBIDDEN);
+    let verify: Value = post("/api/v1/rollups/verify?dataset=sales_report", admin.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["differences"], 0, "{verify}");
+    assert!(verify["rollups"].as_array().unwrap().len() >= 5, "{verify}");
+    let rebuilt: Value = post(
+        "/api/v1/rollups/rebuild?dataset=sales_report",
+        admin.clone(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        rebuilt["rollups"][0]["dataset"], "sales_report",
+        "{rebuilt}"
+    );
+    let unknown = post("/api/v1/rollups/rebuild?dataset=nope", admin.clone()).await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+
     // Every administrative action is logged with who did it.
     let audit = app.db.clue(&["keys", "audit"]).ok().stdout;
     let temp_id = created["key"]["id"].as_str().unwrap();
@@ -503,6 +536,12 @@ async fn keys_scopes_sessions_rates_and_the_audit_log() {
     // The API's actions name the admin key; the CLI's, its user.
     assert!(audit.contains(temp_id) && audit.contains(" ops"), "{audit}");
     assert!(audit.contains("by cli:"), "{audit}");
+    assert!(
+        audit.lines().any(|l| l.contains("rollups.rebuild")
+            && l.contains("sales_report")
+            && l.ends_with(" ops")),
+        "{audit}"
+    );
     app.db.clue(&["keys", "revoke", "north"]).ok();
     app.db
         .clue(&["keys", "revoke", "north"])

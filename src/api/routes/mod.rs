@@ -13,6 +13,7 @@ pub(super) mod health;
 pub(super) mod learning;
 pub(super) mod query;
 pub(super) mod reports;
+pub(super) mod rollups;
 pub(super) mod sales;
 pub(super) mod warehouse;
 
