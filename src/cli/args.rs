@@ -93,7 +93,7 @@ pub struct ServeArgs {
     /// client address sending no key (`10/s`, `600/min`, `0`: none).
     /// Default: 100/s when keys are required, none when they are off.
     #[arg(long, env = "CLUE_RATE_LIMIT", value_name = "RATE", value_parser = parse_rate)]
-    pub rate_limit: Option<Option<crate::domain::access::Rate>>,
+    pub rate_limit: Option<RateLimit>,
     /// The most uncached answers and event batches computed at once, in
     /// all; more wait up to 2 s for a turn, then get a 503. Default: the
     /// pool's size.
@@ -143,12 +143,15 @@ fn parse_origin(s: &str) -> Result<String, String> {
     }
 }
 
-/// `--rate-limit`: a rate, or `0` for none.
-fn parse_rate(s: &str) -> Result<Option<crate::domain::access::Rate>, String> {
+/// `--rate-limit`: a rate, or none (`0`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit(pub Option<crate::domain::access::Rate>);
+
+fn parse_rate(s: &str) -> Result<RateLimit, String> {
     if s.trim() == "0" {
-        return Ok(None);
+        return Ok(RateLimit(None));
     }
-    s.parse().map(Some)
+    s.parse().map(|r| RateLimit(Some(r)))
 }
 
 impl ServeArgs {
@@ -552,4 +555,75 @@ pub enum KeysAction {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Every flag of `serve` parses into what the server is given (clap
+    /// checks a flag's type only when it is read: a mismatch is a panic at
+    /// start, which a probe found in `--rate-limit`).
+    #[test]
+    fn serve_flags_parse() {
+        let serve = |args: &[&str]| {
+            let mut all = vec!["clue", "serve"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Serve(s)) => Ok(s),
+                Ok(_) => Err("not serve".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let s = serve(&[
+            "--rate-limit",
+            "600/min",
+            "--auth",
+            "off",
+            "--max-expensive",
+            "4",
+            "--max-expensive-per-caller",
+            "2",
+            "--max-connections",
+            "100",
+            "--metrics-address",
+            "127.0.0.1:9090",
+            "--cors-origin",
+            "https://bi.example.com/",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(s.rate_limit.and_then(|r| r.0).map(|r| r.get()), Some(10.0));
+        assert_eq!(s.auth.as_deref(), Some("off"));
+        assert_eq!(
+            (
+                s.max_expensive,
+                s.max_expensive_per_caller,
+                s.max_connections
+            ),
+            (Some(4), Some(2), Some(100))
+        );
+        assert_eq!(s.metrics_address.map(|a| a.port()), Some(9090));
+        assert_eq!(s.cors_origins, ["https://bi.example.com"]);
+        assert!(s.tls_cert.is_some() && s.tls_key.is_some());
+        assert_eq!(
+            serve(&["--rate-limit", "0"]).unwrap().rate_limit,
+            Some(RateLimit(None))
+        );
+        assert_eq!(serve(&[]).unwrap().rate_limit, None);
+        for bad in [
+            &["--rate-limit", "fast"][..],
+            &["--auth", "maybe"],
+            &["--tls-cert", "c.pem"],
+            &["--cors-origin", "bi.example.com"],
+            &["--cors-origin", "https://*.example.com"],
+            &["--max-expensive", "0"],
+        ] {
+            assert!(serve(bad).is_err(), "{bad:?}");
+        }
+    }
 }

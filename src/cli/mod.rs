@@ -510,7 +510,7 @@ async fn serve(
     let work_total = args.max_expensive.map_or(pool, usize::from);
     // A rate applies when asked for, or by default once keys are required.
     let rate = match args.rate_limit {
-        Some(r) => r.map(|r| r.get()),
+        Some(args::RateLimit(r)) => r.map(|r| r.get()),
         None if mode == api::auth::AuthMode::Required => Some(100.0),
         None => None,
     };
