@@ -296,11 +296,25 @@ pub(super) async fn authorize(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let key = caller_key(&state, req.headers()).await?;
+    // Public routes ignore keys (a health check with a stale key is still
+    // a health check), except asking who one is.
+    let key = if rule != Rule::Public || (path == "/api/v1/session" && req.method() == Method::GET)
+    {
+        caller_key(&state, req.headers()).await?
+    } else {
+        None
+    };
+    let needs_key = match rule {
+        Rule::Public => false,
+        // Keys, rollups and metrics need an admin key whatever the mode:
+        // without keys on, anyone on the machine could mint one.
+        Rule::Needs(Scope::Admin, _) => true,
+        Rule::Needs(..) => state.auth.mode == AuthMode::Required,
+    };
     if let Some(k) = &key {
         let in_path = req.uri().path().split('/').nth(4);
         permits(k, rule, in_path).map_err(ApiError::Forbidden)?;
-    } else if state.auth.mode == AuthMode::Required && rule != Rule::Public {
+    } else if needs_key {
         return Err(ApiError::Unauthorized(
             "this needs an API key: send `Authorization: Bearer <key>` (`clue keys create` makes one)"
                 .into(),

@@ -150,12 +150,18 @@ impl Default for Limits {
 )]
 struct ApiDoc;
 
-/// The `bearer` security scheme: `Authorization: Bearer <key>`.
+/// The `bearer` security scheme (`Authorization: Bearer <key>`), and what
+/// access adds to every operation: who may call it (a key, or anyone while
+/// the server does not require keys) and the answers of the access layer
+/// (401, 403, 429, 503), so the document says every status a client can get.
 struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -166,6 +172,61 @@ impl utoipa::Modify for BearerScheme {
                     .build(),
             ),
         );
+        let problem = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Health and signing in take no key.
+            let public = ["/healthz", "/readyz", "/api/v1/session"].contains(&path.as_str());
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                let mut add = |status: &str, what: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(what).into());
+                };
+                if !public {
+                    add(
+                        "401",
+                        "No API key was sent, or it does not work (unknown, revoked, expired), while the server requires keys (`WWW-Authenticate: Bearer`).",
+                    );
+                    add(
+                        "403",
+                        "The key's scope, datasets or rows do not allow this.",
+                    );
+                }
+                add(
+                    "429",
+                    "Over the caller's rate (`Retry-After`, `RateLimit`, `RateLimit-Policy`).",
+                );
+                add(
+                    "503",
+                    "The database is unavailable, or too much uncached work runs at once; retry after the Retry-After seconds.",
+                );
+                if !public && op.security.is_none() {
+                    // A key when the server requires keys; none otherwise.
+                    op.security = Some(vec![
+                        SecurityRequirement::new("bearer", Vec::<String>::new()),
+                        SecurityRequirement::default(),
+                    ]);
+                }
+            }
+        }
     }
 }
 

@@ -54,6 +54,32 @@ pub(super) struct BreakdownParams {
     format: Option<Format>,
 }
 
+/// A string schema of these values only.
+pub(super) fn one_of(values: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// A day (`YYYY-MM-DD`) or an instant (RFC 3339).
+pub(super) fn date_or_instant() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+    };
+    let of = |f| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(f)))
+    };
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(of(KnownFormat::Date))
+            .item(of(KnownFormat::DateTime))
+            .build(),
+    )
+}
+
 const MAX_TEXT_PARAM: usize = 255;
 
 /// Splits a query string into decoded name/value pairs, refusing (rather

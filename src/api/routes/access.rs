@@ -199,19 +199,38 @@ pub(in crate::api) struct CreateKey {
     #[schema(example = "north-analysts")]
     name: String,
     /// `read`, `ingest` or `admin`.
-    #[schema(example = "read")]
+    #[schema(schema_with = scopes, example = "read")]
     scope: String,
     /// The datasets it may use (none: all).
     #[serde(default)]
+    #[schema(inline, value_type = Vec<DatasetName>)]
     datasets: Vec<String>,
     /// `DIMENSION=VALUE` conditions on every row it sees.
     #[serde(default, rename = "where")]
-    #[schema(example = json!(["region=North"]))]
+    #[schema(inline, value_type = Vec<ConditionText>, example = json!(["region=North"]))]
     conditions: Vec<String>,
     /// Its own rate: `10/s`, `600/min`, `1000/h`.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?(/(s|sec|second|m|min|minute|h|hour))?$")]
     rate: Option<String>,
     /// How long it works: `30m`, `12h`, `90d`, `52w`.
+    #[schema(pattern = "^[0-9]{1,6}(s|m|min|h|d|w)$")]
     expires: Option<String>,
+}
+
+/// A dataset's name.
+#[derive(ToSchema)]
+#[schema(pattern = "^[a-z_][a-z0-9_]{0,47}$")]
+#[allow(dead_code)]
+struct DatasetName(String);
+
+/// `DIMENSION=VALUE`.
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9_]{1,63}=")]
+#[allow(dead_code)]
+struct ConditionText(String);
+
+fn scopes() -> utoipa::openapi::Object {
+    crate::api::params::one_of(&["read", "ingest", "admin"])
 }
 
 /// A created key: its secret, shown this once.
@@ -300,6 +319,7 @@ pub(in crate::api) async fn create_key(
         (status = 401, description = "No admin key was sent.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key is not an admin key.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No live key has this id or name.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is the one making the request.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -308,6 +328,15 @@ pub(in crate::api) async fn revoke_key(
     caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
+    if caller
+        .key
+        .as_ref()
+        .is_some_and(|k| k.key_id == key || k.name == key)
+    {
+        return Err(ApiError::Conflict(
+            "this is the key making the request; revoke it with another admin key or `clue keys revoke`".into(),
+        ));
+    }
     let revoked = access::revoke(&state.db, &key, &caller.actor())
         .await
         .map_err(|e| match e.kind() {

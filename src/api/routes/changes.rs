@@ -22,8 +22,26 @@ use crate::serve::changes::Change;
 #[allow(dead_code)]
 pub(in crate::api) struct ChangesParams {
     /// Only writes to these datasets, comma-separated; default all.
-    #[param(example = "sales_report,sales")]
+    #[param(
+        example = "sales_report,sales",
+        pattern = "^[a-z_][a-z0-9_]{0,47}(,[a-z_][a-z0-9_]{0,47})*$"
+    )]
     datasets: Option<String>,
+}
+
+/// One event of the stream, as a client's parser sees it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StreamEvent {
+    /// `ready`, `write` or `resync`.
+    #[schema(schema_with = event_kinds)]
+    event: String,
+    /// JSON text: `{}`, or a write's `{"dataset", "first", "last"}`.
+    data: String,
+}
+
+fn event_kinds() -> utoipa::openapi::Object {
+    crate::api::params::one_of(&["ready", "write", "resync"])
 }
 
 /// A write, as a stream event's data.
@@ -49,7 +67,7 @@ struct Written<'a> {
     tag = "live",
     params(ChangesParams),
     responses(
-        (status = 200, description = "A Server-Sent Events stream.", content_type = "text/event-stream", body = String,
+        (status = 200, description = "A Server-Sent Events stream.", content_type = "text/event-stream", body = StreamEvent,
          example = "event: ready\ndata: {}\n\nevent: write\ndata: {\"dataset\":\"sales_report\",\"first\":\"2025-03-01\",\"last\":\"2025-03-31\"}\n\n"),
         (status = 400, description = "An unknown dataset is named.", content_type = "application/problem+json", body = crate::api::problem::Problem),
         (status = 503, description = "As many streams are open as the server allows (`Retry-After`).", content_type = "application/problem+json", body = crate::api::problem::Problem),

@@ -73,15 +73,30 @@ struct RejectedEvent {
     problems: Vec<InvalidParam>,
 }
 
+/// The events endpoint's query (documentation; parsed by the handler).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventsQuery {
+    /// `fail` (default: any bad event writes nothing) or `skip` (write the
+    /// valid ones, name the others).
+    #[param(schema_with = on_error_values)]
+    on_error: Option<String>,
+}
+
+fn on_error_values() -> utoipa::openapi::Object {
+    crate::api::params::one_of(&["fail", "skip"])
+}
+
 /// Writes many events into a dataset.
 #[utoipa::path(
     post,
     path = "/api/v1/datasets/{name}/events",
     tag = "query",
     params(
-        ("name" = String, Path, description = "A declared dataset."),
-        ("on_error" = Option<String>, Query, description = "`fail` (default: any bad event writes nothing) or `skip` (write the valid ones, name the others)."),
-        ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key and body replays the first answer (kept 24 hours); with another body it is a 422; while the first is being written, a 409."),
+        ("name" = String, Path, description = "A declared dataset.", pattern = "^[a-z_][a-z0-9_]{0,47}$"),
+        EventsQuery,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255, description = "A repeat with the same key and body replays the first answer (kept 24 hours); with another body it is a 422; while the first is being written, a 409."),
     ),
     request_body(content(
         (Vec<Object> = "application/json"),

@@ -44,8 +44,8 @@ struct RecordsJson {
     request_id: String,
     #[schema(example = "ada")]
     user_id: String,
-    #[schema(minimum = 0, example = 42)]
-    word_count: i64,
+    #[schema(minimum = 0, maximum = 2147483647, example = 42)]
+    word_count: i32,
     /// When the words were learned (ISO 8601; with an offset, or UTC);
     /// absent: now.
     #[schema(format = DateTime, example = "2024-01-10T01:00:00+11:00")]
@@ -281,18 +281,35 @@ pub(in crate::api) struct UserSummary {
     average_words_learned: serde_json::Value,
 }
 
+/// The summary's query parameters (documentation; parsed by [`SummaryParams`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct SummaryParamsDoc {
+    /// Start: a date (midnight in the zone) or a date-time.
+    #[param(schema_with = crate::api::params::date_or_instant, example = "2025-01-01")]
+    from: String,
+    /// End (included): a date (midnight in the zone) or a date-time.
+    #[param(schema_with = crate::api::params::date_or_instant, example = "2025-12-31")]
+    to: String,
+    /// `hour`, `day`, `week` (from Monday) or `month`.
+    #[param(schema_with = granularities)]
+    granularity: String,
+    /// IANA time zone of the periods (default UTC).
+    #[param(example = "Europe/Paris")]
+    tz: Option<String>,
+}
+
+fn granularities() -> utoipa::openapi::Object {
+    crate::api::params::one_of(&["hour", "day", "week", "month"])
+}
+
 /// Average words learned by a user per period, every period of the range.
 #[utoipa::path(
     get,
     path = "/users/{user_id}/summary",
     tag = "learning",
-    params(
-        ("user_id" = String, Path, description = "The user."),
-        ("from" = String, Query, description = "Start: a date (midnight in the zone) or a date-time."),
-        ("to" = String, Query, description = "End (included): a date (midnight in the zone) or a date-time."),
-        ("granularity" = String, Query, description = "`hour`, `day`, `week` (from Monday) or `month`."),
-        ("tz" = Option<String>, Query, description = "IANA time zone of the periods (default UTC)."),
-    ),
+    params(("user_id" = String, Path, description = "The user."), SummaryParamsDoc),
     responses(
         (status = 200, description = "One entry per period from the one holding `from` to the one holding `to`.", body = Vec<UserSummary>),
         (status = 400, description = "A parameter is missing or invalid, `from` is after `to`, or the range has too many periods.", body = Problem, content_type = "application/problem+json"),

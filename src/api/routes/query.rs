@@ -20,7 +20,7 @@ use crate::serve::query::{QueryRequest, parse_request};
     path = "/api/v1/query",
     tag = "query",
     request_body(content = QueryRequest, content_type = "application/json"),
-    params(("format" = Option<String>, Query, description = "`json` (default) or `csv` (a header of `period`, the dimensions and the measures, then a line a row); `Accept: text/csv` also selects CSV.")),
+    params(("format" = Option<Format>, Query, description = "`json` (default) or `csv` (a header of `period`, the dimensions and the measures, then a line a row); `Accept: text/csv` also selects CSV.")),
     responses(
         (status = 200, description = "The rows, and which rollups or fact table served which days.", body = QueryResponse, example = json!({
             "dataset": "sales_report",

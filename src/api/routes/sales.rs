@@ -59,33 +59,56 @@ const CATEGORIES: [&str; 12] = [
     "pet accessories",
 ];
 
+/// REVENUE as a schema: a number, or the same as a numeric string.
+fn revenue_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0))
+                    .maximum(Some(999_999_999_999.99))
+                    .multiple_of(Some(0.01)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^\s*[0-9]{1,12}(\.[0-9]{1,2})?\s*$")),
+            )
+            .build(),
+    )
+}
+
 /// A sales event in the prototype's shape.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(non_snake_case, dead_code)]
 pub(in crate::api) struct SalesEvent {
     /// The order: one event per order (a repeat with the same payload is a replay).
-    #[schema(example = "ORD-1001")]
+    #[schema(example = "ORD-1001", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_ORDER: String,
-    #[schema(example = "P-77")]
+    #[schema(example = "P-77", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_PRODUCT: String,
-    #[schema(example = "B-12")]
+    #[schema(example = "B-12", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_BUYER: String,
-    #[schema(example = "S-3")]
+    #[schema(example = "S-3", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_SELLER: String,
-    #[schema(example = "FR")]
+    #[schema(example = "FR", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_SELLER_COUNTRY: String,
-    #[schema(example = "DE")]
+    #[schema(example = "DE", min_length = 1, max_length = 64, pattern = r"\S")]
     ID_BUYER_COUNTRY: String,
-    /// `YYYY-MM-DD HH:MM:SS` (UTC) or ISO 8601 with an offset; answered in RFC 3339 UTC.
-    #[schema(format = DateTime, example = "2021-01-04 10:15:00")]
+    /// RFC 3339, or `YYYY-MM-DD HH:MM:SS` (UTC) as the prototype wrote it;
+    /// answered in RFC 3339 UTC.
+    #[schema(format = DateTime, example = "2021-01-04T10:15:00Z")]
     DATE_PAYMENT: String,
-    #[schema(example = "Acme")]
+    #[schema(example = "Acme", max_length = 255)]
     BRAND: Option<String>,
-    /// One of the prototype's categories, matched case-insensitively, stored lowercase.
-    #[schema(example = "shoes")]
+    /// One of the prototype's categories (matched case-insensitively, stored lowercase).
+    #[schema(schema_with = category_schema, example = "shoes")]
     CATEGORY: String,
     /// Exact, non-negative, at most 2 decimal places and 12 digits before the point.
-    #[schema(value_type = f64, example = 59.90)]
+    #[schema(schema_with = revenue_schema, example = 59.90)]
     REVENUE: Value,
 }
 
@@ -219,7 +242,8 @@ fn check_event(map: &serde_json::Map<String, Value>) -> Result<Record, ApiError>
         match map.get(name) {
             Some(Value::String(s)) if !s.trim().is_empty() => {
                 let s = s.trim();
-                if s.len() > 255 || (name != "BRAND" && s.len() > 64) {
+                let chars = s.chars().count();
+                if chars > 255 || (name != "BRAND" && chars > 64) {
                     problems.push(invalid(name, "is too long"));
                 }
                 s.to_owned()
@@ -287,7 +311,12 @@ fn revenue(value: Option<&Value>) -> Result<Decimal, &'static str> {
     };
     let mut d = Decimal::from_str(&text)
         .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| "must be a number")?;
+        .map_err(|_| match text.parse::<f64>() {
+            // A number past what a decimal holds (1e300): too large, said so.
+            Ok(f) if f.is_finite() && f >= 1e12 => "is larger than 999999999999.99",
+            Ok(f) if f.is_finite() && f < 0.0 => "must not be negative",
+            _ => "must be a number",
+        })?;
     if d.is_sign_negative() && !d.is_zero() {
         return Err("must not be negative");
     }
@@ -348,16 +377,53 @@ fn shown(text: &str) -> String {
     format!("{:?}", text.chars().take(64).collect::<String>())
 }
 
+/// The category list as a schema (one source: [`CATEGORIES`]).
+fn category_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(CATEGORIES))
+        .build()
+}
+
+/// The filter of `/feedback` (documentation; parsed by the handler).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(in crate::api) struct FeedbackParams {
+    /// Only this category (case-insensitive).
+    #[param(schema_with = category_schema)]
+    category: Option<String>,
+    /// First day (UTC) of DATE_PAYMENT.
+    start_date: Option<NaiveDate>,
+    /// Last day (UTC, included).
+    end_date: Option<NaiveDate>,
+}
+
+/// The filter and page of `/sales` (documentation; parsed by the handler).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(in crate::api) struct SalesParams {
+    /// Only this category (case-insensitive).
+    #[param(schema_with = category_schema)]
+    category: Option<String>,
+    /// First day (UTC) of DATE_PAYMENT.
+    start_date: Option<NaiveDate>,
+    /// Last day (UTC, included).
+    end_date: Option<NaiveDate>,
+    /// Events per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
 /// The three most common categories, from memory.
 #[utoipa::path(
     get,
     path = "/feedback",
     tag = "sales",
-    params(
-        ("category" = Option<String>, Query, description = "Only this category (case-insensitive)."),
-        ("start_date" = Option<String>, Query, description = "First day (UTC) of DATE_PAYMENT, YYYY-MM-DD."),
-        ("end_date" = Option<String>, Query, description = "Last day (UTC, included), YYYY-MM-DD."),
-    ),
+    params(FeedbackParams),
     responses(
         (status = 200, description = "At most three categories: the most sales first, then the most revenue, then by name. Every server counts an event within a second of its commit, whichever process wrote it.", body = Vec<CategoryFeedback>),
         (status = 400, description = "A parameter is unknown or invalid; it is named.", body = Problem, content_type = "application/problem+json"),
@@ -408,13 +474,7 @@ pub(in crate::api) struct SalesPage {
     get,
     path = "/sales",
     tag = "sales",
-    params(
-        ("category" = Option<String>, Query, description = "Only this category (case-insensitive)."),
-        ("start_date" = Option<String>, Query, description = "First day (UTC) of DATE_PAYMENT, YYYY-MM-DD."),
-        ("end_date" = Option<String>, Query, description = "Last day (UTC, included), YYYY-MM-DD."),
-        ("limit" = Option<u32>, Query, description = "Events per page, 1 to 1000 (default 100)."),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page."),
-    ),
+    params(SalesParams),
     responses(
         (status = 200, description = "A page of events and the cursor of the next.", body = SalesPage),
         (status = 400, description = "A parameter is unknown or invalid; it is named.", body = Problem, content_type = "application/problem+json"),
@@ -458,7 +518,15 @@ fn page_params(raw: Option<&str>) -> Result<(PageFilter, u32), ApiError> {
                 .map_err(|_| bad(&name, format!("{} is not a date YYYY-MM-DD", shown(v))))
         };
         match name.as_str() {
-            "category" => filter.equals_ci = Some(("CATEGORY".into(), value)),
+            "category" => {
+                if !CATEGORIES.contains(&value.trim().to_lowercase().as_str()) {
+                    return Err(bad(
+                        "category",
+                        format!("must be one of: {}", CATEGORIES.join(", ")),
+                    ));
+                }
+                filter.equals_ci = Some(("CATEGORY".into(), value.trim().to_owned()));
+            }
             "start_date" => filter.start = Some(date(&value)?),
             "end_date" => filter.end = Some(date(&value)?),
             "limit" => {

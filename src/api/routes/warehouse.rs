@@ -35,7 +35,7 @@ pub(in crate::api) struct YtdParams {
 pub(in crate::api) struct DaysParams {
     /// The reference date, `YYYY-MM-DD`; default today (UTC).
     #[param(example = "2025-03-31")]
-    as_of: Option<String>,
+    as_of: Option<chrono::NaiveDate>,
     /// Only this customer.
     customer_id: Option<i64>,
     /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV.
@@ -149,7 +149,7 @@ pub(in crate::api) async fn batches(
     get,
     path = "/warehouse/batches/{date}",
     tag = "warehouse",
-    params(("date" = String, Path, description = "The batch's date, YYYY-MM-DD.", example = "2025-03-01")),
+    params(("date" = chrono::NaiveDate, Path, description = "The batch's date, YYYY-MM-DD.", example = "2025-03-01")),
     responses(
         (status = 200, description = "The batch's report as it was loaded.", body = Report),
         (status = 404, description = "No batch of that date is loaded.", content_type = "application/problem+json", body = crate::api::problem::Problem),
