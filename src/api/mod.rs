@@ -135,7 +135,6 @@ impl Default for Limits {
         license(name = "MIT")
     ),
     components(schemas(params::Format)),
-    modifiers(&BearerScheme),
     tags(
         (name = "reports", description = "Prototype 000's sales reports; JSON by default, CSV with ?format=csv or Accept: text/csv."),
         (name = "query", description = "The generic query over declared datasets."),
@@ -267,8 +266,11 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document the server serves at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::Modify;
     let mut doc = api_router().into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // After the routes: it adds to every operation.
+    BearerScheme.modify(&mut doc);
     doc
 }
 

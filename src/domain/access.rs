@@ -154,10 +154,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     match n.checked_mul(unit) {
-        // Ten years at most: a key that never expires has no --expires.
-        Some(secs) if secs > 0 && secs <= 10 * 366 * 86_400 => Ok(Duration::from_secs(secs)),
+        // Twenty years at most: a key that never expires has no --expires.
+        Some(secs) if secs > 0 && secs <= 20 * 366 * 86_400 => Ok(Duration::from_secs(secs)),
         _ => Err(format!(
-            "{s:?} must be more than nothing and at most ten years"
+            "{s:?} must be more than nothing and at most twenty years"
         )),
     }
 }
@@ -274,7 +274,16 @@ mod tests {
         }
         assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
         assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
-        for bad in ["", "0d", "d", "12", "3y", "99999999999999w", "1.5h"] {
+        for bad in [
+            "",
+            "0d",
+            "d",
+            "12",
+            "3y",
+            "99999999999999w",
+            "1100w",
+            "1.5h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

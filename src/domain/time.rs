@@ -10,9 +10,7 @@
 
 use std::fmt;
 
-use chrono::{
-    DateTime, Datelike, Days, DurationRound, Months, NaiveDate, NaiveTime, TimeDelta, Utc,
-};
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, Utc};
 use serde::Deserialize;
 
 /// A time granularity.
@@ -156,9 +154,14 @@ impl Grain {
     /// The start of the bucket (in UTC) holding instant `t`.
     pub fn floor_instant(self, t: DateTime<Utc>) -> DateTime<Utc> {
         match self {
-            Grain::Hour => t
-                .duration_trunc(TimeDelta::hours(1))
-                .expect("an hour divides a day"),
+            // By the clock's fields, not `duration_trunc`: that counts
+            // nanoseconds in an i64 and fails past 2262 (a probe's year 9999
+            // stopped the record writer).
+            Grain::Hour => {
+                use chrono::Timelike;
+                let hour = NaiveTime::from_hms_opt(t.hour(), 0, 0).unwrap_or(NaiveTime::MIN);
+                t.date_naive().and_time(hour).and_utc()
+            }
             _ => self
                 .floor(t.date_naive())
                 .and_time(NaiveTime::MIN)
@@ -292,6 +295,20 @@ impl fmt::Display for Month {
 
 #[cfg(test)]
 mod tests {
+    /// Every instant a timestamptz can hold has an hour (a probe sent 9999).
+    #[test]
+    fn hours_floor_at_the_ends_of_time() {
+        use chrono::{DateTime, Utc};
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        for (at, floor) in [
+            ("9999-12-31T23:59:59.999Z", "9999-12-31T23:00:00Z"),
+            ("0001-01-01T00:30:00Z", "0001-01-01T00:00:00Z"),
+            ("2024-03-10T07:15:42.5Z", "2024-03-10T07:00:00Z"),
+        ] {
+            assert_eq!(super::Grain::Hour.floor_instant(t(at)), t(floor), "{at}");
+        }
+    }
+
     use super::*;
 
     fn d(s: &str) -> NaiveDate {

@@ -495,6 +495,10 @@ pub async fn verify(
         .read_only(true)
         .start()
         .await?;
+    // Under the dataset's rollup lock: a rebuild holds its tables'
+    // exclusive locks in another order, and the two deadlocked (a probe ran
+    // both at once).
+    locks::lock_rollups(&tx, &dataset.name).await?;
     let mut out = Vec::new();
     for info in infos {
         let cols = data_columns(&info).join(", ");

@@ -210,10 +210,10 @@ pub(in crate::api) struct CreateKey {
     #[schema(inline, value_type = Vec<ConditionText>, example = json!(["region=North"]))]
     conditions: Vec<String>,
     /// Its own rate: `10/s`, `600/min`, `1000/h`.
-    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?(/(s|sec|second|m|min|minute|h|hour))?$")]
+    #[schema(pattern = r"^0*[1-9][0-9]{0,5}(/(s|sec|second|m|min|minute|h|hour))?$")]
     rate: Option<String>,
     /// How long it works: `30m`, `12h`, `90d`, `52w`.
-    #[schema(pattern = "^[0-9]{1,6}(s|m|min|h|d|w)$")]
+    #[schema(pattern = "^0*[1-9][0-9]{0,2}(s|m|min|h|d|w)$")]
     expires: Option<String>,
 }
 

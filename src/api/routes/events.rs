@@ -96,7 +96,7 @@ fn on_error_values() -> utoipa::openapi::Object {
     params(
         ("name" = String, Path, description = "A declared dataset.", pattern = "^[a-z_][a-z0-9_]{0,47}$"),
         EventsQuery,
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, max_length = 255, description = "A repeat with the same key and body replays the first answer (kept 24 hours); with another body it is a 422; while the first is being written, a 409."),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", description = "A repeat with the same key and body replays the first answer (kept 24 hours); with another body it is a 422; while the first is being written, a 409."),
     ),
     request_body(content(
         (Vec<Object> = "application/json"),

@@ -37,18 +37,24 @@ const FIELDS: [&str; 4] = ["request_id", "user_id", "word_count", "timestamp"];
 
 /// A learning record (documentation; parsing is [`record_fields`]).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct RecordsJson {
     /// The client's id of this record: a repeat is refused (409).
     #[schema(value_type = uuid::Uuid, example = "0f8fad5b-d9cb-469f-a165-70867728950e")]
     request_id: String,
-    #[schema(example = "ada")]
+    #[schema(
+        example = "ada",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     user_id: String,
     #[schema(minimum = 0, maximum = 2147483647, example = 42)]
     word_count: i32,
     /// When the words were learned (ISO 8601; with an offset, or UTC);
     /// absent: now.
-    #[schema(format = DateTime, example = "2024-01-10T01:00:00+11:00")]
+    #[schema(format = DateTime, nullable = false, example = "2024-01-10T01:00:00+11:00")]
     timestamp: Option<String>,
 }
 
@@ -125,7 +131,15 @@ async fn record_fields(
         .map(|(name, v)| {
             let text = match &v {
                 serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
+                // JSON has one number type: 42.0 is the whole number 42
+                // (as JSON Schema's `integer` has it).
+                serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                    (Some(i), _) => i.to_string(),
+                    (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        (f as i64).to_string()
+                    }
+                    _ => n.to_string(),
+                },
                 serde_json::Value::Null => return Ok((name, String::new())),
                 _ => {
                     return Err(ApiError::InvalidParameter {
@@ -287,13 +301,13 @@ pub(in crate::api) struct UserSummary {
 #[allow(dead_code)]
 struct SummaryParamsDoc {
     /// Start: a date (midnight in the zone) or a date-time.
-    #[param(schema_with = crate::api::params::date_or_instant, example = "2025-01-01")]
+    #[param(schema_with = crate::api::params::date_or_instant, required = true, example = "2025-01-01")]
     from: String,
     /// End (included): a date (midnight in the zone) or a date-time.
-    #[param(schema_with = crate::api::params::date_or_instant, example = "2025-12-31")]
+    #[param(schema_with = crate::api::params::date_or_instant, required = true, example = "2025-12-31")]
     to: String,
     /// `hour`, `day`, `week` (from Monday) or `month`.
-    #[param(schema_with = granularities)]
+    #[param(schema_with = granularities, required = true)]
     granularity: String,
     /// IANA time zone of the periods (default UTC).
     #[param(example = "Europe/Paris")]

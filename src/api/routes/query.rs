@@ -22,11 +22,14 @@ use crate::serve::query::{QueryRequest, parse_request};
     request_body(content = QueryRequest, content_type = "application/json"),
     params(("format" = Option<Format>, Query, description = "`json` (default) or `csv` (a header of `period`, the dimensions and the measures, then a line a row); `Accept: text/csv` also selects CSV.")),
     responses(
-        (status = 200, description = "The rows, and which rollups or fact table served which days.", body = QueryResponse, example = json!({
-            "dataset": "sales_report",
-            "served_from": [{"source": "rollup", "name": "sales_report_month", "from": "2024-04-01", "to": "2024-08-31"}],
-            "rows": [{"period": "2024-04-01", "revenue": 20625184.33, "quantity": 135215}]
-        })),
+        (status = 200, description = "The rows, and which rollups or fact table served which days (JSON); or the rows as CSV with `?format=csv`.", content(
+            (QueryResponse = "application/json", example = json!({
+                "dataset": "sales_report",
+                "served_from": [{"source": "rollup", "name": "sales_report_month", "from": "2024-04-01", "to": "2024-08-31"}],
+                "rows": [{"period": "2024-04-01", "revenue": 20625184.33, "quantity": 135215}]
+            })),
+            (String = "text/csv", example = "period,revenue,quantity\n2024-04-01,20625184.33,135215\n")
+        )),
         (status = 304, description = "Not modified: If-None-Match matched the ETag."),
         (status = 400, description = "The body is not a valid query; the field at fault is named.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; retry after the Retry-After seconds.", body = Problem, content_type = "application/problem+json"),

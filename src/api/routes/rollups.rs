@@ -52,7 +52,7 @@ fn answer(rollups: Vec<RollupOutcome>) -> Json<RollupsAnswer> {
     post,
     path = "/api/v1/rollups/rebuild",
     tag = "access",
-    params(("dataset" = Option<String>, Query, description = "Only this dataset (default: all).")),
+    params(("dataset" = Option<String>, Query, description = "Only this dataset (default: all).", pattern = "^[a-z_][a-z0-9_]{0,47}$")),
     responses(
         (status = 200, description = "Each rollup rebuilt, with its rows.", body = RollupsAnswer),
         (status = 400, description = "An unknown dataset.", body = Problem, content_type = "application/problem+json"),
@@ -78,7 +78,7 @@ pub(in crate::api) async fn rebuild(
     post,
     path = "/api/v1/rollups/verify",
     tag = "access",
-    params(("dataset" = Option<String>, Query, description = "Only this dataset (default: all).")),
+    params(("dataset" = Option<String>, Query, description = "Only this dataset (default: all).", pattern = "^[a-z_][a-z0-9_]{0,47}$")),
     responses(
         (status = 200, description = "Each rollup, its rows and how many differ from the facts.", body = RollupsAnswer),
         (status = 400, description = "An unknown dataset.", body = Problem, content_type = "application/problem+json"),

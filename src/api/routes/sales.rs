@@ -86,23 +86,53 @@ fn revenue_schema() -> utoipa::openapi::schema::Schema {
 #[allow(non_snake_case, dead_code)]
 pub(in crate::api) struct SalesEvent {
     /// The order: one event per order (a repeat with the same payload is a replay).
-    #[schema(example = "ORD-1001", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "ORD-1001",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_ORDER: String,
-    #[schema(example = "P-77", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "P-77",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_PRODUCT: String,
-    #[schema(example = "B-12", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "B-12",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_BUYER: String,
-    #[schema(example = "S-3", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "S-3",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_SELLER: String,
-    #[schema(example = "FR", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "FR",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_SELLER_COUNTRY: String,
-    #[schema(example = "DE", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[schema(
+        example = "DE",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     ID_BUYER_COUNTRY: String,
     /// RFC 3339, or `YYYY-MM-DD HH:MM:SS` (UTC) as the prototype wrote it;
     /// answered in RFC 3339 UTC.
     #[schema(format = DateTime, example = "2021-01-04T10:15:00Z")]
     DATE_PAYMENT: String,
-    #[schema(example = "Acme", max_length = 255)]
+    #[schema(example = "Acme", max_length = 255, pattern = r"^[^\x00]*$")]
     BRAND: Option<String>,
     /// One of the prototype's categories (matched case-insensitively, stored lowercase).
     #[schema(schema_with = category_schema, example = "shoes")]
