@@ -325,7 +325,7 @@ pub(super) async fn authorize(
         conditions: k.conditions.clone(),
     });
     req.extensions_mut().insert(Caller {
-        key: key.map(Arc::new),
+        key,
         addr,
         view: Arc::new(view),
     });
@@ -335,7 +335,10 @@ pub(super) async fn authorize(
 /// The key of a request: its bearer token, else its session cookie. A
 /// token or session that is sent but does not work is refused, even where
 /// none is needed (a client should learn its key is wrong).
-async fn caller_key(state: &AppState, headers: &HeaderMap) -> Result<Option<ApiKey>, ApiError> {
+async fn caller_key(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<ApiKey>>, ApiError> {
     let unknown =
         || ApiError::Unauthorized("the API key is not valid (unknown, revoked or expired)".into());
     if let Some(value) = headers.get(header::AUTHORIZATION) {

@@ -14,6 +14,8 @@
 
 pub mod auth;
 mod caching;
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 pub mod metrics;
 mod middleware;

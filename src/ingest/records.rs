@@ -635,7 +635,27 @@ impl Batcher {
                     }
                 }
                 let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
-                let outcomes = write_batch(&db, &catalog, &dataset, &records).await;
+                // A fault of clue's in one batch fails that batch, not the
+                // writer (a probe's panic once stopped every later record).
+                let written =
+                    std::panic::AssertUnwindSafe(write_batch(&db, &catalog, &dataset, &records));
+                let outcomes = match futures_util::FutureExt::catch_unwind(written).await {
+                    Ok(outcomes) => outcomes,
+                    Err(_) => {
+                        tracing::error!(dataset = %dataset, "the record writer failed on a batch; it goes on");
+                        records
+                            .iter()
+                            .map(|_| {
+                                Err(RecordError::Load {
+                                    message:
+                                        "the record could not be written (the error was logged)"
+                                            .into(),
+                                    kind: ErrorKind::Internal,
+                                })
+                            })
+                            .collect()
+                    }
+                };
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = job.reply.send(outcome);
                 }

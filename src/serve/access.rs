@@ -7,7 +7,7 @@
 //! server that revoked it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::access::{self, ApiKey, Condition, Rate, Scope, Secret};
@@ -163,30 +163,42 @@ pub async fn revoke(db: &Database, id_or_name: &str, actor: &str) -> Result<ApiK
         })
 }
 
-/// Resolved keys, by secret hash, each remembered for [`KEYRING_TTL`].
+/// Resolved keys, each remembered for [`KEYRING_TTL`]: by the secret a
+/// client sent (so a request that hits costs a map lookup, not a SHA-256),
+/// or by id for sessions.
 #[derive(Default)]
 pub struct Keyring {
-    known: Mutex<HashMap<String, (ApiKey, Instant)>>,
+    known: Mutex<HashMap<String, (Arc<ApiKey>, Instant)>>,
 }
 
 impl Keyring {
     /// The live key of `secret`, or `None` when it is no key (or revoked,
     /// or expired).
-    pub async fn resolve(&self, db: &Database, secret: &Secret) -> Result<Option<ApiKey>, Error> {
-        let hash = secret.hash();
-        if let Some(key) = self.remembered(&hash) {
+    pub async fn resolve(
+        &self,
+        db: &Database,
+        secret: &Secret,
+    ) -> Result<Option<Arc<ApiKey>>, Error> {
+        if let Some(key) = self.remembered(secret.expose()) {
             return Ok(Some(key));
         }
         let client = db.client().await?;
-        let key = keys::find(&**client, &hash).await.map_err(PgError::from)?;
+        let key = keys::find(&**client, &secret.hash())
+            .await
+            .map_err(PgError::from)?
+            .map(Arc::new);
         if let Some(k) = &key {
-            self.remember(hash, k.clone());
+            self.remember(secret.expose().to_owned(), k.clone());
         }
         Ok(key)
     }
 
     /// The live key with this id (a dashboard session's).
-    pub async fn resolve_id(&self, db: &Database, key_id: &str) -> Result<Option<ApiKey>, Error> {
+    pub async fn resolve_id(
+        &self,
+        db: &Database,
+        key_id: &str,
+    ) -> Result<Option<Arc<ApiKey>>, Error> {
         let id = format!("id:{key_id}");
         if let Some(key) = self.remembered(&id) {
             return Ok(Some(key));
@@ -194,14 +206,15 @@ impl Keyring {
         let client = db.client().await?;
         let key = keys::find_by_id(&**client, key_id)
             .await
-            .map_err(PgError::from)?;
+            .map_err(PgError::from)?
+            .map(Arc::new);
         if let Some(k) = &key {
             self.remember(id, k.clone());
         }
         Ok(key)
     }
 
-    fn remembered(&self, slot: &str) -> Option<ApiKey> {
+    fn remembered(&self, slot: &str) -> Option<Arc<ApiKey>> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let (key, at) = known.get(slot)?;
         let fresh =
@@ -209,7 +222,7 @@ impl Keyring {
         fresh.then(|| key.clone())
     }
 
-    fn remember(&self, slot: String, key: ApiKey) {
+    fn remember(&self, slot: String, key: Arc<ApiKey>) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.len() >= KEYRING_SIZE {
             known.clear();

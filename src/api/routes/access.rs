@@ -145,7 +145,7 @@ pub(in crate::api) async fn sign_in(
     );
     let mut response = Json(SessionInfo {
         auth: "required",
-        key: Some(KeyInfo::from(&key)),
+        key: Some(KeyInfo::from(&*key)),
     })
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -396,7 +396,7 @@ pub(in crate::api) async fn user_summary(
 }
 
 /// A summary's parameters, checked.
-struct SummaryParams {
+pub(in crate::api) struct SummaryParams {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     grain: Grain,
@@ -404,7 +404,7 @@ struct SummaryParams {
 }
 
 impl SummaryParams {
-    fn parse(
+    pub(in crate::api) fn parse(
         raw: Option<&str>,
         user_id: &str,
         max_periods: usize,

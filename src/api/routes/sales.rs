@@ -258,7 +258,9 @@ async fn event_object(request: Request) -> Result<serde_json::Map<String, Value>
 /// The record of an event: every field checked, every one at fault named
 /// at once; values normalised (category lowercase, the instant in UTC,
 /// the revenue at two places) so a replay in another spelling is a replay.
-fn check_event(map: &serde_json::Map<String, Value>) -> Result<Record, ApiError> {
+pub(in crate::api) fn check_event(
+    map: &serde_json::Map<String, Value>,
+) -> Result<Record, ApiError> {
     let mut problems = Vec::new();
     for name in map.keys() {
         let known = TEXT_FIELDS.contains(&name.as_str())

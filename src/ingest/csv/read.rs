@@ -338,3 +338,57 @@ pub(super) fn check_regular_file(path: &Path) -> Result<(), ImportError> {
     };
     Err(ImportError::NotAFile { file, what })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every record's fields, or the reader's refusal; the bound holds
+    /// (a record is never longer than it allows).
+    fn read_all(bytes: Vec<u8>) -> Result<usize, String> {
+        let input: Box<dyn Read + Send> = Box::new(RecordBound::new(std::io::Cursor::new(bytes)));
+        let mut reader = csv_reader(input);
+        let mut record = csv::ByteRecord::new();
+        let mut n = 0;
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(false) => return Ok(n),
+                Ok(true) => {
+                    assert!(record.as_slice().len() <= MAX_RECORD_BYTES + 2);
+                    n += 1;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Random bytes, quotes and separators are read or refused.
+        #[test]
+        fn random_csv_is_read_or_refused(
+            bytes in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b','), Just(b'\n'), Just(b'\r'), any::<u8>()],
+                0..4096,
+            )
+        ) {
+            let _ = read_all(bytes);
+        }
+    }
+
+    /// One record past the limit (an unclosed quote, or no newline) is
+    /// refused while streaming, with the line it began on.
+    #[test]
+    fn a_record_past_the_limit_is_refused_while_streaming() {
+        let mut open_quote = b"a,b\n\"".to_vec();
+        open_quote.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+        let err = read_all(open_quote).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        let long = vec![b'y'; MAX_RECORD_BYTES + 10];
+        assert!(read_all(long).is_err());
+        assert_eq!(read_all(b"a,b\n\"c\nd\",e\n".to_vec()), Ok(2));
+    }
+}
