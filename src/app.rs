@@ -93,9 +93,24 @@ fn chosen<'c>(catalog: &'c Catalog, only: Option<&str>) -> Result<Vec<&'c Datase
     })
 }
 
+/// Runs `f` on a pooled connection with no statement timeout (a rebuild
+/// or a verification reads whole fact tables), restored afterwards.
+async fn unbounded<T>(
+    db: &Database,
+    f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut client = db.client().await?;
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(crate::error::PgError::from)?;
+    let result = f(&mut client).await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
+    result
+}
+
 /// Rebuilds the rollups of `only` (or every dataset) from the facts and
-/// audits it with `actor`. Runs past any statement timeout of the
-/// connection (a rebuild reads the whole fact table).
+/// audits it with `actor`.
 pub async fn rebuild_rollups(
     db: &Database,
     catalog: &Catalog,
@@ -103,45 +118,26 @@ pub async fn rebuild_rollups(
     actor: &str,
 ) -> Result<Vec<RollupOutcome>, Error> {
     let datasets = chosen(catalog, only)?;
-    let mut client = db.client().await?;
-    client
-        .batch_execute("SET statement_timeout = 0")
-        .await
-        .map_err(crate::error::PgError::from)?;
-    let mut out = Vec::new();
-    let mut rebuilt = async || -> Result<(), Error> {
+    unbounded(db, async |client| {
+        let mut out = Vec::new();
         for d in &datasets {
-            let report = rollups::ensure(&mut client, d, true).await?;
-            out.extend(
-                report
-                    .built
-                    .into_iter()
-                    .map(|(rollup, rows)| RollupOutcome {
-                        dataset: d.name.clone(),
-                        rollup,
-                        rows,
-                        differences: 0,
-                    }),
-            );
+            let report = rollups::ensure(client, d, true).await?;
+            out.extend(report.built.into_iter().map(|(rollup, rows)| RollupOutcome {
+                dataset: d.name.clone(),
+                rollup,
+                rows,
+                differences: 0,
+            }));
         }
-        Ok(())
-    };
-    let result = rebuilt().await;
-    let _ = client.batch_execute("RESET statement_timeout").await;
-    result?;
-    let detail = serde_json::json!({
-        "rollups": out.iter().map(|o| format!("{}.{}", o.dataset, o.rollup)).collect::<Vec<_>>(),
-    });
-    crate::store::keys::audit(
-        &**client,
-        actor,
-        "rollups.rebuild",
-        only.unwrap_or("*"),
-        &detail,
-    )
+        let detail = serde_json::json!({
+            "rollups": out.iter().map(|o| format!("{}.{}", o.dataset, o.rollup)).collect::<Vec<_>>(),
+        });
+        crate::store::keys::audit(&*client, actor, "rollups.rebuild", only.unwrap_or("*"), &detail)
+            .await
+            .map_err(crate::error::PgError::from)?;
+        Ok(out)
+    })
     .await
-    .map_err(crate::error::PgError::from)?;
-    Ok(out)
 }
 
 /// Compares the rollups of `only` (or every dataset) with their facts.
@@ -151,15 +147,10 @@ pub async fn verify_rollups(
     only: Option<&str>,
 ) -> Result<Vec<RollupOutcome>, Error> {
     let datasets = chosen(catalog, only)?;
-    let mut client = db.client().await?;
-    client
-        .batch_execute("SET statement_timeout = 0")
-        .await
-        .map_err(crate::error::PgError::from)?;
-    let mut out = Vec::new();
-    let mut compared = async || -> Result<(), Error> {
+    unbounded(db, async |client| {
+        let mut out = Vec::new();
         for d in &datasets {
-            for v in rollups::verify(&mut client, d).await? {
+            for v in rollups::verify(client, d).await? {
                 out.push(RollupOutcome {
                     dataset: d.name.clone(),
                     rollup: v.rollup,
@@ -168,10 +159,7 @@ pub async fn verify_rollups(
                 });
             }
         }
-        Ok(())
-    };
-    let result = compared().await;
-    let _ = client.batch_execute("RESET statement_timeout").await;
-    result?;
-    Ok(out)
+        Ok(out)
+    })
+    .await
 }

@@ -115,6 +115,7 @@ fn on_error_values() -> utoipa::openapi::Object {
 )]
 pub(in crate::api) async fn events(
     State(state): State<AppState>,
+    caller: crate::api::auth::Caller,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
@@ -208,7 +209,9 @@ pub(in crate::api) async fn events(
             response: Some(&body),
         })
         .collect();
-    // Checked events wait here for a turn to write (see `Limits::bulk_writers`).
+    // A turn at expensive work, the caller's and the server's (503 when none
+    // frees within a moment), then a turn to write (`Limits::bulk_writers`).
+    let _work = state.guard.turn(&caller).await?;
     let _turn = state
         .bulk_writers
         .acquire()
