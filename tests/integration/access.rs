@@ -55,6 +55,19 @@ async fn get(app: &TestApp, path: &str, key: Option<&str>) -> reqwest::Response 
     call(app, reqwest::Method::GET, path, key, None).await
 }
 
+async fn get_json(app: &TestApp, path: &str, key: Option<&str>) -> Value {
+    get(app, path, key).await.json().await.unwrap()
+}
+
+/// The text values of `name` in an array of objects.
+fn texts<'v>(rows: &'v Value, name: &str) -> Vec<&'v str> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[name].as_str().unwrap())
+        .collect()
+}
+
 /// The status and the problem's type and detail.
 async fn refused(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
@@ -190,7 +203,7 @@ async fn keys_scopes_sessions_rates_and_the_audit_log() {
 
     // A key limited to North sees North's rows in every answer: the same
     // as asking with the filter, and never the cached answer of the others.
-    let mine: Value = get(&app, summary, Some(&north)).await.json().await.unwrap();
+    let mine: Value = get_json(&app, summary, Some(&north)).await;
     let asked: Value = call(
         &app,
         reqwest::Method::POST,
@@ -212,43 +225,22 @@ async fn keys_scopes_sessions_rates_and_the_audit_log() {
     let again = get(&app, summary, Some(&reader)).await;
     assert_eq!(again.headers()["clue-cache"], "hit");
     assert!(again.text().await.unwrap().contains("\"quantity\":845"));
-    let breakdown: Value = get(&app, "/reports/monthly-sales-breakdown", Some(&north))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let regions: Vec<&str> = breakdown
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["region"].as_str().unwrap())
-        .collect();
+    let breakdown: Value = get_json(&app, "/reports/monthly-sales-breakdown", Some(&north)).await;
+    let regions = texts(&breakdown, "region");
     assert!(
         !regions.is_empty() && regions.iter().all(|r| *r == "North"),
         "{regions:?}"
     );
     // Asking for another region finds nothing rather than something.
-    let south: Value = get(
+    let south: Value = get_json(
         &app,
         "/reports/monthly-sales-breakdown?region=South",
         Some(&north),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(south, json!([]));
-    let datasets: Value = get(&app, "/api/v1/datasets", Some(&north))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = datasets
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap())
-        .collect();
+    let datasets: Value = get_json(&app, "/api/v1/datasets", Some(&north)).await;
+    let names = texts(&datasets, "name");
     assert_eq!(names, ["sales_report"]);
     let (status, kind, detail) = refused(
         call(
