@@ -105,6 +105,9 @@ pub struct Limits {
     pub rates: limits::RateSettings,
     /// The most connections open at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Record and serve metrics (off: `/metrics` is a 404 and requests
+    /// are not counted).
+    pub metrics: bool,
 }
 
 impl Default for Limits {
@@ -123,6 +126,7 @@ impl Default for Limits {
                 work_per_caller: 4,
             },
             max_connections: 10_000,
+            metrics: true,
         }
     }
 }
@@ -283,13 +287,22 @@ pub fn router(state: AppState) -> axum::Router {
     use axum::middleware::{from_fn, from_fn_with_state};
     let (router, _) = api_router().split_for_parts();
     let cors = state.auth.cors();
+    let router = if state.limits.metrics {
+        router.route("/metrics", axum::routing::get(metrics::render))
+    } else {
+        router
+    };
     let router = router
-        .route("/metrics", axum::routing::get(metrics::render))
         .merge(dashboard::routes())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
         .route_layer(from_fn_with_state(state.clone(), limits::rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), auth::authorize))
-        .route_layer(from_fn(metrics::record))
+        .route_layer(from_fn_with_state(state.clone(), auth::authorize));
+    let router = if state.limits.metrics {
+        router.route_layer(from_fn(metrics::record))
+    } else {
+        router
+    };
+    let router = router
         .fallback(
             |uri: Uri| async move { ApiError::NotFound(uri.path().chars().take(200).collect()) },
         )
@@ -365,7 +378,9 @@ impl Application {
         host: &str,
         port: u16,
     ) -> std::io::Result<Application> {
-        metrics::handle();
+        if limits.metrics {
+            metrics::handle();
+        }
         let tls = match &security.tls {
             Some(files) => Some(
                 tls::acceptor(files)
@@ -374,7 +389,9 @@ impl Application {
             None => None,
         };
         let cache = Arc::new(Cache::new(CACHE_ANSWERS, limits.cache_bytes));
-        metrics::spawn_observer(&db, &cache);
+        if limits.metrics {
+            metrics::spawn_observer(&db, &cache);
+        }
         notify::spawn_listener(db.connection_config().clone(), cache.clone());
         let listener = TcpListener::bind((host, port)).await?;
         // One writer per keyed dataset (keys claimed under its name).
@@ -577,6 +594,10 @@ mod tests {
     }
 
     fn app_with(auth: auth::Auth) -> axum::Router {
+        app_limited(auth, Limits::default())
+    }
+
+    fn app_limited(auth: auth::Auth, limits: Limits) -> axum::Router {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")
@@ -608,7 +629,7 @@ mod tests {
             db,
             catalog,
             cache: Arc::new(Cache::new(16, 1 << 20)),
-            limits: Limits::default(),
+            limits,
             auth: Arc::new(auth),
             guard: Arc::new(limits::Guard::new(Limits::default().rates)),
         })
@@ -872,6 +893,31 @@ mod tests {
             preflight(allowing(), "https://evil.example.com").await,
             None
         );
+    }
+
+    /// `/metrics` needs an admin key; with metrics off it is not there.
+    #[tokio::test]
+    async fn metrics_need_an_admin_key_or_are_off() {
+        let get = |app: axum::Router| async move {
+            let request = Request::builder()
+                .uri("/metrics")
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(request).await.unwrap().status()
+        };
+        assert_eq!(get(app()).await, StatusCode::UNAUTHORIZED);
+        let off = app_limited(
+            auth::Auth::new(
+                auth::AuthMode::Off,
+                "a test secret of at least 32 bytes",
+                false,
+            ),
+            Limits {
+                metrics: false,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(get(off).await, StatusCode::NOT_FOUND);
     }
 
     /// What the framework refuses (a body over its limit) is a problem too.

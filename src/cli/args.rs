@@ -109,8 +109,16 @@ pub struct ServeArgs {
     pub max_connections: Option<u32>,
     /// Also serve `/metrics` without a key on this address (for example
     /// 127.0.0.1:9090); on the main address it needs an admin key.
-    #[arg(long, env = "CLUE_METRICS_ADDRESS", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "CLUE_METRICS_ADDRESS",
+        value_name = "HOST:PORT",
+        conflicts_with = "no_metrics"
+    )]
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Record no metrics and serve no `/metrics`.
+    #[arg(long)]
+    pub no_metrics: bool,
     /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain
     /// (needs --tls-key); session cookies are then `Secure`.
     #[arg(long, env = "CLUE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -622,6 +630,7 @@ mod tests {
             &["--cors-origin", "bi.example.com"],
             &["--cors-origin", "https://*.example.com"],
             &["--max-expensive", "0"],
+            &["--no-metrics", "--metrics-address", "127.0.0.1:9090"],
         ] {
             assert!(serve(bad).is_err(), "{bad:?}");
         }

@@ -533,6 +533,7 @@ async fn serve(
                 .map_or((work_total / 2).max(1), usize::from),
         },
         max_connections: connection_cap(args.max_connections),
+        metrics: !args.no_metrics,
     };
     if let Some(addr) = args.metrics_address {
         api::metrics::serve_on(addr).await.map_err(|e| {
