@@ -104,7 +104,7 @@ while True:
     time.sleep(0.5)
 PY
 PIDS+=($!)
-for _ in $(seq 120); do [ "$(cat "$WORK/held" 2>/dev/null || echo 0)" -ge 10000 ] && break; sleep 0.5; done
+for _ in $(seq 480); do [ "$(cat "$WORK/held" 2>/dev/null || echo 0)" -ge 10000 ] && break; sleep 0.5; done
 echo "held: $(cat "$WORK/held" 2>/dev/null || echo 0) half-open connections"
 read -r r1 p1 < <(run $OFF 8)
 echo "held at the end: $(cat "$WORK/held" 2>/dev/null || echo 0)"

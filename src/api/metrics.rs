@@ -53,21 +53,46 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// A label value kept for the life of the process: route templates and
+/// methods are few, and a borrowed label costs no allocation per request.
+fn interned(text: &str) -> &'static str {
+    static KNOWN: OnceLock<std::sync::RwLock<std::collections::HashSet<&'static str>>> =
+        OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(s) = known.read().unwrap_or_else(|p| p.into_inner()).get(text) {
+        return s;
+    }
+    let mut known = known.write().unwrap_or_else(|p| p.into_inner());
+    // Bounded: past this many, new values share one label.
+    if known.len() >= 512 {
+        return "other";
+    }
+    match known.get(text) {
+        Some(s) => s,
+        None => {
+            let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            known.insert(leaked);
+            leaked
+        }
+    }
+}
+
 /// Counts each request by route template, method and status, with its
 /// latency, and the requests in flight.
 pub(super) async fn record(req: Request, next: Next) -> Response {
+    static IN_FLIGHT: OnceLock<metrics::Gauge> = OnceLock::new();
     let started = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let in_flight = metrics::gauge!("clue_http_requests_in_flight");
+        .map_or("unmatched", |p| interned(p.as_str()));
+    let method = interned(req.method().as_str());
+    let in_flight = IN_FLIGHT.get_or_init(|| metrics::gauge!("clue_http_requests_in_flight"));
     in_flight.increment(1.0);
     let response = next.run(req).await;
     in_flight.decrement(1.0);
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("clue_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    let status = interned(response.status().as_str());
+    metrics::counter!("clue_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("clue_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
