@@ -287,11 +287,10 @@ pub(super) async fn authorize(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(String::new, |p| p.as_str().to_owned());
-    let rule = rule(req.method(), &path);
+    // The template is shared (an `Arc`), not copied, on every request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let path = matched.as_ref().map_or("", |p| p.as_str());
+    let rule = rule(req.method(), path);
     let addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -320,15 +319,19 @@ pub(super) async fn authorize(
                 .into(),
         ));
     }
-    let view = key.as_ref().map_or_else(View::everything, |k| View {
-        datasets: k.datasets.clone(),
-        conditions: k.conditions.clone(),
-    });
-    req.extensions_mut().insert(Caller {
-        key,
-        addr,
-        view: Arc::new(view),
-    });
+    // Callers that see everything share one view rather than each
+    // allocating their own.
+    static EVERYTHING: std::sync::OnceLock<Arc<View>> = std::sync::OnceLock::new();
+    let view = match &key {
+        Some(k) if !k.datasets.is_empty() || !k.conditions.is_empty() => Arc::new(View {
+            datasets: k.datasets.clone(),
+            conditions: k.conditions.clone(),
+        }),
+        _ => EVERYTHING
+            .get_or_init(|| Arc::new(View::everything()))
+            .clone(),
+    };
+    req.extensions_mut().insert(Caller { key, addr, view });
     Ok(next.run(req).await)
 }
 

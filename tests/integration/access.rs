@@ -548,6 +548,36 @@ async fn off_loopback_keys_are_required_unless_turned_off() {
     let run = db.clue(&["serve", "--host", "0.0.0.0", "--port", "0"]);
     let run = run.fails_with(4, "needs API keys and there are none");
     assert!(run.stderr.contains("--auth off"), "{}", run.stderr);
+    // Told `--auth off`, it serves, and says what that means.
+    use std::io::BufRead;
+    let home = scratch_dir();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_clue"))
+        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--auth", "off"])
+        .env("CLUE_DATABASE_URL", &db.url)
+        .env("CLUE_HOME", home.path())
+        .env_remove("CLUE_AUTH")
+        .env_remove("CLUE_RATE_LIMIT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let first = stdout.lines().next().unwrap().unwrap();
+    assert!(
+        first.starts_with("clue is serving on http://0.0.0.0:"),
+        "{first}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("serving without API keys on a non-loopback address"),
+        "{stderr}"
+    );
 }
 
 /// Row conditions hold whatever the query asks: random queries as a key

@@ -38,12 +38,27 @@ fn dataset(state: &AppState, q: Option<&str>) -> Result<Option<String>, ApiError
     Ok(name)
 }
 
-fn answer(rollups: Vec<RollupOutcome>) -> Json<RollupsAnswer> {
+/// Runs a rollup operation in a turn of expensive work, on the dataset the
+/// query names (or all), and answers what it did.
+async fn operate(
+    state: &AppState,
+    caller: &Caller,
+    q: Option<&str>,
+    rebuild: bool,
+) -> Result<Json<RollupsAnswer>, ApiError> {
+    let only = dataset(state, q)?;
+    let _turn = state.guard.turn(caller).await?;
+    let (db, catalog, only) = (&state.db, &state.catalog, only.as_deref());
+    let rollups = if rebuild {
+        app::rebuild_rollups(db, catalog, only, &caller.actor()).await?
+    } else {
+        app::verify_rollups(db, catalog, only).await?
+    };
     let differences = rollups.iter().map(|r| r.differences).sum();
-    Json(RollupsAnswer {
+    Ok(Json(RollupsAnswer {
         rollups,
         differences,
-    })
+    }))
 }
 
 /// Rebuilds rollups from the fact table (after facts were changed with
@@ -66,11 +81,7 @@ pub(in crate::api) async fn rebuild(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<RollupsAnswer>, ApiError> {
-    let only = dataset(&state, q.as_deref())?;
-    let _turn = state.guard.turn(&caller).await?;
-    let done =
-        app::rebuild_rollups(&state.db, &state.catalog, only.as_deref(), &caller.actor()).await?;
-    Ok(answer(done))
+    operate(&state, &caller, q.as_deref(), true).await
 }
 
 /// Compares every rollup with a fresh aggregation of its facts.
@@ -92,9 +103,5 @@ pub(in crate::api) async fn verify(
     caller: Caller,
     RawQuery(q): RawQuery,
 ) -> Result<Json<RollupsAnswer>, ApiError> {
-    let only = dataset(&state, q.as_deref())?;
-    let _turn = state.guard.turn(&caller).await?;
-    Ok(answer(
-        app::verify_rollups(&state.db, &state.catalog, only.as_deref()).await?,
-    ))
+    operate(&state, &caller, q.as_deref(), false).await
 }
